@@ -1,0 +1,103 @@
+"""Choose the FM2S ``fast`` schedule on tuning images only (never the final table's).
+
+Tuning set: capture ``_1`` of each of the 12 FMD test-mix configurations and the
+W2S *training* FOV 001 (3 channels). The final FMD table (benchmarks/fmd_fm2s.py)
+uses captures ``_3`` and ``_4``, which no setting here has seen.
+
+W2S 8-bit noisy and clean frames were rescaled separately, so W2S is scored with
+scale-invariant PSNR (affine fit); FMD with plain PSNR (8-bit range, rounded output).
+
+    .venv/bin/python benchmarks/fm2s_tune.py [--out benchmarks/results/fm2s_fast_schedule.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from microdenoise import create, datasets, metrics
+
+CANDIDATES: dict[str, dict[str, object]] = {
+    "A 400 steps, crop 128x2, lr 4e-3": {"fast_steps": 400},
+    "B A + bf16": {"fast_steps": 400, "fast_bf16": True},
+    "C 800 steps + bf16": {"fast_steps": 800, "fast_bf16": True},
+    "D 300 steps, crop 128x4, bf16": {"fast_steps": 300, "fast_batch": 4, "fast_bf16": True},
+    "E 400 steps, crop 96x4, bf16": {"fast_steps": 400, "fast_crop": 96, "fast_batch": 4,
+                                     "fast_bf16": True},
+    "F 400 steps, lr 2e-3": {"fast_steps": 400, "fast_lr": 2e-3},
+    "G 400 steps, lr 8e-3": {"fast_steps": 400, "fast_lr": 8e-3},
+    "H 200 steps, crop 128x2, bf16": {"fast_steps": 200, "fast_bf16": True},
+}
+
+
+def tuning_pairs(root: Path | None) -> list[tuple[str, str, datasets.Pair]]:
+    """(preset, metric, pair) for the tuning images."""
+    out = []
+    for pair in datasets.fmd_test_mix(root, names=["*_1"]):
+        out.append((pair.group.lower(), "psnr", pair))
+    for pair in datasets.w2s_8bit(root, split="train", names=["001_*"]):
+        out.append(("widefield", "si_psnr", pair))
+    return out
+
+
+def score(out01: np.ndarray, pair: datasets.Pair, kind: str) -> float:
+    """PSNR on the 0..255 scale of the rounded output (si_psnr for W2S)."""
+    pred = np.clip(np.rint(out01 * 255.0), 0, 255)
+    gt = pair.clean.astype(np.float64)
+    if kind == "si_psnr":
+        return metrics.si_psnr(pred, gt, data_range=255.0)
+    return metrics.psnr(pred, gt, data_range=255.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fm2s_fast_schedule.md"))
+    parser.add_argument("--only", nargs="*", default=None, help="candidate letters to run")
+    args = parser.parse_args()
+    pairs = tuning_pairs(args.data_root)
+    rows = []
+    for label, params in CANDIDATES.items():
+        if args.only and label.split()[0] not in args.only:
+            continue
+        fmd, w2s, secs = [], [], []
+        for preset, kind, pair in pairs:
+            m = create("fm2s", preset=preset, **params)
+            x = pair.noisy.astype(np.float32) / 255.0
+            t0 = time.perf_counter()
+            m.fit(x)
+            out = m.denoise(x)
+            secs.append(time.perf_counter() - t0)
+            (w2s if kind == "si_psnr" else fmd).append(score(out, pair, kind))
+        row = (label, statistics.mean(fmd), statistics.mean(w2s), statistics.median(secs))
+        print("%-36s FMD_1 %.2f  W2S-train SI %.2f  median %.1f s" % row, flush=True)
+        rows.append(row)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    lines = [
+        "# FM2S fast schedule: tuning run",
+        "",
+        f"Date {date.today()}, machine {platform.machine()} {platform.processor() or ''} "
+        f"(2 cores, CPU torch), commit {commit or 'uncommitted'}.",
+        "Command: `.venv/bin/python benchmarks/fm2s_tune.py`",
+        "",
+        "Tuning images only: FMD test-mix captures `_1` (12 images, the microscope's preset, "
+        "PSNR on 0..255, rounded output) and W2S training FOV 001 (3 channels, widefield preset, "
+        "scale-invariant PSNR). The final table uses captures `_3`/`_4`.",
+        "",
+        "| candidate | FMD `_1` PSNR | W2S train SI-PSNR | median s / image |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.1f} |" for r in rows]
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""microdenoise: denoising for fluorescence microscopy under one API.
+
+Classical filters, FM2S (zero-shot, the default), and the learned methods of
+later releases share one registry and one pipeline::
+
+    import microdenoise as md
+    image = md.read_image("cells.tif")
+    clean = md.denoise_array(image.data, "fm2s", preset="confocal")
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+from .io import ImageData, read_image, write_image
+from .pipeline import denoise_array, denoise_file, denoise_files
+from .registry import Denoiser, create, list_methods, load, register, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Denoiser",
+    "ImageData",
+    "InputError",
+    "create",
+    "denoise_array",
+    "denoise_file",
+    "denoise_files",
+    "list_methods",
+    "load",
+    "read_image",
+    "register",
+    "save",
+    "write_image",
+    "__version__",
+]

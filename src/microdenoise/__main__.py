@@ -1,0 +1,5 @@
+"""``python -m microdenoise``: the same as the ``microdenoise`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

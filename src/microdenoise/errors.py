@@ -1,0 +1,12 @@
+"""The one error type users see.
+
+Every problem with user input (a file, a parameter, an image) raises
+:class:`InputError` with a message that says what is wrong and what to do.
+The CLI prints that message on one line and exits non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad user input: the message says what is wrong and what to do instead."""

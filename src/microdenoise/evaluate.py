@@ -1,0 +1,177 @@
+"""Benchmark evaluation: run methods on noisy/clean pairs and tabulate the papers' metrics.
+
+Conventions (stated in every table): the benchmark sets are 8-bit, so outputs are
+clipped to 0..255 and rounded (``quantize="round"``; the official FM2S code
+truncates, ``"trunc"``) and PSNR/SSIM use data_range = 255. SI-PSNR (after a
+least-squares affine fit of the output to the ground truth) is reported too, since
+the W2S 8-bit copies rescaled noisy and clean frames separately.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .datasets import Pair
+from .errors import InputError
+from .pipeline import denoise_array
+from .registry import method_class, parse_params
+
+_GROUP_PRESETS = {"confocal": "confocal", "twophoton": "twophoton", "widefield": "widefield",
+                  "srdtrans": "srdtrans", "w2s": "widefield"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One table row: a label, a method name, its parameters and preset (``auto``: by group)."""
+
+    label: str
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = "auto"
+
+
+def parse_spec(text: str) -> Spec:
+    """Parse ``name`` or ``name:k=v:k=v`` (e.g. ``fm2s:schedule=paper``) into a :class:`Spec`."""
+    name, *items = text.strip().split(":")
+    method_class(name)
+    params: dict[str, Any] = dict(parse_params(items))
+    preset = params.pop("preset", "auto")
+    return Spec(label=text.strip(), method=name, params=params, preset=preset)
+
+
+def auto_preset(spec: Spec, group: str) -> str | None:
+    """The preset for ``spec`` on a pair of ``group`` (FM2S: the microscope's preset)."""
+    if spec.preset != "auto":
+        return spec.preset
+    presets = method_class(spec.method).PRESETS
+    choice = _GROUP_PRESETS.get(group.lower())
+    return choice if choice in presets else None
+
+
+@dataclass(frozen=True)
+class Result:
+    """Scores of one method on one pair."""
+
+    label: str
+    name: str
+    group: str
+    psnr: float
+    ssim: float
+    si_psnr: float
+    seconds: float
+
+
+def quantize(image: np.ndarray, mode: str = "round") -> np.ndarray:
+    """Clip to 0..255 and round (``round``) or truncate (``trunc``), as 8-bit papers do."""
+    if mode == "none":
+        return image.astype(np.float64)
+    if mode not in ("round", "trunc"):
+        raise InputError(f"quantize must be round, trunc or none, not {mode!r}")
+    fn = np.rint if mode == "round" else np.trunc
+    return np.clip(fn(image.astype(np.float64)), 0, 255)
+
+
+def score(output: np.ndarray, clean: np.ndarray, *, data_range: float) -> tuple[float, ...]:
+    """(PSNR, SSIM, SI-PSNR) of ``output`` against ``clean``."""
+    gt = clean.astype(np.float64)
+    return (metrics.psnr(output, gt, data_range=data_range),
+            metrics.ssim(output, gt, data_range=data_range),
+            metrics.si_psnr(output, gt, data_range=data_range))
+
+
+def evaluate(
+    pairs: Sequence[Pair],
+    specs: Sequence[Spec | str],
+    *,
+    data_range: float = 255.0,
+    quantize_mode: str = "round",
+    seed: int | None = None,
+    keep: Callable[[Pair], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Result], dict[tuple[str, str], np.ndarray]]:
+    """Run every spec on every pair; return the scores and the outputs ``keep`` asked for.
+
+    The first row of each pair is ``noisy`` (the input itself). Timing covers fit and
+    denoise of each image (zero-shot methods train on it).
+    """
+    specs = [parse_spec(s) if isinstance(s, str) else s for s in specs]
+    results: list[Result] = []
+    kept: dict[tuple[str, str], np.ndarray] = {}
+    for pair in pairs:
+        noisy = quantize(pair.noisy, "none")
+        results.append(Result("noisy", pair.name, pair.group,
+                              *score(noisy, pair.clean, data_range=data_range), 0.0))
+        for spec in specs:
+            t0 = time.perf_counter()
+            out = denoise_array(pair.noisy, spec.method, preset=auto_preset(spec, pair.group),
+                                params=spec.params, seed=seed)
+            seconds = time.perf_counter() - t0
+            out = quantize(out, quantize_mode)
+            results.append(Result(spec.label, pair.name, pair.group,
+                                  *score(out, pair.clean, data_range=data_range), seconds))
+            if keep is not None and keep(pair):
+                kept[(spec.label, pair.name)] = out
+            if progress is not None:
+                progress(1)
+    return results, kept
+
+
+def summarize(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """Per label: mean PSNR/SSIM per group, the average over all images, median seconds."""
+    labels = list(dict.fromkeys(r.label for r in results))
+    groups = list(dict.fromkeys(r.group for r in results))
+    rows = []
+    for label in labels:
+        mine = [r for r in results if r.label == label]
+        row: dict[str, Any] = {"method": label, "n": len(mine)}
+        for group in groups:
+            sub = [r for r in mine if r.group == group]
+            if sub:
+                row[f"{group} PSNR"] = statistics.mean(r.psnr for r in sub)
+                row[f"{group} SSIM"] = statistics.mean(r.ssim for r in sub)
+        row["Avg PSNR"] = statistics.mean(r.psnr for r in mine)
+        row["Avg SSIM"] = statistics.mean(r.ssim for r in mine)
+        row["Avg SI-PSNR"] = statistics.mean(r.si_psnr for r in mine)
+        row["s/image"] = statistics.median(r.seconds for r in mine)
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`summarize` rows (PSNR 2 decimals, SSIM 3)."""
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = []
+        for col in cols:
+            value = row.get(col, "")
+            if isinstance(value, float):
+                value = f"{value:.3f}" if "SSIM" in col else f"{value:.2f}"
+            cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(results: Sequence[Result], path: str | Path) -> Path:
+    """Per-image scores as CSV."""
+    path = Path(path)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["method", "image", "group", "psnr", "ssim", "si_psnr", "seconds"])
+        for r in results:
+            writer.writerow([r.label, r.name, r.group, f"{r.psnr:.4f}", f"{r.ssim:.5f}",
+                             f"{r.si_psnr:.4f}", f"{r.seconds:.3f}"])
+    return path
+
+
+__all__ = ["Result", "Spec", "auto_preset", "evaluate", "parse_spec", "quantize",
+           "summarize", "to_markdown", "write_csv"]

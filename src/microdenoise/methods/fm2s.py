@@ -1,0 +1,311 @@
+"""FM2S: zero-shot denoising of fluorescence micrographs.
+
+Liu, Teng, Ma, Jiang, "FM2S: Towards Spatially-Correlated Noise Modeling in
+Zero-Shot Fluorescence Microscopy Image Denoising", arXiv:2412.10031 (v2, 2025);
+official code Danielement321/FM2S @ afc05d8.
+
+A 3-layer CNN (901*lambda + 2628 parameters) is trained on the noisy image
+itself: the image is median filtered (pre-denoise), copied into lambda
+identical channels (channel amplification), and the network learns to map
+fresh region-wise Poisson-Gaussian noise injections of the filtered image
+back to it (stage 2), after a short warm-up mapping the raw image to its
+filtered version (stage 1). Inference is one forward pass on the raw image.
+
+Two schedules share the method:
+
+``paper``  exactly the official code: whole image, batch 1, Adam 1e-3,
+           5 stage-1 steps, 450 noise samples x 5 steps.
+``fast``   the default: stage 2 on random crops with a fresh noise sample per
+           step and a one-cycle learning rate, ~20x less CPU time (see
+           ``benchmarks/results/fm2s_fast_schedule.md`` for how it was chosen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from ..errors import InputError
+from ..registry import Denoiser, register
+from ..training import generator, resolve_device
+
+# (g_map, p_map, lam_p) per FMD noise level, from the FM2S README / supplementary.
+_LEVELS = {
+    "confocal": ((200, 30, 70), (125, 95, 285), (70, 195, 485), (10, 240, 650), (5, 650, 1400)),
+    "twophoton": ((175, 30, 60), (150, 85, 300), (90, 300, 480), (20, 185, 600), (15, 850, 3800)),
+    "widefield": ((220, 45, 2000), (220, 100, 2500), (60, 650, 3500), (20, 600, 4000),
+                  (1, 1500, 4800)),
+}
+_BASE = {"confocal": (2, 75, 3), "twophoton": (2, 75, 3), "widefield": (1, 75, 11)}
+
+
+def _presets() -> dict[str, dict[str, Any]]:
+    presets: dict[str, dict[str, Any]] = {}
+    for micro, levels in _LEVELS.items():
+        n_chan, stride, w_size = _BASE[micro]
+        for avg, (g, p, lam) in zip((1, 2, 4, 8, 16), levels, strict=True):
+            values = {"n_chan": n_chan, "stride": stride, "w_size": w_size,
+                      "g_map": float(g), "p_map": float(p), "lam_p": float(lam)}
+            presets[f"{micro}_avg{avg}"] = values
+            if avg == 1:
+                presets[micro] = values
+    base = {"n_chan": 6, "stride": 5, "w_size": 3, "g_map": 60.0, "p_map": 40.0, "lam_p": 125.0}
+    presets["srdtrans"] = base
+    presets["base"] = base
+    return presets
+
+
+@dataclass(frozen=True)
+class FM2SConfig:
+    """Parameters of FM2S; defaults are the official CONFOCAL config and the fast schedule.
+
+    Noise model (8-bit units for ``g_map``), per ``stride`` x ``stride`` region R with
+    n_R = clamp(mean(R), 1e-5, 0.15): sigma_R = g_map * n_R, a_R = p_map / n_R,
+    y = clamp(Poisson(a_R c) / a_R + N(0, (sigma_R/255)^2), 0, 1),
+    z = clamp(Poisson(lam_p y) / lam_p, 0, 1).
+    """
+
+    schedule: Literal["fast", "paper"] = "fast"
+    n_chan: int = 2
+    stride: int = 75
+    w_size: int = 3
+    g_map: float = 200.0
+    p_map: float = 30.0
+    lam_p: float = 70.0
+    lr: float = 1e-3
+    stage1_steps: int = 5
+    samples: int = 450
+    steps_per_sample: int = 5
+    fast_steps: int = 800
+    fast_crop: int = 128
+    fast_batch: int = 2
+    fast_lr: float = 4e-3
+    fast_bf16: bool = False
+    predenoise: Literal["median", "gaussian", "nlm", "bm3d"] = "median"
+    region_noise: bool = True
+    overall_noise: bool = True
+    stage1: bool = True
+    stage2: bool = True
+    seed: int = 3407
+
+    def __post_init__(self) -> None:
+        for name in ("n_chan", "stride", "w_size", "fast_crop", "fast_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("p_map", "lam_p", "lr", "fast_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if not self.g_map >= 0:
+            raise ValueError("g_map must be >= 0")
+
+
+class FM2SNet(nn.Module):
+    """Conv(l,24,5) - LeakyReLU(1e-3) - Conv(24,12,3) - LeakyReLU(1e-3) - Conv(12,l,5)."""
+
+    def __init__(self, n_chan: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_chan, 24, 5, padding=2)
+        self.conv2 = nn.Conv2d(24, 12, 3, padding=1)
+        self.conv3 = nn.Conv2d(12, n_chan, 5, padding=2)
+        self.act = nn.LeakyReLU(negative_slope=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+
+
+def predenoise(image: np.ndarray, *, kind: str = "median", w_size: int = 3) -> np.ndarray:
+    """The pre-denoised training target: ``median_filter(image, w_size)`` (reflect) by default.
+
+    ``gaussian`` (sigma = w_size / 3), ``nlm`` and ``bm3d`` (noise sigma estimated from
+    the image) are the pre-denoisers of the paper's ablation (Table 7).
+    """
+    if kind == "median":
+        return ndimage.median_filter(image, size=w_size).astype(np.float32)
+    if kind == "gaussian":
+        return ndimage.gaussian_filter(image, sigma=w_size / 3.0).astype(np.float32)
+    from .. import registry
+
+    method = registry.create(kind)
+    return method.denoise(image).astype(np.float32)
+
+
+def noise_maps(clean: torch.Tensor, *, stride: int, g_map: float, p_map: float,
+               region: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel Gaussian std (on [0,1]) and Poisson scale of the region-wise injection.
+
+    ``clean`` is (B, C, H, W). The image is zero-padded bottom/right to a multiple
+    of ``stride`` and cut into stride x stride regions; each region's level is
+    n = clamp(mean over channels and pixels, 1e-5, 0.15) (padding included, as in the
+    official code). With ``region=False`` one level for the whole image (ablation).
+    """
+    _, _, h, w = clean.shape
+    if not region:
+        n = clean.mean(dim=(1, 2, 3), keepdim=True).clamp(1e-5, 0.15).expand(-1, 1, h, w)
+    else:
+        padded = F.pad(clean, (0, (-w) % stride, 0, (-h) % stride))
+        level = F.avg_pool2d(padded.mean(dim=1, keepdim=True), stride)
+        n = level.clamp(1e-5, 0.15).repeat_interleave(stride, 2).repeat_interleave(stride, 3)
+        n = n[..., :h, :w]
+    return g_map * n / 255.0, p_map / n
+
+
+def inject_noise(clean: torch.Tensor, sigma: torch.Tensor, scale: torch.Tensor, *,
+                 lam_p: float, gen: torch.Generator, region: bool = True,
+                 overall: bool = True) -> torch.Tensor:
+    """One FM2S noise sample of ``clean`` given the maps from :func:`noise_maps`.
+
+    y = clamp(Poisson(a c)/a + N(0, sigma^2), 0, 1); z = clamp(Poisson(lam_p y)/lam_p, 0, 1).
+    Every pixel and channel gets independent noise.
+    """
+    y = clean
+    if region:
+        y = torch.poisson(scale * clean, generator=gen) / scale
+        noise = torch.randn(clean.shape, generator=gen, device=clean.device, dtype=clean.dtype)
+        y = (y + noise * sigma).clamp(0.0, 1.0)
+    if overall:
+        y = (torch.poisson(lam_p * y, generator=gen) / lam_p).clamp(0.0, 1.0)
+    return y
+
+
+def _random_crops(n: int, crop: int, h: int, w: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    ys = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
+    return list(zip(ys, xs, strict=True))
+
+
+@register("fm2s")
+class FM2S(Denoiser):
+    """FM2S zero-shot denoiser (Liu et al., arXiv:2412.10031): a tiny CNN trained on the image itself.
+
+    Presets: ``confocal`` (default values), ``twophoton``, ``widefield``, ``srdtrans``/``base``,
+    and ``<microscope>_avg{1,2,4,8,16}`` for the FMD noise levels.
+    """
+
+    family = "zero-shot"
+    needs = "the noisy image itself"
+    zero_shot = True
+    normalization = "unit"
+    Config = FM2SConfig
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets()
+
+    def __init__(self, config: Any = None, /, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.device = "auto"
+        self.net: FM2SNet | None = None
+        self.losses: list[float] = []
+
+    @property
+    def receptive_field(self) -> int:
+        return 5  # 5x5, 3x3 and 5x5 convolutions: radius 2 + 1 + 2
+
+    def _make_net(self) -> FM2SNet:
+        torch.manual_seed(self.config.seed)
+        return FM2SNet(self.config.n_chan)
+
+    def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> FM2S:
+        """Train on ``noisy`` (2D, scaled to [0, 1]); ``clean`` is ignored (zero-shot)."""
+        cfg = self.config
+        image = _check_plane(noisy)
+        device = resolve_device(self.device)
+        gen = generator(cfg.seed, device if device.type == "cuda" else None)
+        target = predenoise(image, kind=cfg.predenoise, w_size=cfg.w_size)
+        x = torch.from_numpy(image).to(device)[None, None].repeat(1, cfg.n_chan, 1, 1)
+        c = torch.from_numpy(target).to(device)[None, None].repeat(1, cfg.n_chan, 1, 1)
+        net = self._make_net().to(device)
+        sigma, scale = noise_maps(c, stride=cfg.stride, g_map=cfg.g_map, p_map=cfg.p_map,
+                                  region=cfg.region_noise)
+        self.losses = []
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        net.train()
+        if cfg.stage1:
+            for _ in range(cfg.stage1_steps):
+                self._step(net, opt, x, c)
+        if cfg.stage2:
+            inject = {"lam_p": cfg.lam_p, "gen": gen, "region": cfg.region_noise,
+                      "overall": cfg.overall_noise}
+            if cfg.schedule == "paper":
+                for _ in range(cfg.samples):
+                    sample = inject_noise(c, sigma, scale, **inject)
+                    for _ in range(cfg.steps_per_sample):
+                        self._step(net, opt, sample, c)
+            else:
+                self._fit_fast(net, c, sigma, scale, inject, gen)
+        self.net = net.to(memory_format=torch.contiguous_format).eval()
+        return self
+
+    def _fit_fast(self, net: FM2SNet, c: torch.Tensor, sigma: torch.Tensor,
+                  scale: torch.Tensor, inject: dict[str, Any], gen: torch.Generator) -> None:
+        cfg = self.config
+        _, _, h, w = c.shape
+        crop_h, crop_w = min(cfg.fast_crop, h), min(cfg.fast_crop, w)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.fast_lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.fast_lr, total_steps=max(cfg.fast_steps, 2), pct_start=0.15)
+        cpu_gen = gen if gen.device.type == "cpu" else generator(cfg.seed + 1)
+        net.to(memory_format=torch.channels_last)
+        for _ in range(cfg.fast_steps):
+            where = _random_crops(cfg.fast_batch, crop_h, h, w, cpu_gen)
+            cut = [(slice(None), slice(y, y + crop_h), slice(x, x + crop_w)) for y, x in where]
+            cc = torch.stack([c[0][s] for s in cut])
+            sample = inject_noise(cc, torch.stack([sigma[0][s] for s in cut]),
+                                  torch.stack([scale[0][s] for s in cut]), **inject)
+            sample = sample.contiguous(memory_format=torch.channels_last)
+            self._step(net, opt, sample, cc, bf16=cfg.fast_bf16)
+            sched.step()
+
+    def _step(self, net: FM2SNet, opt: torch.optim.Optimizer, inp: torch.Tensor,
+              target: torch.Tensor, *, bf16: bool = False) -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(inp.device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = net(inp)
+        loss = F.mse_loss(pred.float(), target)
+        loss.backward()
+        opt.step()
+        self.losses.append(float(loss.detach()))
+
+    @torch.no_grad()
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        """One forward pass on the channel-amplified image, clamped to [0, 1], channel mean."""
+        if self.net is None:
+            raise InputError("fm2s must be fitted before denoising (zero-shot: fit on the image)")
+        plane = _check_plane(image)
+        device = next(self.net.parameters()).device
+        x = torch.from_numpy(plane).to(device)[None, None].repeat(1, self.config.n_chan, 1, 1)
+        out = self.net(x).clamp(0.0, 1.0).mean(dim=1)[0]
+        return out.cpu().numpy().astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.net is None:
+            return {}
+        return {"net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.net = None
+            return
+        net = FM2SNet(self.config.n_chan)
+        net.load_state_dict(state["net"])
+        self.net = net.eval()
+
+
+def _check_plane(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 2:
+        raise InputError(f"fm2s denoises 2D planes; got an array of shape {image.shape}")
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def n_parameters(n_chan: int) -> int:
+    """Parameter count of :class:`FM2SNet`: 901 * n_chan + 2628."""
+    return sum(p.numel() for p in FM2SNet(n_chan).parameters())
+
+
+def paper_steps(config: FM2SConfig) -> int:
+    """Optimiser steps of the paper schedule: 5 + 450 x 5 = 2255 by default."""
+    return config.stage1_steps + config.samples * config.steps_per_sample
+

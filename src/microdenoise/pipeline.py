@@ -1,0 +1,251 @@
+"""The data flow: read -> normalize -> (fit) -> denoise, tiled -> denormalize -> write.
+
+:func:`denoise_array` works on arrays, :func:`denoise_file` on one file and
+:func:`denoise_files` on a batch (a bad file is reported and skipped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io
+from .errors import InputError
+from .normalize import make_normalizer
+from .registry import Denoiser, create, method_class
+from .tiling import denoise_tiled
+
+MIN_SIZE = 16
+STCZYX = "STCZYX"
+
+
+def check_image(image: np.ndarray, *, name: str = "the image") -> None:
+    """Raise :class:`InputError` for data no method can denoise (NaN/Inf, tiny, not numeric)."""
+    if not isinstance(image, np.ndarray) or image.dtype.kind not in "uif":
+        kind = getattr(image, "dtype", type(image))
+        raise InputError(f"{name} must be a numeric array, got {kind}")
+    if image.ndim < 2:
+        raise InputError(f"{name} has shape {image.shape}; an image needs at least 2 dimensions")
+    h, w = image.shape[-2:]
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise InputError(
+            f"{name} is {h}x{w} pixels; microdenoise needs at least {MIN_SIZE}x{MIN_SIZE}"
+        )
+    if image.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise InputError(
+                f"{name} has {bad} NaN/Inf pixel(s); replace them (e.g. by the median of "
+                "their neighbours) before denoising"
+            )
+
+
+def default_axes(ndim: int) -> str:
+    """Axes assumed for a bare array: YX, then S (samples) for each leading dimension."""
+    return "S" * (ndim - 2) + "YX" if ndim <= 6 else ""
+
+
+def _check_axes(axes: str, ndim: int) -> str:
+    if len(axes) != ndim:
+        raise InputError(f"axes {axes!r} has {len(axes)} letters but the data have {ndim} "
+                         "dimensions; give one letter per dimension from STCZYX")
+    if not axes.endswith("YX") or any(a not in STCZYX for a in axes) or len(set(axes)) != ndim:
+        raise InputError(f"axes {axes!r} must be distinct letters from STCZYX ending in YX")
+    return axes
+
+
+def _units(image: np.ndarray, volume: bool) -> Iterator[tuple[int, ...]]:
+    """Index tuples over the leading axes: each selects a YX plane (or a ZYX volume)."""
+    lead = image.shape[:-3] if volume else image.shape[:-2]
+    yield from np.ndindex(*lead)
+
+
+def _volume_axis(axes: str) -> int | None:
+    for letter in "ZTS":
+        if letter in axes[:-2]:
+            return axes.index(letter)
+    return None
+
+
+def _prepare(method: str | Denoiser, preset: str | None, params: dict[str, Any] | None,
+             seed: int | None) -> tuple[Denoiser, bool]:
+    if isinstance(method, Denoiser):
+        if preset or params:
+            raise InputError("preset/params apply to a method name, not to a loaded model")
+        return method, False
+    params = dict(params or {})
+    fields = {f.name for f in dataclasses.fields(method_class(method).Config)}
+    if seed is not None and "seed" in fields and "seed" not in params:
+        params["seed"] = seed
+    return create(method, preset=preset, **params), True
+
+
+def denoise_array(
+    image: np.ndarray,
+    method: str | Denoiser = "fm2s",
+    *,
+    preset: str | None = None,
+    params: dict[str, Any] | None = None,
+    axes: str | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    fit_on: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Denoise ``image`` and return float32 of the same shape in the input's intensity units.
+
+    Parameters
+    ----------
+    image
+        2D image or stack; leading axes (see ``axes``) are run plane by plane, or as
+        volumes for methods that support 3D.
+    method
+        A registered method name (see :func:`microdenoise.list_methods`) or a fitted
+        :class:`~microdenoise.registry.Denoiser` (e.g. from :func:`microdenoise.load`).
+    preset, params
+        Named parameter set and explicit parameters of ``method`` (names only).
+    axes
+        Letters from STCZYX, one per dimension; default ``YX`` with ``S`` in front.
+    tile, overlap
+        Tiled prediction; ``overlap`` defaults to (and may not be below) the method's
+        receptive field, so tiled output has no seams.
+    device
+        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+    seed
+        Overrides the method's seed; the same seed gives the same output.
+    fit_on
+        Zero-shot methods on a stack: fit once on this many evenly spaced planes and
+        apply to all (default: fit on every plane).
+    progress
+        Called with 1 after each plane.
+    """
+    check_image(image)
+    axes = _check_axes(axes or default_axes(image.ndim), image.ndim)
+    den, fresh = _prepare(method, preset, params, seed)
+    if hasattr(den, "device"):
+        den.device = device
+    volume = den.supports_3d and _volume_axis(axes) is not None
+    vax = _volume_axis(axes) if volume else None
+    work = image if vax is None else np.moveaxis(image, vax, -3)
+    norm = make_normalizer(den.normalization, image)
+    rf = den.receptive_field
+    if overlap is not None and overlap < rf:
+        raise InputError(f"--overlap {overlap} is below {den.key}'s receptive field ({rf} px): "
+                         f"tiles would show seams; use --overlap {rf} or more")
+    ov = rf if overlap is None else overlap
+    if tile is not None and tile <= 2 * ov:
+        raise InputError(f"--tile {tile} must be larger than twice the overlap ({ov} px)")
+    units = list(_units(work, volume))
+    refit = den.zero_shot and fresh
+    if refit and fit_on is not None:
+        if fit_on < 1:
+            raise InputError("--fit-on must be at least 1")
+        picks = np.linspace(0, len(units) - 1, min(fit_on, len(units))).round().astype(int)
+        # One fit on a side-by-side montage of the chosen planes.
+        den.fit(np.concatenate([norm(work[units[i]]) for i in picks], axis=-1))
+        refit = False
+    out = np.empty(work.shape, dtype=np.float32)
+    for index in units:
+        plane = norm(work[index])
+        if refit:
+            den.fit(plane)
+        if tile is None or volume:
+            result = den.denoise(plane)
+        else:
+            result = denoise_tiled(den.denoise, plane, tile=tile, overlap=ov)
+        out[index] = norm.inverse(np.asarray(result, dtype=np.float32))
+        if progress is not None:
+            progress(1)
+    return out if vax is None else np.moveaxis(out, -3, vax)
+
+
+@dataclass
+class BatchResult:
+    """Outputs written and files that failed (with the reason) in a batch."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def output_path(path: Path, out_dir: Path, *, suffix: str = ".tif") -> Path:
+    """Where the denoised version of ``path`` goes: ``out_dir/<stem>.tif``."""
+    name = path.name
+    for ext in sorted(io.SUPPORTED_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return out_dir / f"{name}{suffix}"
+
+
+def denoise_file(
+    path: str | Path,
+    out: str | Path,
+    method: str | Denoiser = "fm2s",
+    *,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    axes: str | None = None,
+    **options: Any,
+) -> Path:
+    """Read ``path``, denoise it (see :func:`denoise_array` for ``options``), write ``out``.
+
+    ``out`` is a file name or an existing folder (then ``<stem>.tif`` inside it). The
+    output keeps axes, pixel size and unit; it is float32 unless ``dtype="same"``
+    (the input's type, rounded and clipped). The input is never overwritten and an
+    existing output only with ``overwrite=True``; nothing is written on failure.
+    """
+    path, out = Path(path), Path(out)
+    target = output_path(path, out) if out.is_dir() else out
+    if io.same_file(path, target):
+        raise InputError(f"output {str(target)!r} is the input file; choose another output")
+    if target.exists() and not overwrite:
+        raise InputError(f"{str(target)!r} exists; pass --overwrite to replace it")
+    img = io.read_image(path, axes=axes)
+    result = denoise_array(img.data, method, axes=img.axes, **options)
+    return io.write_image(
+        target, result, axes=img.axes, pixel_size=img.pixel_size, unit=img.unit,
+        metadata=img.metadata, dtype=dtype, source_dtype=img.data.dtype, overwrite=overwrite,
+    )
+
+
+def denoise_files(
+    inputs: Iterable[str | Path],
+    out_dir: str | Path,
+    method: str | Denoiser = "fm2s",
+    *,
+    on_file: Callable[[Path, Path | None, str | None], None] | None = None,
+    **options: Any,
+) -> BatchResult:
+    """Denoise every image in ``inputs`` (files or folders) into ``out_dir``.
+
+    A file that fails is reported through ``on_file(path, None, message)`` and skipped;
+    the others are still processed. ``options`` go to :func:`denoise_file`.
+    """
+    paths = io.list_images(inputs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = [output_path(p, out_dir) for p in paths]
+    seen: dict[Path, Path] = {}
+    result = BatchResult()
+    for path, target in zip(paths, targets, strict=True):
+        try:
+            if target in seen:
+                raise InputError(f"{path} and {seen[target]} would both be written to {target}")
+            seen[target] = path
+            written = denoise_file(path, target, method, **options)
+        except InputError as exc:
+            result.failed.append((path, str(exc)))
+            if on_file is not None:
+                on_file(path, None, str(exc))
+            continue
+        result.written.append(written)
+        if on_file is not None:
+            on_file(path, written, None)
+    return result

@@ -1,0 +1,295 @@
+"""Method registry, the :class:`Denoiser` base class, and model save/load.
+
+A method is a class decorated with :func:`register`. It holds its parameters
+in a frozen dataclass (``Config``), learns in :meth:`Denoiser.fit` and applies
+itself in :meth:`Denoiser.denoise` to a *normalized* float32 image. The
+pipeline, not the method, reads files, normalizes and tiles.
+
+Models are saved as ``{"key", "config", "state"}`` with :func:`torch.save`
+and loaded with ``torch.load(..., weights_only=True)``, so loading a model
+file never executes code from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+FORMAT = "microdenoise-model"
+FORMAT_VERSION = 1
+
+_REGISTRY: dict[str, type[Denoiser]] = {}
+
+
+class Denoiser(ABC):
+    """Base class of every method.
+
+    Class attributes declare what the pipeline needs to know:
+
+    ``key``            registry name (``create(key)``)
+    ``family``         classical, zero-shot, self-supervised, supervised, few-shot
+    ``needs``          what training needs: nothing, the image, noisy images, pairs
+    ``zero_shot``      the pipeline fits the method on each image before denoising it
+    ``normalization``  ``"unit"``: [0, 1] by the 8-bit range for uint8 data and by the
+                       image's own min/max otherwise; ``"percentile"``: 1/99.8 percentiles
+    ``supports_3d``    ``denoise`` accepts a ZYX volume
+    ``Config``         frozen dataclass of parameters; ``PRESETS`` named parameter sets
+    """
+
+    key: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    needs: ClassVar[str] = "nothing"
+    zero_shot: ClassVar[bool] = False
+    normalization: ClassVar[str] = "unit"
+    supports_3d: ClassVar[bool] = False
+    Config: ClassVar[type[Any]]
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: Any = None, /, **params: Any) -> None:
+        if config is None:
+            config = make_config(self.Config, params, method=self.key)
+        elif params:
+            config = dataclasses.replace(config, **params)
+        self.config = config
+
+    @property
+    def receptive_field(self) -> int:
+        """Half-width in pixels of the neighbourhood one output pixel depends on.
+
+        Tiled prediction uses at least this overlap so that tiled equals untiled.
+        """
+        return 0
+
+    def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> Self:
+        """Learn from ``noisy`` (and ``clean`` for supervised methods); no-op by default."""
+        return self
+
+    @abstractmethod
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        """Denoise one normalized float32 image and return an array of the same shape."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state (tensors, numbers, strings); empty for filters."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise InputError(f"method {self.key!r} has no learned state to load")
+
+
+def register(key: str) -> typing.Callable[[type[Denoiser]], type[Denoiser]]:
+    """Class decorator adding a :class:`Denoiser` subclass to the registry under ``key``."""
+
+    def deco(cls: type[Denoiser]) -> type[Denoiser]:
+        if key in _REGISTRY and _REGISTRY[key] is not cls:
+            raise RuntimeError(f"method {key!r} registered twice")
+        cls.key = key
+        _REGISTRY[key] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtin_methods() -> None:
+    from . import methods  # noqa: F401  (importing registers them)
+
+
+def list_methods() -> list[str]:
+    """Names of all registered methods, sorted."""
+    _load_builtin_methods()
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Denoiser]:
+    """The class registered as ``name``; a clear error naming the choices otherwise."""
+    _load_builtin_methods()
+    if name not in _REGISTRY:
+        raise InputError(
+            f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} "
+            "(see `microdenoise list`)"
+        )
+    return _REGISTRY[name]
+
+
+def create(name: str, *, preset: str | None = None, **params: Any) -> Denoiser:
+    """Create method ``name`` with a named ``preset`` and/or explicit parameters.
+
+    Explicit parameters override the preset's. Unknown names give an
+    :class:`InputError` that lists the valid ones.
+    """
+    cls = method_class(name)
+    merged: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in cls.PRESETS:
+            choices = ", ".join(cls.PRESETS) or "none"
+            raise InputError(f"method {name!r} has no preset {preset!r}; presets: {choices}")
+        merged.update(cls.PRESETS[preset])
+    merged.update(params)
+    return cls(make_config(cls.Config, merged, method=name))
+
+
+def _field_types(config_cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls)
+
+
+def make_config(config_cls: type[Any], params: dict[str, Any], *, method: str = "") -> Any:
+    """Build a frozen config, checking names and coercing strings (``--param k=v``)."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise InputError(
+            f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
+            f"valid: {', '.join(sorted(fields))}"
+        )
+    hints = _field_types(config_cls)
+    values = {k: coerce(v, hints[k], name=k) for k, v in params.items()}
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bad parameters for method {method!r}: {exc}") from None
+
+
+def coerce(value: Any, hint: Any, *, name: str) -> Any:
+    """Convert ``value`` (often a string from the CLI) to the annotated type ``hint``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, name=name)
+            except InputError as exc:
+                errors.append(str(exc))
+        raise InputError(f"parameter {name}: cannot use {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise InputError(f"parameter {name} must be one of {', '.join(map(str, args))}, "
+                         f"not {value!r}")
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        inner = args[0] if args else str
+        return tuple(coerce(v, inner, name=name) for v in items)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise InputError(f"parameter {name} must be true or false, not {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise InputError(f"parameter {name} must be a number, not {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"parameter {name} must be a number, not {value!r}") from None
+        if hint is int:
+            if number != int(number):
+                raise InputError(f"parameter {name} must be a whole number, not {value!r}")
+            return int(number)
+        return number
+    if hint is str:
+        return str(value)
+    return value
+
+
+def parse_params(items: typing.Iterable[str]) -> dict[str, str]:
+    """Parse CLI ``k=v`` strings into a dict (values stay strings; configs coerce them)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param takes key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def describe(name: str) -> dict[str, Any]:
+    """Family, needs and default parameters of method ``name`` (for ``microdenoise list``)."""
+    cls = method_class(name)
+    defaults = {f.name: _default(f) for f in dataclasses.fields(cls.Config)}
+    return {
+        "key": name,
+        "family": cls.family,
+        "needs": cls.needs,
+        "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+        "params": defaults,
+        "presets": list(cls.PRESETS),
+    }
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _to_safe(value: Any) -> Any:
+    """Numpy arrays become tensors so that ``weights_only`` loading accepts them."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _to_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_safe(v) for v in value)
+    return value
+
+
+def save(method: Denoiser, path: str | Path) -> Path:
+    """Save ``method`` (its config and learned state) to ``path`` (a ``.pt`` file)."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "key": method.key,
+        "config": _to_safe(dataclasses.asdict(method.config)),
+        "state": _to_safe(method.state_dict()),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load(path: str | Path) -> Denoiser:
+    """Load a model saved by :func:`save`; never executes code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (any unpickling failure is a bad file)
+        raise InputError(
+            f"{str(path)!r} is not a microdenoise model file ({type(exc).__name__}); "
+            "make one with `microdenoise train` or microdenoise.save()"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"{str(path)!r} is not a microdenoise model file")
+    cls = method_class(payload["key"])
+    hints = _field_types(cls.Config)
+    config = {k: (tuple(v) if typing.get_origin(hints.get(k)) is tuple else v)
+              for k, v in payload["config"].items()}
+    method = cls(make_config(cls.Config, config, method=payload["key"]))
+    method.load_state_dict(payload["state"])
+    return method

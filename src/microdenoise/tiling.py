@@ -1,0 +1,208 @@
+"""Tiled prediction by crop-and-stitch: tiled output equals untiled output.
+
+:func:`denoise_tiled` cuts an image into overlapping tiles over its last two
+axes (YX), applies ``fn`` to each tile and writes back only each tile's
+interior. A tile is ``tile`` pixels wide (or the whole axis, if shorter) and
+carries ``overlap`` pixels of context on every side that is not an image
+border; tiles at a border include the true border. Hence, for any ``fn``
+whose output pixel depends only on inputs within ``overlap`` pixels (a
+filter of radius ``<= overlap``, a network whose receptive field is
+``<= overlap``) and treats image borders the same way (padding), tiled
+output equals untiled output. There is no blending.
+
+Tiles are full size whenever the image allows: the last tile of a row is
+shifted back inside the image rather than made small.
+
+:func:`plan_tiles` returns the plan itself, so that streaming or Dask code
+can reuse it; :func:`denoise_tiled` is a loop over that plan.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from itertools import product
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .errors import InputError
+
+__all__ = ["Tile", "denoise_tiled", "n_tiles", "plan_tiles"]
+
+Slices = tuple[slice, slice]
+
+
+class Tile(NamedTuple):
+    """One tile of a plan; all slices are over the last two axes (YX).
+
+    Use ``image[(..., *tile.source)]`` to cut the input, then
+    ``out[(..., *tile.target)] = result[(..., *tile.crop)]``.
+    """
+
+    source: Slices
+    """Where the tile (with context) is cut from the input image."""
+    target: Slices
+    """Where the tile's interior goes in the output image."""
+    crop: Slices
+    """The interior within the tile: ``result[crop]`` has ``target``'s shape."""
+
+
+def _check(tile: int, overlap: int) -> tuple[int, int]:
+    """Validate ``tile`` and ``overlap`` and return them as ints."""
+    try:
+        t = operator.index(tile)
+        o = operator.index(overlap)
+    except TypeError:
+        raise InputError(
+            f"tile and overlap must be integers, got tile={tile!r}, overlap={overlap!r}"
+        ) from None
+    if o < 0:
+        raise InputError(f"overlap must be >= 0, got {o}")
+    if t <= 2 * o:
+        raise InputError(
+            f"tile must be greater than 2 * overlap (context on both sides plus at least "
+            f"one pixel), got tile={t}, overlap={o}: use a larger tile or a smaller overlap"
+        )
+    return t, o
+
+
+def _axis(n: int, tile: int, overlap: int) -> list[tuple[slice, slice, slice]]:
+    """Plan one axis of length ``n``: (source, target, crop) slices per tile."""
+    out: list[tuple[slice, slice, slice]] = []
+    core = 0
+    while core < n:
+        start = 0 if core == 0 else core - overlap
+        end = start + tile
+        if end >= n:
+            # Last tile: reaches the border; shift it back to full size.
+            end = n
+            start = max(0, n - tile)
+            core_end = n
+        else:
+            core_end = end - overlap
+        out.append(
+            (slice(start, end), slice(core, core_end), slice(core - start, core_end - start))
+        )
+        core = core_end
+    return out
+
+
+def _yx(shape: Sequence[int]) -> tuple[int, int]:
+    if len(shape) < 2:
+        raise InputError(f"tiling needs an image with at least 2 axes (YX), got shape {shape}")
+    return int(shape[-2]), int(shape[-1])
+
+
+def plan_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> list[Tile]:
+    """Plan the tiles of an image of ``shape`` (tiling over the last two axes).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape, at least 2D; only the last two axes are tiled.
+    tile : int
+        Tile size in pixels, including context, ``> 2 * overlap``.
+    overlap : int
+        Context in pixels on each non-border side of a tile, ``>= 0``.
+
+    Returns
+    -------
+    list of Tile
+        Row-major list of ``(source, target, crop)`` slice pairs. The targets
+        partition the YX plane exactly.
+
+    Raises
+    ------
+    InputError
+        If the shape has fewer than two axes or ``tile``/``overlap`` are invalid.
+    """
+    t, o = _check(tile, overlap)
+    ny, nx = _yx(shape)
+    return [
+        Tile((ys, xs), (yt, xt), (yc, xc))
+        for (ys, yt, yc), (xs, xt, xc) in product(_axis(ny, t, o), _axis(nx, t, o))
+    ]
+
+
+def n_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> int:
+    """Number of tiles :func:`plan_tiles` makes for ``shape``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape, at least 2D.
+    tile : int
+        Tile size in pixels, ``> 2 * overlap``.
+    overlap : int
+        Context in pixels, ``>= 0``.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    InputError
+        If the shape has fewer than two axes or ``tile``/``overlap`` are invalid.
+    """
+    t, o = _check(tile, overlap)
+    ny, nx = _yx(shape)
+    return len(_axis(ny, t, o)) * len(_axis(nx, t, o))
+
+
+def denoise_tiled(
+    fn: Callable[[NDArray[np.float32]], ArrayLike],
+    image: ArrayLike,
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> NDArray[np.float32]:
+    """Apply ``fn`` tile by tile and stitch the tiles' interiors.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a float32 tile to an array of the same shape. For a 2D image the
+        tile is 2D; leading axes (e.g. Z of a ZYX volume) are passed whole.
+        Each call gets its own copy, so ``fn`` may modify it in place.
+    image : array_like
+        Image, at least 2D; it is converted to float32.
+    tile : int, optional
+        Tile size in pixels along Y and X, including context, ``> 2 * overlap``.
+    overlap : int, optional
+        Context in pixels on each non-border side; use at least the radius
+        (receptive field) of ``fn`` for tiled to equal untiled.
+    progress : callable, optional
+        Called with ``1`` after each tile (so ``tqdm(total=n_tiles(...)).update``
+        fits); it is called :func:`n_tiles` times.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 array of the image's shape.
+
+    Raises
+    ------
+    InputError
+        If the image has fewer than two axes or ``tile``/``overlap`` are invalid.
+    ValueError
+        If ``fn`` returns an array of another shape than its input.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    plan = plan_tiles(arr.shape, tile=tile, overlap=overlap)
+    out = np.empty(arr.shape, dtype=np.float32)
+    for spec in plan:
+        piece = arr[(..., *spec.source)].copy()
+        result = np.asarray(fn(piece))
+        if result.shape != piece.shape:
+            raise ValueError(
+                f"the tile function returned shape {result.shape} for a tile of shape "
+                f"{piece.shape}: it must return an array of the same shape"
+            )
+        out[(..., *spec.target)] = result[(..., *spec.crop)]
+        if progress is not None:
+            progress(1)
+    return out

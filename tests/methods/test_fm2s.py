@@ -1,0 +1,118 @@
+"""FM2S: architecture, noise injection statistics, schedules, and denoising real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from microdenoise import create, metrics
+from microdenoise.methods import fm2s
+from microdenoise.methods.fm2s import inject_noise, noise_maps
+
+
+@pytest.mark.parametrize("n_chan", [1, 2, 6])
+def test_parameter_count_matches_paper(n_chan: int) -> None:
+    assert fm2s.n_parameters(n_chan) == 901 * n_chan + 2628
+
+
+def test_presets_follow_official_configs() -> None:
+    p = fm2s.FM2S.PRESETS
+    assert (p["confocal"]["n_chan"], p["confocal"]["stride"], p["confocal"]["w_size"]) == (2, 75, 3)
+    assert (p["widefield"]["n_chan"], p["widefield"]["w_size"], p["widefield"]["lam_p"]) == (
+        1, 11, 2000.0)
+    assert (p["srdtrans"]["n_chan"], p["srdtrans"]["stride"], p["srdtrans"]["g_map"]) == (6, 5, 60.0)
+    assert (p["twophoton_avg16"]["g_map"], p["twophoton_avg16"]["p_map"],
+            p["twophoton_avg16"]["lam_p"]) == (15.0, 850.0, 3800.0)
+    assert fm2s.paper_steps(fm2s.FM2SConfig()) == 2255
+
+
+def test_noise_maps_use_zero_padded_region_means() -> None:
+    clean = torch.full((1, 2, 10, 10), 0.12)
+    sigma, scale = noise_maps(clean, stride=8, g_map=200.0, p_map=30.0)
+    # Region (0, 0) is full: n = 0.12. Region (0, 1) holds 8x2 real pixels of 64.
+    n_edge = 0.12 * 16 / 64
+    assert sigma[0, 0, 0, 0].item() == pytest.approx(200 * 0.12 / 255)
+    assert sigma[0, 0, 0, 9].item() == pytest.approx(200 * n_edge / 255)
+    assert scale[0, 0, 9, 9].item() == pytest.approx(30 / (0.12 * 4 / 64))
+
+
+def test_noise_level_is_clamped_to_paper_range() -> None:
+    dark = torch.zeros((1, 1, 16, 16))
+    bright = torch.ones((1, 1, 16, 16))
+    _, scale_dark = noise_maps(dark, stride=8, g_map=1.0, p_map=30.0)
+    sigma_bright, _ = noise_maps(bright, stride=8, g_map=200.0, p_map=30.0)
+    assert scale_dark.max().item() == pytest.approx(30 / 1e-5, rel=1e-4)
+    assert sigma_bright.max().item() == pytest.approx(200 * 0.15 / 255)
+
+
+def test_region_injection_statistics_follow_equations() -> None:
+    """Per region: mean preserved, variance c/a + sigma^2 (clipping negligible here)."""
+    h = w = 256
+    clean = torch.full((1, 2, h, w), 0.3)
+    clean[..., :, w // 2:] = 0.08
+    sigma, scale = noise_maps(clean, stride=128, g_map=50.0, p_map=30.0)
+    gen = torch.Generator().manual_seed(0)
+    y = inject_noise(clean, sigma, scale, lam_p=70.0, gen=gen, overall=False)
+    for sl, c in (((slice(None), slice(None, w // 2)), 0.3), ((slice(None), slice(w // 2, None)), 0.08)):
+        n = min(c, 0.15)
+        expected_var = c / (30.0 / n) + (50.0 * n / 255) ** 2
+        region = y[0][(slice(None), *sl)]
+        assert region.mean().item() == pytest.approx(c, abs=3e-3)
+        assert region.var().item() == pytest.approx(expected_var, rel=0.05)
+
+
+def test_overall_poisson_statistics() -> None:
+    y = torch.full((1, 1, 256, 256), 0.4)
+    gen = torch.Generator().manual_seed(1)
+    z = inject_noise(y, y, y, lam_p=70.0, gen=gen, region=False, overall=True)
+    assert z.mean().item() == pytest.approx(0.4, abs=3e-3)
+    assert z.var().item() == pytest.approx(0.4 / 70.0, rel=0.05)
+
+
+def test_channels_get_independent_noise() -> None:
+    clean = torch.full((1, 2, 64, 64), 0.2)
+    sigma, scale = noise_maps(clean, stride=32, g_map=200.0, p_map=30.0)
+    y = inject_noise(clean, sigma, scale, lam_p=70.0, gen=torch.Generator().manual_seed(2))
+    assert not torch.equal(y[0, 0], y[0, 1])
+    assert 0.0 <= y.min().item() and y.max().item() <= 1.0
+
+
+def test_paper_schedule_runs_the_official_step_count(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    m = create("fm2s", schedule="paper", samples=3, steps_per_sample=5).fit(noisy.clip(0, 1))
+    assert len(m.losses) == 5 + 3 * 5
+
+
+@pytest.mark.parametrize("switch", [{"stage1": False}, {"stage2": False},
+                                    {"region_noise": False}, {"overall_noise": False},
+                                    {"predenoise": "gaussian"}, {"n_chan": 1}])
+def test_ablation_switches_run(clean_noisy, switch) -> None:
+    _, noisy = clean_noisy
+    m = create("fm2s", fast_steps=20, fast_crop=32, **switch).fit(noisy.clip(0, 1))
+    out = m.denoise(noisy.clip(0, 1))
+    assert out.shape == noisy.shape and np.isfinite(out).all()
+    expected = (5 if switch.get("stage1", True) else 0) + (20 if switch.get("stage2", True) else 0)
+    assert len(m.losses) == expected
+
+
+def test_fast_schedule_denoises_bundled_fmd_sample() -> None:
+    from importlib import resources
+
+    import imageio.v3 as iio
+
+    data = resources.files("microdenoise") / "data"
+    raw = iio.imread(data / "confocal_fish_raw.png").astype(np.float32) / 255
+    gt = iio.imread(data / "confocal_fish_gt.png").astype(np.float64)
+    m = create("fm2s", preset="confocal", fast_steps=150).fit(raw)
+    out = np.rint(m.denoise(raw) * 255)
+    before = metrics.psnr(raw * 255, gt, data_range=255)
+    after = metrics.psnr(out, gt, data_range=255)
+    assert after > before + 4.0
+
+
+def test_denoise_before_fit_is_a_clear_error() -> None:
+    from microdenoise import InputError
+
+    with pytest.raises(InputError, match="fitted"):
+        create("fm2s").denoise(np.zeros((32, 32), np.float32))
