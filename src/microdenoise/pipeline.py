@@ -143,7 +143,8 @@ def denoise_array(
     if tile is not None and tile <= 2 * ov:
         raise InputError(f"--tile {tile} must be larger than twice the overlap ({ov} px)")
     units = list(_units(work, volume))
-    refit = den.zero_shot and fresh
+    # Zero-shot methods train on each image; calibrating filters choose their parameter on it.
+    refit = fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False)))
     if refit and fit_on is not None:
         if fit_on < 1:
             raise InputError("--fit-on must be at least 1")

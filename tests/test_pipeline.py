@@ -1,0 +1,110 @@
+"""Pipeline: stacks, axes, tiling without seams, zero-shot fitting, bad arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from microdenoise import InputError, create, denoise_array
+
+from .conftest import blobs, poisson_gaussian
+
+
+def test_stack_runs_plane_by_plane(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    stack = np.stack([noisy, noisy[::-1], noisy[:, ::-1]])
+    out = denoise_array(stack, "median", axes="TYX")
+    # One global normalization for the stack, so each plane equals the 2D result
+    # of the same plane normalized with the stack's range.
+    lo, hi = stack.min(), stack.max()
+    for i in range(3):
+        plane = (stack[i] - lo) / (hi - lo)
+        expected = create("median").denoise(plane) * (hi - lo) + lo
+        np.testing.assert_allclose(out[i], expected, atol=1e-5)
+
+
+def test_tiled_equals_untiled_for_a_local_method(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    big = np.tile(noisy, (3, 3))[:181, :173]
+    whole = denoise_array(big, "median", params={"size": 5})
+    tiled = denoise_array(big, "median", params={"size": 5}, tile=48, overlap=8)
+    np.testing.assert_array_equal(whole, tiled)
+
+
+def test_fm2s_tiled_inference_has_no_seams(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    big = np.tile(noisy, (2, 2))
+    params = {"fast_steps": 20, "fast_crop": 32}
+    whole = denoise_array(big, "fm2s", params=params, seed=1)
+    tiled = denoise_array(big, "fm2s", params=params, seed=1, tile=64, overlap=5)
+    np.testing.assert_allclose(whole, tiled, atol=1e-6)
+
+
+def test_overlap_below_receptive_field_is_refused(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    with pytest.raises(InputError, match="receptive field"):
+        denoise_array(noisy, "fm2s", tile=32, overlap=2)
+    with pytest.raises(InputError, match="larger than twice"):
+        denoise_array(noisy, "median", tile=4, overlap=2)
+
+
+def test_fit_on_fits_once(clean_noisy, monkeypatch) -> None:
+    _, noisy = clean_noisy
+    stack = np.stack([noisy] * 5)
+    calls = []
+    from microdenoise.methods.fm2s import FM2S
+
+    original = FM2S.fit
+
+    def counting(self, image, clean=None):
+        calls.append(image.shape)
+        return original(self, image, clean)
+
+    monkeypatch.setattr(FM2S, "fit", counting)
+    denoise_array(stack, "fm2s", params={"fast_steps": 5, "fast_crop": 32}, fit_on=2)
+    assert calls == [(64, 128)]  # one fit on a montage of 2 planes
+    calls.clear()
+    denoise_array(stack, "fm2s", params={"fast_steps": 5, "fast_crop": 32})
+    assert len(calls) == 5
+
+
+def test_loaded_zero_shot_model_is_not_refitted(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    x = np.clip(noisy, 0, 1)
+    m = create("fm2s", fast_steps=10, fast_crop=32).fit(x)
+    expected = m.denoise(x)
+    out = denoise_array(x, m)
+    lo, hi = x.min(), x.max()
+    np.testing.assert_allclose(out, m.denoise((x - lo) / (hi - lo)) * (hi - lo) + lo, atol=1e-6)
+    assert expected.shape == out.shape
+
+
+def test_volume_methods_get_the_stack_axis() -> None:
+    clean = np.stack([blobs((32, 32), seed=s) for s in range(4)])
+    noisy = poisson_gaussian(clean)
+    out_t = denoise_array(np.moveaxis(noisy, 0, 0), "box3d", axes="ZYX")
+    assert out_t.shape == noisy.shape
+    two = np.stack([noisy, noisy])
+    out_cz = denoise_array(two, "box3d", axes="CZYX")
+    np.testing.assert_allclose(out_cz[0], out_cz[1])
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((1, 1), np.float32), "1x1 pixels"),
+    (np.zeros((3, 5), np.float32), "3x5 pixels"),
+    (np.full((32, 32), 7.0, np.float32), "constant"),
+    (np.array([[np.nan] * 32] * 32, np.float32), "NaN/Inf"),
+    (np.zeros(40, np.float32), "at least 2 dimensions"),
+    (np.zeros((32, 32), complex), "numeric"),
+])
+def test_bad_arrays_are_clear_errors(image, message) -> None:
+    with pytest.raises(InputError, match=message):
+        denoise_array(image, "median")
+
+
+def test_axes_must_match(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    with pytest.raises(InputError, match="letters"):
+        denoise_array(noisy, "median", axes="ZYX")
+    with pytest.raises(InputError, match="STCZYX"):
+        denoise_array(noisy[None], "median", axes="QYX")
