@@ -47,8 +47,9 @@ FIELDS = ["row", "image", "group", "psnr", "ssim", "psnr_trunc", "cpu_s", "wall_
 RESULTS = Path(__file__).parent / "results"
 
 
-def csv_path(dataset: str) -> Path:
-    return RESULTS / f"{dataset}_scores.csv"
+def csv_path(dataset: str, tag: str = "") -> Path:
+    """One CSV per run (``tag``), so concurrent runs never share a file."""
+    return RESULTS / f"{dataset}_scores{'_' + tag if tag else ''}.csv"
 
 
 def done(path: Path) -> set[tuple[str, str]]:
@@ -69,13 +70,14 @@ def run(args: argparse.Namespace) -> None:
         rank[pair.group] = rank.get(pair.group, -1) + 1
         order.append((rank[pair.group], pair.group))
     pairs = [p for _, p in sorted(zip(order, pairs, strict=True), key=lambda t: t[0])]
-    out = csv_path(args.dataset)
+    out = csv_path(args.dataset, args.tag)
     finished = done(out)
     new = not out.exists()
     with out.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, FIELDS)
         if new:
             writer.writeheader()
+            fh.flush()
         for pair in pairs:
             gt = pair.clean.astype(np.float64)
             for row in args.rows:
@@ -106,8 +108,10 @@ def _mean(rows: list[dict[str, str]], key: str) -> float:
 
 
 def table(args: argparse.Namespace) -> str:
-    with csv_path(args.dataset).open() as fh:
-        scores = list(csv.DictReader(fh))
+    scores = []
+    for path in sorted(RESULTS.glob(f"{args.dataset}_scores*.csv")):
+        with path.open() as fh:
+            scores += list(csv.DictReader(fh))
     groups = list(dict.fromkeys(r["group"] for r in scores))
     subsets = {"all scored images": None}
     paper_images = sorted({r["image"] for r in scores if r["row"] == "fm2s_paper"})
@@ -120,7 +124,8 @@ def table(args: argparse.Namespace) -> str:
         lines += ["| method | n | " + " | ".join(head) + " | Avg PSNR/SSIM | PSNR (trunc) | "
                   "CPU s/image | wall s/image |", "|---" * (len(groups) + 6) + "|"]
         for row in ROWS:
-            mine = [r for r in scores if r["row"] == row and (subset is None or r["image"] in subset)]
+            mine = [r for r in scores
+                    if r["row"] == row and (subset is None or r["image"] in subset)]
             if not mine:
                 continue
             cells = []
@@ -138,7 +143,7 @@ def table(args: argparse.Namespace) -> str:
     header = [f"# FM2S benchmark on {args.dataset}", "",
               f"Generated {date.today()} on {platform.machine()}, {torch.get_num_threads()} "
               f"threads, torch {torch.__version__}, commit {commit}. Per-image scores: "
-              f"`{csv_path(args.dataset).name}`.", "",
+              f"`{args.dataset}_scores*.csv`.", "",
               "PSNR/SSIM on 0..255 (data_range 255) of outputs clipped and rounded; "
               "'PSNR (trunc)' truncates like the official FM2S code. Average = mean over "
               "images (the paper's weighted average). Times: median per image; CPU seconds "
@@ -158,6 +163,7 @@ def main() -> None:
     r.add_argument("--images", nargs="*", default=None)
     r.add_argument("--data-root", type=Path, default=None)
     r.add_argument("--threads", type=int, default=0)
+    r.add_argument("--tag", default="", help="CSV name suffix; one per concurrent run")
     t = sub.add_parser("table")
     t.add_argument("--dataset", default="fmd_test_mix")
     t.add_argument("--out", default=None)

@@ -73,8 +73,42 @@ def test_output_equal_to_input_is_refused(sample: Path, capsys) -> None:
     before = tif.read_bytes()
     assert main(["denoise", str(tif), "-o", str(tif.parent), "--method", "median",
                  "--overwrite"]) == 1
-    assert "is the input file" in capsys.readouterr().err
+    assert "would replace an input file" in capsys.readouterr().err
     assert tif.read_bytes() == before
+
+
+def test_batch_never_overwrites_another_input(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    iio.imwrite(folder / "x.png", rng.integers(0, 255, (32, 32), dtype=np.uint8))
+    tifffile.imwrite(folder / "x.tif", rng.integers(0, 255, (32, 32), dtype=np.uint8))
+    before = (folder / "x.tif").read_bytes()
+    code = main(["denoise", str(folder), "-o", str(folder), "--method", "median", "--overwrite"])
+    assert code == 1 and "would replace an input" in capsys.readouterr().err
+    assert (folder / "x.tif").read_bytes() == before
+
+
+def test_output_folder_that_is_a_file(sample: Path, tmp_path: Path, capsys) -> None:
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    assert main(["denoise", str(sample), "-o", str(target), "--method", "median"]) == 2
+    assert "output folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dtype", "foo"], "--dtype"),
+    (["--tile", "8"], "twice the overlap"),
+    (["--overlap", "1", "--tile", "64"], "receptive field"),
+    (["--axes", "QYX"], "invalid axes"),
+    (["--fit-on", "0"], "--fit-on"),
+])
+def test_bad_denoise_options_fail_before_any_work(sample: Path, tmp_path: Path, capsys, argv,
+                                                  message) -> None:
+    out = tmp_path / "out"
+    assert main(["denoise", str(sample), "-o", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert _files(out) == []
 
 
 def test_batch_skips_bad_files_and_reports(sample: Path, tmp_path: Path, capsys) -> None:
@@ -84,6 +118,7 @@ def test_batch_skips_bad_files_and_reports(sample: Path, tmp_path: Path, capsys)
     tifffile.imwrite(folder / "tiny.tif", np.zeros((3, 5), np.uint8))
     tifffile.imwrite(folder / "nan.tif", np.full((32, 32), np.nan, np.float32))
     tifffile.imwrite(folder / "flat.tif", np.full((32, 32), 9, np.uint16))
+    iio.imwrite(folder / "flat8.png", np.full((32, 32), 9, np.uint8))
     iio.imwrite(folder / "rgb.png", np.random.default_rng(0).integers(0, 255, (32, 32, 3),
                                                                        dtype=np.uint8))
     out = tmp_path / "out"
@@ -91,9 +126,10 @@ def test_batch_skips_bad_files_and_reports(sample: Path, tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert code == 1
     assert _files(out) == ["fish.tif"]  # the good one, and no partial files
-    for name in ("corrupt.tif", "empty.png", "tiny.tif", "nan.tif", "flat.tif", "rgb.png"):
+    for name in ("corrupt.tif", "empty.png", "tiny.tif", "nan.tif", "flat.tif", "flat8.png",
+                 "rgb.png"):
         assert f"skipped {folder / name}" in err
-    assert "Traceback" not in err and "6 of 7 file(s) failed" in err
+    assert "Traceback" not in err and "7 of 8 file(s) failed" in err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -68,31 +68,69 @@ def test_fit_on_fits_once(clean_noisy, monkeypatch) -> None:
     assert len(calls) == 5
 
 
-def test_loaded_zero_shot_model_is_not_refitted(clean_noisy) -> None:
+def test_loaded_zero_shot_model_is_not_refitted(clean_noisy, monkeypatch) -> None:
     _, noisy = clean_noisy
     x = np.clip(noisy, 0, 1)
     m = create("fm2s", fast_steps=10, fast_crop=32).fit(x)
-    expected = m.denoise(x)
-    out = denoise_array(x, m)
-    lo, hi = x.min(), x.max()
-    np.testing.assert_allclose(out, m.denoise((x - lo) / (hi - lo)) * (hi - lo) + lo, atol=1e-6)
-    assert expected.shape == out.shape
+    from microdenoise.methods.fm2s import FM2S
+
+    def refuse(self, image, clean=None):
+        raise AssertionError("a given model must not be refitted")
+
+    monkeypatch.setattr(FM2S, "fit", refuse)
+    out = denoise_array(x * 3.0 + 1.0, m)
+    lo, hi = 1.0 + 3.0 * x.min(), 1.0 + 3.0 * x.max()
+    expected = m.denoise((x * 3.0 + 1.0 - lo) / (hi - lo)) * (hi - lo) + lo
+    np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
-def test_volume_methods_get_the_stack_axis() -> None:
+def test_volume_methods_filter_along_z_per_channel() -> None:
+    from scipy import ndimage
+
     clean = np.stack([blobs((32, 32), seed=s) for s in range(4)])
     noisy = poisson_gaussian(clean)
-    out_t = denoise_array(np.moveaxis(noisy, 0, 0), "box3d", axes="ZYX")
-    assert out_t.shape == noisy.shape
-    two = np.stack([noisy, noisy])
-    out_cz = denoise_array(two, "box3d", axes="CZYX")
-    np.testing.assert_allclose(out_cz[0], out_cz[1])
+    # ZCYX: channel 1 is channel 0 scaled, so per-channel normalization gives equal results.
+    zc = np.stack([noisy, 10.0 * noisy + 5.0], axis=1)
+    out = denoise_array(zc, "box3d", axes="ZCYX")
+    assert out.shape == zc.shape
+    expected = ndimage.uniform_filter(noisy, size=3, mode="reflect")
+    np.testing.assert_allclose(out[:, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1], 10.0 * expected + 5.0, atol=1e-4)
+
+
+def test_box3d_never_mixes_unrelated_samples() -> None:
+    noisy = poisson_gaussian(np.stack([blobs((32, 32), seed=s) for s in range(3)]))
+    with pytest.raises(InputError, match="stack"):
+        denoise_array(noisy, "box3d", axes="SYX")
+
+
+def test_channels_are_normalized_separately(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    cyx = np.stack([noisy, 1000.0 * noisy])
+    out = denoise_array(cyx, "median", axes="CYX")
+    np.testing.assert_allclose(out[1], 1000.0 * out[0], rtol=1e-4, atol=1e-3)
+
+
+def test_fm2s_default_settings_on_small_non_square_images() -> None:
+    noisy = poisson_gaussian(blobs((40, 100), seed=2))
+    for image in (noisy, noisy.T):
+        out = denoise_array(image, "fm2s", params={"fast_steps": 5})
+        assert out.shape == image.shape and np.isfinite(out).all()
+
+
+def test_fm2s_seed_changes_the_result(clean_noisy) -> None:
+    _, noisy = clean_noisy
+    params = {"fast_steps": 10, "fast_crop": 32}
+    a = denoise_array(noisy, "fm2s", params=params, seed=1)
+    b = denoise_array(noisy, "fm2s", params=params, seed=2)
+    assert not np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("image, message", [
     (np.zeros((1, 1), np.float32), "1x1 pixels"),
     (np.zeros((3, 5), np.float32), "3x5 pixels"),
     (np.full((32, 32), 7.0, np.float32), "constant"),
+    (np.full((32, 32), 7, np.uint8), "constant"),
     (np.array([[np.nan] * 32] * 32, np.float32), "NaN/Inf"),
     (np.zeros(40, np.float32), "at least 2 dimensions"),
     (np.zeros((32, 32), complex), "numeric"),

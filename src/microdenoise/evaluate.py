@@ -80,7 +80,8 @@ def quantize(image: np.ndarray, mode: str = "round") -> np.ndarray:
     return np.clip(fn(image.astype(np.float64)), 0, 255)
 
 
-def score(output: np.ndarray, clean: np.ndarray, *, data_range: float) -> tuple[float, ...]:
+def score(output: np.ndarray, clean: np.ndarray, *,
+          data_range: float) -> tuple[float, float, float]:
     """(PSNR, SSIM, SI-PSNR) of ``output`` against ``clean``."""
     gt = clean.astype(np.float64)
     return (metrics.psnr(output, gt, data_range=data_range),
@@ -101,23 +102,29 @@ def evaluate(
     """Run every spec on every pair; return the scores and the outputs ``keep`` asked for.
 
     The first row of each pair is ``noisy`` (the input itself). Timing covers fit and
-    denoise of each image (zero-shot methods train on it).
+    denoise of each image (zero-shot methods train on it). 8-bit pairs are scored on
+    0..255 with ``data_range`` and ``quantize_mode``; other pairs with data range
+    max(gt) - min(gt) (the CLIDiM/N2V papers' convention) and no quantization.
     """
-    specs = [parse_spec(s) if isinstance(s, str) else s for s in specs]
+    parsed = [parse_spec(s) if isinstance(s, str) else s for s in specs]
     results: list[Result] = []
     kept: dict[tuple[str, str], np.ndarray] = {}
     for pair in pairs:
+        # 8-bit pairs: the papers' 0..255 convention; others: range of the ground truth.
+        eight_bit = pair.noisy.dtype == np.uint8 and pair.clean.dtype == np.uint8
+        dr = data_range if eight_bit else metrics.gt_range(pair.clean)
+        mode = quantize_mode if eight_bit else "none"
         noisy = quantize(pair.noisy, "none")
-        results.append(Result("noisy", pair.name, pair.group,
-                              *score(noisy, pair.clean, data_range=data_range), 0.0))
-        for spec in specs:
+        p, s, si = score(noisy, pair.clean, data_range=dr)
+        results.append(Result("noisy", pair.name, pair.group, p, s, si, 0.0))
+        for spec in parsed:
             t0 = time.perf_counter()
             out = denoise_array(pair.noisy, spec.method, preset=auto_preset(spec, pair.group),
                                 params=spec.params, seed=seed)
             seconds = time.perf_counter() - t0
-            out = quantize(out, quantize_mode)
-            results.append(Result(spec.label, pair.name, pair.group,
-                                  *score(out, pair.clean, data_range=data_range), seconds))
+            out = quantize(out, mode)
+            p, s, si = score(out, pair.clean, data_range=dr)
+            results.append(Result(spec.label, pair.name, pair.group, p, s, si, seconds))
             if keep is not None and keep(pair):
                 kept[(spec.label, pair.name)] = out
             if progress is not None:

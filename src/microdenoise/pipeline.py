@@ -21,7 +21,6 @@ from .registry import Denoiser, create, method_class
 from .tiling import denoise_tiled
 
 MIN_SIZE = 16
-STCZYX = "STCZYX"
 
 
 def check_image(image: np.ndarray, *, name: str = "the image") -> None:
@@ -43,20 +42,15 @@ def check_image(image: np.ndarray, *, name: str = "the image") -> None:
                 f"{name} has {bad} NaN/Inf pixel(s); replace them (e.g. by the median of "
                 "their neighbours) before denoising"
             )
+    low, high = image.min(), image.max()
+    if low == high:
+        raise InputError(f"{name} is constant (every pixel = {low}): there is no signal or "
+                         "noise to separate")
 
 
 def default_axes(ndim: int) -> str:
     """Axes assumed for a bare array: YX, then S (samples) for each leading dimension."""
     return "S" * (ndim - 2) + "YX" if ndim <= 6 else ""
-
-
-def _check_axes(axes: str, ndim: int) -> str:
-    if len(axes) != ndim:
-        raise InputError(f"axes {axes!r} has {len(axes)} letters but the data have {ndim} "
-                         "dimensions; give one letter per dimension from STCZYX")
-    if not axes.endswith("YX") or any(a not in STCZYX for a in axes) or len(set(axes)) != ndim:
-        raise InputError(f"axes {axes!r} must be distinct letters from STCZYX ending in YX")
-    return axes
 
 
 def _units(image: np.ndarray, volume: bool) -> Iterator[tuple[int, ...]]:
@@ -66,7 +60,8 @@ def _units(image: np.ndarray, volume: bool) -> Iterator[tuple[int, ...]]:
 
 
 def _volume_axis(axes: str) -> int | None:
-    for letter in "ZTS":
+    """The axis a 3D method filters along: Z, else T (never S: samples are unrelated)."""
+    for letter in "ZT":
         if letter in axes[:-2]:
             return axes.index(letter)
     return None
@@ -127,14 +122,21 @@ def denoise_array(
         Called with 1 after each plane.
     """
     check_image(image)
-    axes = _check_axes(axes or default_axes(image.ndim), image.ndim)
+    axes = io.check_axes(axes or default_axes(image.ndim), ndim=image.ndim, shape=image.shape)
     den, fresh = _prepare(method, preset, params, seed)
     if hasattr(den, "device"):
         den.device = device
     volume = den.supports_3d and _volume_axis(axes) is not None
     vax = _volume_axis(axes) if volume else None
     work = image if vax is None else np.moveaxis(image, vax, -3)
-    norm = make_normalizer(den.normalization, image)
+    # Global statistics (never per tile), separately for each channel.
+    cax = axes.index("C") if "C" in axes else None
+    if cax is not None and vax is not None and vax < cax:
+        cax -= 1  # the volume axis moved behind C
+    channels = work.shape[cax] if cax is not None else 1
+    norms = [make_normalizer(den.normalization,
+                             work if cax is None else np.take(work, c, axis=cax))
+             for c in range(channels)]
     rf = den.receptive_field
     if overlap is not None and overlap < rf:
         raise InputError(f"--overlap {overlap} is below {den.key}'s receptive field ({rf} px): "
@@ -150,10 +152,12 @@ def denoise_array(
             raise InputError("--fit-on must be at least 1")
         picks = np.linspace(0, len(units) - 1, min(fit_on, len(units))).round().astype(int)
         # One fit on a side-by-side montage of the chosen planes.
-        den.fit(np.concatenate([norm(work[units[i]]) for i in picks], axis=-1))
+        den.fit(np.concatenate([norms[_chan(units[i], cax)](work[units[i]]) for i in picks],
+                               axis=-1))
         refit = False
     out = np.empty(work.shape, dtype=np.float32)
     for index in units:
+        norm = norms[_chan(index, cax)]
         plane = norm(work[index])
         if refit:
             den.fit(plane)
@@ -165,6 +169,10 @@ def denoise_array(
         if progress is not None:
             progress(1)
     return out if vax is None else np.moveaxis(out, -3, vax)
+
+
+def _chan(index: tuple[int, ...], cax: int | None) -> int:
+    return 0 if cax is None else index[cax]
 
 
 @dataclass
@@ -231,20 +239,30 @@ def denoise_files(
     """
     paths = io.list_images(inputs)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = [output_path(p, out_dir) for p in paths]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot use {str(out_dir)!r} as output folder "
+                         f"({exc.strerror or exc}); give a folder") from None
+    sources = {p.resolve() for p in paths}
     seen: dict[Path, Path] = {}
     result = BatchResult()
-    for path, target in zip(paths, targets, strict=True):
+    for path in paths:
+        target = output_path(path, out_dir)
         try:
+            if target.resolve() in sources:
+                raise InputError(f"output {str(target)!r} would replace an input file; "
+                                 "choose another output folder")
             if target in seen:
                 raise InputError(f"{path} and {seen[target]} would both be written to {target}")
             seen[target] = path
             written = denoise_file(path, target, method, **options)
-        except InputError as exc:
-            result.failed.append((path, str(exc)))
+        except Exception as exc:  # noqa: BLE001  (report per file, go on with the batch)
+            message = str(exc) if isinstance(exc, InputError) else (
+                f"internal error {type(exc).__name__}: {exc} (a bug: please report it)")
+            result.failed.append((path, message))
             if on_file is not None:
-                on_file(path, None, str(exc))
+                on_file(path, None, message)
             continue
         result.written.append(written)
         if on_file is not None:

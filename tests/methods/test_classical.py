@@ -125,7 +125,9 @@ def test_calibration_picks_a_grid_value_and_round_trips(
     loaded = load(save(method, tmp_path / f"{key}.pt"))
     assert loaded.state_dict() == state
     assert type(loaded.state_dict()["calibrated"][method.PARAM]) is type(chosen)
-    np.testing.assert_array_equal(loaded.denoise(noisy), out)
+    # bm3d's compiled core is not bit-reproducible between calls (float32, threads)
+    np.testing.assert_allclose(loaded.denoise(noisy), out, rtol=0,
+                               atol=1e-5 if key == "bm3d" else 0.0)
 
 
 def test_calibration_finds_the_stronger_filter_on_strong_noise(pair) -> None:

@@ -21,7 +21,8 @@ def test_presets_follow_official_configs() -> None:
     assert (p["confocal"]["n_chan"], p["confocal"]["stride"], p["confocal"]["w_size"]) == (2, 75, 3)
     assert (p["widefield"]["n_chan"], p["widefield"]["w_size"], p["widefield"]["lam_p"]) == (
         1, 11, 2000.0)
-    assert (p["srdtrans"]["n_chan"], p["srdtrans"]["stride"], p["srdtrans"]["g_map"]) == (6, 5, 60.0)
+    srd = p["srdtrans"]
+    assert (srd["n_chan"], srd["stride"], srd["g_map"]) == (6, 5, 60.0)
     assert (p["twophoton_avg16"]["g_map"], p["twophoton_avg16"]["p_map"],
             p["twophoton_avg16"]["lam_p"]) == (15.0, 850.0, 3800.0)
     assert fm2s.paper_steps(fm2s.FM2SConfig()) == 2255
@@ -54,7 +55,8 @@ def test_region_injection_statistics_follow_equations() -> None:
     sigma, scale = noise_maps(clean, stride=128, g_map=50.0, p_map=30.0)
     gen = torch.Generator().manual_seed(0)
     y = inject_noise(clean, sigma, scale, lam_p=70.0, gen=gen, overall=False)
-    for sl, c in (((slice(None), slice(None, w // 2)), 0.3), ((slice(None), slice(w // 2, None)), 0.08)):
+    halves = ((slice(None), slice(None, w // 2)), (slice(None), slice(w // 2, None)))
+    for sl, c in zip(halves, (0.3, 0.08), strict=True):
         n = min(c, 0.15)
         expected_var = c / (30.0 / n) + (50.0 * n / 255) ** 2
         region = y[0][(slice(None), *sl)]

@@ -7,9 +7,11 @@ Each filter takes a float32 image scaled to about [0, 1] (``normalization =
 Self-calibration: with ``calibrate=True``, ``fit(noisy)`` picks the main
 parameter ``PARAM`` from the grid ``GRID`` by minimising the J-invariant loss
 of Noise2Self (Batson & Royer, ICML 2019) on the central ``CROP`` x ``CROP``
-pixels, as :func:`skimage.restoration.calibrate_denoiser` does. The choice is
-the learned state, ``{"calibrated": {PARAM: value}}``. Never fitted, such a
-method calibrates on the first image it denoises and keeps the value.
+pixels, in the manner of :func:`skimage.restoration.calibrate_denoiser` (which
+averages all stride**2 mask phases; we average ``MASKS`` of them for speed). The
+choice is the learned state, ``{"calibrated": {PARAM: value}}``. The pipeline
+fits every image (``zero_shot``), which also fixes the noise level of NLM,
+wavelet and BM3D once per image, so tiles share it.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class _Filter(Denoiser):
     family = "classical"
     needs = "nothing"
     normalization = "unit"
+    zero_shot = True  # the pipeline fits each image: noise level, calibration
+    USES_SIGMA: ClassVar[bool] = False  # estimates the noise level in fit (config sigma None)
     IMAGE_NDIM: ClassVar[int] = 2
     PARAM: ClassVar[str] = ""  # the config field calibration chooses
     GRID: ClassVar[tuple[float, ...]] = ()
@@ -113,6 +117,7 @@ class _Filter(Denoiser):
     def __init__(self, config: Any = None, /, **params: Any) -> None:
         super().__init__(config, **params)
         self._calibrated: dict[str, float] = {}
+        self._sigma: float | None = None  # noise level estimated by fit
         #: J-invariant loss of each grid value in the last calibration.
         self.calibration_losses: dict[float, float] = {}
 
@@ -149,10 +154,24 @@ class _Filter(Denoiser):
         return np.ascontiguousarray(image, dtype=np.float32)
 
     def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> Self:
-        """Calibrate the main parameter on ``noisy`` if ``calibrate=True``; else a no-op."""
+        """Estimate the noise level (NLM, wavelet, BM3D) and calibrate if ``calibrate=True``.
+
+        Fitting the whole image once makes tiled output use one noise level for all
+        tiles (no seams from per-tile estimates).
+        """
+        image = self._check(noisy)
+        if self.USES_SIGMA and getattr(self.config, "sigma", None) is None:
+            self._sigma = _estimate_sigma(image)
         if self.config.calibrate:
-            self._calibrate(self._check(noisy))
+            self._calibrate(image)
         return self
+
+    def _noise_sigma(self, image: np.ndarray) -> float:
+        """The config's sigma, else the one fitted, else estimated on ``image``."""
+        given = getattr(self.config, "sigma", None)
+        if given is not None:
+            return float(given)
+        return self._sigma if self._sigma is not None else _estimate_sigma(image)
 
     def _calibrate(self, image: np.ndarray) -> None:
         y, x = (max(0, (n - self.CROP) // 2) for n in image.shape[-2:])
@@ -172,13 +191,18 @@ class _Filter(Denoiser):
         return np.asarray(self._apply(checked, self.value), dtype=np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"calibrated": {PARAM: value}}`` after calibration, else ``{}``."""
-        return {"calibrated": dict(self._calibrated)} if self._calibrated else {}
+        """``{"calibrated": {PARAM: value}, "sigma": s}`` as far as fitted, else ``{}``."""
+        state: dict[str, Any] = {}
+        if self._calibrated:
+            state["calibrated"] = dict(self._calibrated)
+        if self._sigma is not None:
+            state["sigma"] = float(self._sigma)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the calibrated parameter saved by :meth:`state_dict`."""
         calibrated = state.get("calibrated", {}) if isinstance(state, dict) else None
-        if (not isinstance(calibrated, dict) or set(state) - {"calibrated"}
+        if (not isinstance(calibrated, dict) or set(state) - {"calibrated", "sigma"}
                 or set(calibrated) - {self.PARAM}):
             raise InputError(
                 f"state for method {self.key!r} must be {{}} or {{'calibrated': "
@@ -186,6 +210,7 @@ class _Filter(Denoiser):
             )
         kind = type(getattr(self.config, self.PARAM))
         self._calibrated = {k: kind(v) for k, v in calibrated.items()}
+        self._sigma = float(state["sigma"]) if "sigma" in state else None
 
 
 @dataclass(frozen=True)
@@ -435,6 +460,7 @@ class NLMeans(_Filter):
     """
 
     Config = NLMConfig
+    USES_SIGMA = True
     PARAM = "h_factor"
     GRID = (0.4, 0.6, 0.8, 1.0, 1.3, 1.6)
 
@@ -443,7 +469,7 @@ class NLMeans(_Filter):
 
     def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
         c = self.config
-        sigma = c.sigma or _estimate_sigma(image)
+        sigma = self._noise_sigma(image)
         return np.asarray(restoration.denoise_nl_means(
             image, patch_size=c.patch_size, patch_distance=c.patch_distance, h=value * sigma,
             fast_mode=c.fast_mode, sigma=sigma, preserve_range=True,
@@ -545,13 +571,14 @@ class Wavelet(_Filter):
     """
 
     Config = WaveletConfig
+    USES_SIGMA = True
     PARAM = "sigma_scale"
     GRID = (0.5, 0.75, 1.0, 1.5, 2.0)
 
     def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
         c = self.config
         return np.asarray(restoration.denoise_wavelet(
-            image, sigma=(c.sigma or _estimate_sigma(image)) * value, wavelet=c.wavelet,
+            image, sigma=self._noise_sigma(image) * value, wavelet=c.wavelet,
             mode=c.mode, wavelet_levels=c.wavelet_levels, method=c.method,
             rescale_sigma=c.rescale_sigma,
         ))
@@ -597,6 +624,7 @@ class BM3D(_Filter):
     """
 
     Config = BM3DConfig
+    USES_SIGMA = True
     PARAM = "sigma_scale"
     GRID = (0.5, 0.7, 1.0, 1.4, 2.0)
     CROP = 128
@@ -610,5 +638,5 @@ class BM3D(_Filter):
                 "bm3d needs the optional extra: pip install 'microdenoise[bm3d]' "
                 "(BM3D's licence is non-commercial)"
             ) from None
-        sigma = (self.config.sigma or _estimate_sigma(image)) * value
+        sigma = self._noise_sigma(image) * value
         return np.asarray(bm3d.bm3d(image, sigma_psd=sigma, profile=self.config.profile))

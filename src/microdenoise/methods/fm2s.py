@@ -173,15 +173,16 @@ def inject_noise(clean: torch.Tensor, sigma: torch.Tensor, scale: torch.Tensor, 
     return y
 
 
-def _random_crops(n: int, crop: int, h: int, w: int, gen: torch.Generator) -> list[tuple[int, int]]:
-    ys = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
-    xs = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
+def _random_crops(n: int, crop_h: int, crop_w: int, h: int, w: int,
+                  gen: torch.Generator) -> list[tuple[int, int]]:
+    ys = torch.randint(0, h - crop_h + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, w - crop_w + 1, (n,), generator=gen).tolist()
     return list(zip(ys, xs, strict=True))
 
 
 @register("fm2s")
 class FM2S(Denoiser):
-    """FM2S zero-shot denoiser (Liu et al., arXiv:2412.10031): a tiny CNN trained on the image itself.
+    """FM2S zero-shot denoiser (Liu et al., arXiv:2412.10031): a tiny CNN fit to the image itself.
 
     Presets: ``confocal`` (default values), ``twophoton``, ``widefield``, ``srdtrans``/``base``,
     and ``<microscope>_avg{1,2,4,8,16}`` for the FMD noise levels.
@@ -205,18 +206,21 @@ class FM2S(Denoiser):
         return 5  # 5x5, 3x3 and 5x5 convolutions: radius 2 + 1 + 2
 
     def _make_net(self) -> FM2SNet:
-        torch.manual_seed(self.config.seed)
-        return FM2SNet(self.config.n_chan)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
+            torch.manual_seed(self.config.seed)
+            return FM2SNet(self.config.n_chan)
 
     def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> FM2S:
         """Train on ``noisy`` (2D, scaled to [0, 1]); ``clean`` is ignored (zero-shot)."""
         cfg = self.config
         image = _check_plane(noisy)
         device = resolve_device(self.device)
-        gen = generator(cfg.seed, device if device.type == "cuda" else None)
+        # Noise is drawn where a seeded generator exists: CPU or CUDA (not MPS).
+        noise_device = device if device.type == "cuda" else torch.device("cpu")
+        gen = generator(cfg.seed, noise_device)
         target = predenoise(image, kind=cfg.predenoise, w_size=cfg.w_size)
         x = torch.from_numpy(image).to(device)[None, None].repeat(1, cfg.n_chan, 1, 1)
-        c = torch.from_numpy(target).to(device)[None, None].repeat(1, cfg.n_chan, 1, 1)
+        c = torch.from_numpy(target).to(noise_device)[None, None].repeat(1, cfg.n_chan, 1, 1)
         net = self._make_net().to(device)
         sigma, scale = noise_maps(c, stride=cfg.stride, g_map=cfg.g_map, p_map=cfg.p_map,
                                   region=cfg.region_noise)
@@ -236,7 +240,7 @@ class FM2S(Denoiser):
                         self._step(net, opt, sample, c)
             else:
                 self._fit_fast(net, c, sigma, scale, inject, gen)
-        self.net = net.to(memory_format=torch.contiguous_format).eval()
+        self.net = net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
         return self
 
     def _fit_fast(self, net: FM2SNet, c: torch.Tensor, sigma: torch.Tensor,
@@ -248,9 +252,9 @@ class FM2S(Denoiser):
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.fast_lr, total_steps=max(cfg.fast_steps, 2), pct_start=0.15)
         cpu_gen = gen if gen.device.type == "cpu" else generator(cfg.seed + 1)
-        net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         for _ in range(cfg.fast_steps):
-            where = _random_crops(cfg.fast_batch, crop_h, h, w, cpu_gen)
+            where = _random_crops(cfg.fast_batch, crop_h, crop_w, h, w, cpu_gen)
             cut = [(slice(None), slice(y, y + crop_h), slice(x, x + crop_w)) for y, x in where]
             cc = torch.stack([c[0][s] for s in cut])
             sample = inject_noise(cc, torch.stack([sigma[0][s] for s in cut]),
@@ -262,7 +266,9 @@ class FM2S(Denoiser):
     def _step(self, net: FM2SNet, opt: torch.optim.Optimizer, inp: torch.Tensor,
               target: torch.Tensor, *, bf16: bool = False) -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(inp.device.type, dtype=torch.bfloat16, enabled=bf16):
+        device = next(net.parameters()).device
+        inp, target = inp.to(device), target.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = net(inp)
         loss = F.mse_loss(pred.float(), target)
         loss.backward()
@@ -275,7 +281,8 @@ class FM2S(Denoiser):
         if self.net is None:
             raise InputError("fm2s must be fitted before denoising (zero-shot: fit on the image)")
         plane = _check_plane(image)
-        device = next(self.net.parameters()).device
+        device = resolve_device(self.device)
+        self.net.to(device)
         x = torch.from_numpy(plane).to(device)[None, None].repeat(1, self.config.n_chan, 1, 1)
         out = self.net(x).clamp(0.0, 1.0).mean(dim=1)[0]
         return out.cpu().numpy().astype(np.float32)
