@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .registry import Denoiser
 from .training import DEVICES
 
 EXIT_FAILED_FILES = 1
@@ -86,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="denoise the bundled FMD sample and print the gain")
     m.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
     m.add_argument("--method", default="fm2s")
+
+    t = sub.add_parser("train", help="train a self-supervised method (n2v, deconoising)",
+                       description="Train on noisy images (planes of stacks are samples) and "
+                                   "save a model; apply it with `denoise --model MODEL`.")
+    t.add_argument("--method", default="n2v", help="n2v (default) or deconoising")
+    t.add_argument("--input", nargs="+", required=True, metavar="NOISY",
+                   help="noisy image files or folders")
+    t.add_argument("--out", required=True, type=Path, metavar="MODEL",
+                   help="model file to write (.pt)")
+    t.add_argument("--preset", default=None, help="named parameter set of the method")
+    t.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="method parameter, repeatable (e.g. --param epochs=50)")
+    t.add_argument("--seed", type=int, default=None, help="random seed")
+    t.add_argument("--axes", default=None, help="axes of the inputs, letters from STCZYX")
+    t.add_argument("--device", choices=DEVICES, default="auto")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     return parser
 
 
@@ -93,6 +110,35 @@ def _progress(total: int, desc: str):  # noqa: ANN202  (tqdm type)
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", disable=None, file=sys.stderr)
+
+
+def _check_options(args: argparse.Namespace, method: Denoiser) -> None:
+    """Refuse bad options before any work (exit 2), rather than once per file."""
+    import numpy as np
+
+    from .io import check_axes
+    from .training import resolve_device
+
+    if args.dtype != "same":
+        try:
+            ok = np.dtype(args.dtype).kind in "uif"
+        except TypeError:
+            ok = False
+        if not ok:
+            raise InputError(f"--dtype {args.dtype!r}: use float32, same, uint8 or uint16")
+    resolve_device(args.device)
+    if args.axes is not None:
+        check_axes(args.axes)
+    if args.fit_on is not None and args.fit_on < 1:
+        raise InputError("--fit-on must be at least 1")
+    rf = method.receptive_field
+    if args.overlap is not None and args.overlap < rf:
+        raise InputError(f"--overlap {args.overlap} is below {method.key}'s receptive field "
+                         f"({rf} px): tiles would show seams; use --overlap {rf} or more")
+    overlap = rf if args.overlap is None else args.overlap
+    if args.tile is not None and args.tile <= 2 * overlap:
+        raise InputError(f"--tile {args.tile} must be larger than twice the overlap "
+                         f"({overlap} px)")
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
@@ -103,9 +149,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         method: str | registry.Denoiser = registry.load(args.model)
         if args.preset or params:
             raise InputError("--preset/--param configure --method; a --model is used as saved")
+        _check_options(args, registry.load(args.model))
     else:
         method = args.method
-        registry.create(method, preset=args.preset, **params)  # fail fast on bad parameters
+        _check_options(args, registry.create(args.method, preset=args.preset, **params))
     paths = io.list_images(args.inputs)
     bar = _progress(len(paths), "denoising")
 
@@ -160,8 +207,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bar.close()
     table = evaluate.to_markdown(evaluate.summarize(results))
     (args.out / "table.md").write_text(
-        f"Dataset {args.dataset}, {len(pairs)} images; PSNR/SSIM on 0..255 (data_range 255), "
-        f"outputs clipped and quantized ({args.quantize}).\n\n{table}\n")
+        f"Dataset {args.dataset}, {len(pairs)} images. 8-bit pairs: PSNR/SSIM on 0..255 "
+        f"(data_range 255), outputs clipped and quantized ({args.quantize}); other pairs: "
+        f"data_range = max(gt) - min(gt), no quantization.\n\n{table}\n")
     evaluate.write_csv(results, args.out / "scores.csv")
     by_name = {p.name: p for p in pairs}
     rows = [[by_name[n].noisy] + [kept[(s.label, n)] for s in specs] + [by_name[n].clean]
@@ -206,8 +254,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .registry import parse_params
+    from .training import train_files
+
+    path = train_files(args.input, args.method, args.out, preset=args.preset,
+                       params=parse_params(args.param), axes=args.axes, device=args.device,
+                       seed=args.seed, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
 COMMANDS = {"denoise": cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

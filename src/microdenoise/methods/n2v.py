@@ -1,0 +1,386 @@
+"""Noise2Void: self-supervised denoising with blind-spot masking.
+
+Krull, Buchholz, Jug, "Noise2Void - Learning Denoising from Single Noisy Images",
+CVPR 2019; as CAREamics 0.3.5 does it: a U-Net (depth 2, 32 filters, batch norm,
+linear output) maps 64x64 patches, in which about 0.2 % of the pixels (a jittered
+grid) are replaced by a random neighbour within +-5 pixels, to the original
+values; the loss is the MSE on those pixels only. Patches are flipped and rotated
+by 90 degrees; intensities are standardized by the mean/std of the training data
+(stored in the model); Adam (lr 1e-3) with ReduceLROnPlateau on the validation
+loss of patches held back from the training images.
+
+Options: ``n2v2=True`` (Höck et al., "N2V2 - Fixing Noise2Void Checkerboard
+Artifacts with Modified Sampling Strategies and a Tweaked Network Architecture",
+ECCV-W 2022: median replacement, max-blur-pool, no top skip), and
+``struct_axis``/``struct_span`` (Broaddus et al., "Removing Structured Noise with
+Self-Supervised Blind-Spot Networks", ISBI 2020: structN2V, for noise correlated
+along an axis).
+
+:class:`BlindSpotMethod` holds what N2V and DecoNoising share (data, training
+loop, checkpoints, resume, tiling-safe prediction); a method adds its network,
+loss and output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import data
+from ..errors import InputError
+from ..losses import masked_mse
+from ..networks import Net, UNet, receptive_field
+from ..registry import Denoiser, register
+from ..training import (
+    generator,
+    make_optimizer,
+    progress_bar,
+    resolve_device,
+    to_cpu,
+    train_epoch,
+    validate,
+    write_checkpoints,
+)
+
+MAX_PIXELS = 2**21  # pixels per prediction forward pass (phases are batched up to this)
+
+
+@dataclass(frozen=True)
+class BlindSpotConfig:
+    """Data, masking and training parameters shared by ``n2v`` and ``deconoising``.
+
+    ``steps_per_epoch=None`` uses one step per ``batch_size`` patch-sized cells of
+    the training data (CAREamics' epoch), clipped to 50..400. ``calibrate=True``
+    makes ``microdenoise denoise --method n2v`` train on each input image itself.
+    ``shift_average`` averages the prediction over the pooling phases, which makes
+    it shift-equivariant (tiled output equals untiled output) at 4**pools x the
+    prediction cost.
+    """
+
+    patch_size: int = 64
+    batch_size: int = 16
+    masked_percentage: float = 0.2
+    roi_radius: int = 5
+    replacement: Literal["auto", "uniform", "median"] = "auto"
+    struct_axis: Literal["none", "x", "y"] = "none"
+    struct_span: int = 5
+    augment: bool = True
+    epochs: int = 100
+    steps_per_epoch: int | None = None
+    accumulate: int = 1
+    lr: float = 1e-3
+    lr_factor: float = 0.1
+    lr_patience: int = 10
+    val_fraction: float = 0.1
+    val_patches: int = 32
+    shift_average: bool = True
+    dims: int = 2
+    seed: int = 42
+    checkpoint_dir: str | None = None
+    resume: str | None = None
+    calibrate: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "batch_size", "roi_radius", "epochs", "accumulate",
+                     "val_patches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.patch_size < data.MIN_PATCH:
+            raise ValueError(f"patch_size must be >= {data.MIN_PATCH}")
+        if not 0 < self.masked_percentage <= 50:
+            raise ValueError("masked_percentage must be in (0, 50]")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError("steps_per_epoch must be >= 1 (or none: automatic)")
+        if self.struct_span < 3 or self.struct_span % 2 == 0:
+            raise ValueError("struct_span must be odd and >= 3")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("val_fraction must be in [0, 1)")
+        if not (self.lr > 0 and 0 < self.lr_factor < 1 and self.lr_patience >= 0):
+            raise ValueError("lr must be > 0, lr_factor in (0, 1), lr_patience >= 0")
+        if self.dims != 2:
+            raise ValueError("dims=3 (3D U-Net on ZYX patches) is not supported yet; "
+                             "3D stacks are trained and denoised plane by plane (dims=2)")
+
+
+class BlindSpotMethod(Denoiser):
+    """Base of the blind-spot methods: training, checkpoints and tiling-safe prediction."""
+
+    family = "self-supervised"
+    needs = "noisy images"
+    zero_shot = False
+    normalization = "none"  # mean/std of the training data, applied inside the method
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ()  # config fields fixing the weights' shapes
+
+    def __init__(self, config: Any = None, /, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.device = "auto"
+        self.net: Net | None = None
+        self.mean = 0.0
+        self.std = 1.0
+        self.epoch = 0
+        self.best = math.inf
+        self.history: list[dict[str, float]] = []
+        self._train_state: dict[str, Any] = {}
+
+    # --- what a method defines -------------------------------------------------------
+    def build_net(self) -> Net:
+        """A freshly initialized network (``multiple`` and ``receptive_field`` attributes)."""
+        raise NotImplementedError
+
+    def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
+        """Training loss on a masked batch; ``target`` holds the standardized patches."""
+        raise NotImplementedError
+
+    def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Standardized prediction for a standardized batch (pooling-aligned sizes)."""
+        return net(x)
+
+    def finish(self, y: np.ndarray) -> np.ndarray:
+        """Raw-unit output from the phase-averaged, de-standardized prediction."""
+        return y
+
+    @property
+    def replacement(self) -> str:
+        return "uniform" if self.config.replacement == "auto" else self.config.replacement
+
+    # --- Denoiser API -------------------------------------------------------------------
+    @property
+    def receptive_field(self) -> int:
+        """Half-width of the network's receptive field (see :func:`networks.receptive_field`)."""
+        raise NotImplementedError
+
+    def fit(self, noisy: Any, clean: np.ndarray | None = None) -> Self:
+        """Train (or continue training) on ``noisy``; ``clean`` is ignored (self-supervised).
+
+        ``noisy`` is a 2D image, a stack whose leading axes are samples, or a list of
+        such arrays. A fresh model trains ``epochs`` epochs; a model that is loaded, or
+        resumed from ``resume``, continues its run up to ``epochs``, and once that is
+        done trains ``epochs`` more, keeping its normalization, optimizer and scheduler.
+        """
+        cfg = self.config
+        planes = data.as_planes(noisy)
+        if self.net is None and cfg.resume:
+            self._resume(cfg.resume)
+        device = resolve_device(self.device)
+        if self.net is None:
+            stack = np.concatenate([p.ravel() for p in planes]).astype(np.float64)
+            mean, std = float(stack.mean()), float(stack.std())
+            with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
+                torch.manual_seed(cfg.seed)
+                net = self.build_net()
+        else:
+            net, mean, std = self.net, self.mean, self.std
+        norm = [(p - mean) / std for p in planes]
+        patch = data.choose_patch(norm, cfg.patch_size, multiple=net.multiple)
+        self.net, self.mean, self.std = net.to(device), mean, std  # the data are usable
+        train, held = data.hold_out(norm, fraction=cfg.val_fraction, patch=patch)
+        val_gen = generator(cfg.seed + 1)
+        val_batches = []
+        for start in range(0, cfg.val_patches, cfg.batch_size):
+            n = min(cfg.batch_size, cfg.val_patches - start)
+            patches = data.sample_patches(held or train, n, patch, val_gen)
+            masked = self._mask(patches, val_gen)
+            val_batches.append((masked, patches))
+        gen = generator(cfg.seed)
+        if "rng" in self._train_state:
+            gen.set_state(self._train_state["rng"])
+        optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
+                                              patience=cfg.lr_patience)
+        if "optimizer" in self._train_state:
+            optimizer.load_state_dict(self._train_state["optimizer"])
+            scheduler.load_state_dict(self._train_state["scheduler"])
+        steps = cfg.steps_per_epoch or self._auto_steps(train, patch)
+        stop = cfg.epochs if self.epoch < cfg.epochs else self.epoch + cfg.epochs
+        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}")
+
+        def batch_loss() -> torch.Tensor:
+            patches = data.sample_patches(train, cfg.batch_size, patch, gen)
+            if cfg.augment:
+                patches = data.augment(patches, gen)
+            return self._loss_on(net, self._mask(patches, gen), patches, device)
+
+        try:
+            for _ in range(self.epoch, stop):
+                train_loss = train_epoch(net, optimizer, batch_loss, steps=steps,
+                                         accumulate=cfg.accumulate, bar=bar)
+                val_loss = validate(net, lambda b: self._loss_on(net, b[0], b[1], device),
+                                    val_batches)
+                scheduler.step(val_loss)
+                self.epoch += 1
+                improved = val_loss < self.best
+                self.best = min(self.best, val_loss)
+                self.history.append({"epoch": float(self.epoch), "loss": train_loss,
+                                     "val_loss": val_loss,
+                                     "lr": float(optimizer.param_groups[0]["lr"])})
+                self._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
+                                     "scheduler": scheduler.state_dict(),
+                                     "rng": gen.get_state()}
+                bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
+                if cfg.checkpoint_dir:
+                    write_checkpoints(self, cfg.checkpoint_dir, improved=improved)
+        finally:
+            bar.close()
+            net.eval()
+        return self
+
+    def _mask(self, patches: torch.Tensor, gen: torch.Generator) -> data.Masked:
+        cfg = self.config
+        return data.blind_spot_mask(patches, percentage=cfg.masked_percentage,
+                                    radius=cfg.roi_radius, replacement=self.replacement,
+                                    struct_axis=cfg.struct_axis, struct_span=cfg.struct_span,
+                                    gen=gen)
+
+    def _loss_on(self, net: nn.Module, masked: data.Masked, patches: torch.Tensor,
+                 device: torch.device) -> torch.Tensor:
+        moved = dataclasses.replace(masked, inputs=masked.inputs.to(device),
+                                    mask=masked.mask.to(device))
+        return self.loss(net, moved, patches.to(device))
+
+    def _auto_steps(self, planes: list[np.ndarray], patch: int) -> int:
+        cells = sum(math.ceil(p.shape[0] / patch) * math.ceil(p.shape[1] / patch)
+                    for p in planes)
+        return min(max(math.ceil(cells / self.config.batch_size), 50), 400)
+
+    def _resume(self, path: str) -> None:
+        from ..registry import load
+
+        if not Path(path).is_file():
+            raise InputError(f"resume={path!r}: no such checkpoint file")
+        other = load(path)
+        if type(other) is not type(self):
+            raise InputError(f"resume={path!r} is a {other.key!r} model, not {self.key!r}")
+        differ = [k for k in self.ARCHITECTURE
+                  if getattr(other.config, k) != getattr(self.config, k)]
+        if differ:
+            raise InputError(f"resume={path!r} was trained with different "
+                             f"{', '.join(differ)}; use the same values to resume")
+        self.load_state_dict(other.state_dict())
+
+    @torch.no_grad()
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        """Denoise a 2D image (or each plane of a stack) in raw intensity units."""
+        if self.net is None:
+            raise InputError(
+                f"{self.key} is not trained: train it first: microdenoise train --method "
+                f"{self.key} --input NOISY... --out model.pt, then microdenoise denoise "
+                f"--model model.pt INPUT... -o OUTDIR (or m.fit(noisy) in Python; or "
+                f"--param calibrate=true to train on each image)")
+        arr = np.asarray(image, dtype=np.float32)
+        if arr.ndim < 2:
+            raise InputError(f"{self.key} denoises 2D planes; got shape {arr.shape}")
+        planes = arr.reshape(-1, *arr.shape[-2:])
+        out = np.stack([self._denoise_plane(p) for p in planes])
+        return out.reshape(arr.shape).astype(np.float32)
+
+    def _denoise_plane(self, plane: np.ndarray) -> np.ndarray:
+        net = self.net
+        if net is None:
+            raise InputError(f"{self.key} is not trained")
+        device = resolve_device(self.device)
+        net.to(device).eval()
+        m, rf = int(net.multiple), int(net.receptive_field)
+        phases = [(sy, sx) for sy in range(m) for sx in range(m)] \
+            if self.config.shift_average else [(0, 0)]
+        h, w = plane.shape
+        x = (plane.astype(np.float64) - self.mean) / self.std
+        # Reflect by >= rf on every side, so that zero padding never reaches the image,
+        # plus a phase shift; every phase has the same padded size.
+        ey, ex = (-(h + 2 * rf + m)) % m, (-(w + 2 * rf + m)) % m
+        views = [np.pad(x, ((rf + sy, rf + m - sy + ey), (rf + sx, rf + m - sx + ex)),
+                        mode="reflect") for sy, sx in phases]
+        size = views[0].size
+        chunk = max(1, min(len(views), MAX_PIXELS // size))
+        total = np.zeros((h, w), dtype=np.float64)
+        for start in range(0, len(views), chunk):
+            group = phases[start:start + chunk]
+            batch = torch.from_numpy(np.stack(views[start:start + chunk])[:, None]
+                                     .astype(np.float32)).to(device)
+            pred = self.predict(net, batch)[:, 0].double().cpu().numpy()
+            for k, (sy, sx) in enumerate(group):
+                total += pred[k, rf + sy:rf + sy + h, rf + sx:rf + sx + w]
+        y = total / len(phases) * self.std + self.mean
+        return self.finish(y).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.net is None:
+            return {}
+        state = {"net": to_cpu(self.net.state_dict()), "mean": self.mean, "std": self.std,
+                 "epoch": self.epoch, "best": self.best, "history": list(self.history)}
+        state.update(self._train_state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.net = None
+            return
+        net = self.build_net()
+        try:
+            net.load_state_dict(state["net"])
+        except (KeyError, RuntimeError) as exc:
+            raise InputError(f"the saved {self.key} weights do not fit its config "
+                             f"({type(exc).__name__}); was the file edited?") from None
+        self.net = net.eval()
+        self.mean, self.std = float(state["mean"]), float(state["std"])
+        self.epoch, self.best = int(state["epoch"]), float(state["best"])
+        self.history = [dict(h) for h in state.get("history", [])]
+        self._train_state = {k: state[k] for k in ("optimizer", "scheduler", "rng")
+                             if k in state}
+
+
+@dataclass(frozen=True)
+class N2VConfig(BlindSpotConfig):
+    """Noise2Void parameters; defaults are CAREamics 0.3.5's (see :class:`BlindSpotConfig`).
+
+    ``n2v2=True`` switches to N2V2 (median replacement unless ``replacement`` is set,
+    max-blur-pool, no top skip). ``struct_axis="x"`` (or ``"y"``) hides a line of
+    ``struct_span`` pixels along X (Y) around each blind spot: structN2V for noise
+    correlated along that axis.
+    """
+
+    depth: int = 2
+    filters: int = 32
+    batch_norm: bool = True
+    n2v2: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.depth <= 5 or self.filters < 1:
+            raise ValueError("depth must be in 1..5 and filters >= 1")
+
+
+@register("n2v")
+class N2V(BlindSpotMethod):
+    """Noise2Void (Krull et al., CVPR 2019), CAREamics-style; N2V2 and structN2V options.
+
+    Train with ``microdenoise train --method n2v`` (or ``fit``), then denoise with the
+    saved model. Presets: ``n2v2``.
+    """
+
+    Config = N2VConfig
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"n2v2": {"n2v2": True}}
+    ARCHITECTURE = ("depth", "filters", "batch_norm", "n2v2")
+
+    @property
+    def replacement(self) -> str:
+        if self.config.replacement == "auto":
+            return "median" if self.config.n2v2 else "uniform"
+        return str(self.config.replacement)
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.config.depth, blur=self.config.n2v2)
+
+    def build_net(self) -> UNet:
+        cfg = self.config
+        return UNet(depth=cfg.depth, filters=cfg.filters, batch_norm=cfg.batch_norm,
+                    n2v2=cfg.n2v2)
+
+    def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
+        return masked_mse(net(masked.inputs), target, masked.mask)
