@@ -42,6 +42,7 @@ ROWS = {
     "bm3d": "bm3d",
     "fm2s_paper": "fm2s:schedule=paper",
     "fm2s_fast": "fm2s:schedule=fast",
+    "fm2s_fast_bf16": "fm2s:schedule=fast:fast_bf16=true",
 }
 FIELDS = ["row", "image", "group", "psnr", "ssim", "psnr_trunc", "cpu_s", "wall_s"]
 RESULTS = Path(__file__).parent / "results"

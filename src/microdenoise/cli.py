@@ -26,6 +26,8 @@ _EPILOG = """examples:
   microdenoise denoise cells.tif -o denoised/                  # FM2S, zero-shot
   microdenoise denoise raw/ -o out/ --method fm2s --preset widefield --dtype same
   microdenoise denoise img.png -o out/ --method nlm --param h_factor=0.6
+  microdenoise train --method n2v --input raw/ --out n2v.pt   # self-supervised
+  microdenoise denoise raw/ -o out/ --model n2v.pt
   microdenoise evaluate --dataset fmd_test_mix --methods fm2s,median,nlm --images '*_3'
   microdenoise list
 """
@@ -43,15 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``microdenoise`` command."""
     parser = argparse.ArgumentParser(
         prog="microdenoise",
-        description="Denoise fluorescence microscopy images: classical filters and FM2S "
-                    "(zero-shot, the default) under one command.",
+        description="Denoise fluorescence microscopy images: classical filters, FM2S "
+                    "(zero-shot, the default), Noise2Void and DecoNoising under one command.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"microdenoise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("denoise", help="denoise image files or folders",
-                       description="Denoise TIFF/PNG/NPY images; outputs are OUTDIR/<name>.tif "
-                                   "with axes and pixel size kept.")
+                       description="Denoise TIFF/PNG/NPY/OME-Zarr images; outputs are "
+                                   "OUTDIR/<name>.tif (OUTDIR/<name>.ome.zarr for OME-Zarr) "
+                                   "with axes and pixel size kept. With --tile or "
+                                   "--max-memory, files are streamed tile by tile.")
     d.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     d.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if missing)")
@@ -61,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tile", type=int, default=None, help="tile size for tiled prediction")
     d.add_argument("--overlap", type=int, default=None,
                    help="tile overlap (default and minimum: the method's receptive field)")
+    d.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="stream large images tile by tile within about SIZE of memory "
+                        "(e.g. 2GB); picks --tile when it is not given")
     d.add_argument("--device", choices=DEVICES, default="auto")
     d.add_argument("--dtype", default="float32",
                    help="output type: float32 (default) or same (the input's, rounded, clipped)")
@@ -139,6 +146,10 @@ def _check_options(args: argparse.Namespace, method: Denoiser) -> None:
     if args.tile is not None and args.tile <= 2 * overlap:
         raise InputError(f"--tile {args.tile} must be larger than twice the overlap "
                          f"({overlap} px)")
+    if args.max_memory is not None and args.tile is None:
+        from .streaming import tile_for_memory
+
+        tile_for_memory(args.max_memory, method, overlap=overlap)
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
@@ -163,7 +174,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     options = {"dtype": args.dtype, "overwrite": args.overwrite, "axes": args.axes,
                "tile": args.tile, "overlap": args.overlap, "device": args.device,
-               "seed": args.seed, "fit_on": args.fit_on}
+               "seed": args.seed, "fit_on": args.fit_on, "max_memory": args.max_memory}
     if isinstance(method, str):
         options.update(preset=args.preset, params=params)
     result = pipeline.denoise_files(paths, args.out, method, on_file=report, **options)
