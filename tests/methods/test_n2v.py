@@ -25,26 +25,9 @@ TINY = {"epochs": 2, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 32,
         "masked_percentage": 5.0, "filters": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pair() -> tuple[np.ndarray, np.ndarray]:
-    clean = blobs((64, 64), seed=0)
-    return clean, poisson_gaussian(clean, seed=3)
-
-
 @pytest.fixture(scope="module")
 def trained(pair) -> N2V:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model = create("n2v", **{**TINY, "epochs": 3}).fit(pair[1])
-    torch.set_num_threads(threads)
     return model  # type: ignore[return-value]
 
 

@@ -1,0 +1,15 @@
+"""Fixtures shared by the learned methods' tests (tests/conftest.py sets one torch thread)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ..conftest import blobs, poisson_gaussian
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    """A seeded 64x64 clean image and its Poisson-Gaussian noisy version."""
+    clean = blobs((64, 64), seed=0)
+    return clean, poisson_gaussian(clean, seed=3)
