@@ -329,3 +329,23 @@ def test_convallaria_frame(data_root: Path) -> None:
     assert img.data.shape == (1024, 1024)
     assert img.data.dtype == np.uint16
     assert img.axes == "YX"
+
+
+def test_axes_that_disagree_with_the_metadata(tmp_path: Path, capsys) -> None:
+    from microdenoise.cli import main
+    from microdenoise.errors import AxesWarning
+
+    data = np.random.default_rng(0).integers(0, 200, (3, 24, 24), dtype=np.uint8)
+    for name in ("z.tif", "z.ome.zarr"):
+        path = write_image(tmp_path / name, data, axes="ZYX", dtype="uint8")
+        with pytest.warns(AxesWarning, match=r"metadata give axes 'ZYX'; using the axes given, "
+                                             r"'TYX'"):
+            assert read_image(path, axes="TYX").axes == "TYX"
+        with pytest.raises(InputError, match=r"metadata give axes 'ZYX' \(shape \(3, 24, 24\)\) "
+                                             r"but the axes given are 'CZYX'"):
+            read_image(path, axes="CZYX")
+    code = main(["denoise", str(tmp_path / "z.tif"), "-o", str(tmp_path / "out"),
+                 "--method", "median", "--axes", "TYX"])
+    err = capsys.readouterr().err
+    assert code == 0 and "microdenoise: warning:" in err and "'ZYX'" in err
+    assert read_image(tmp_path / "out" / "z.tif").axes == "TYX"

@@ -11,11 +11,12 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError
+from .errors import AxesWarning, InputError
 from .registry import Denoiser
 from .training import DEVICES
 
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fit-on", type=int, default=None, metavar="K",
                    help="zero-shot methods on stacks: fit once on K planes, apply to all")
     d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    d.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run one Dask task per file: local:N (N worker processes here) or "
+                        "tcp://HOST:PORT (a running scheduler); existing outputs are kept, "
+                        "so a rerun resumes")
 
     sub.add_parser("list", help="list the methods, what they need and their parameters")
 
@@ -177,8 +182,16 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                "seed": args.seed, "fit_on": args.fit_on, "max_memory": args.max_memory}
     if isinstance(method, str):
         options.update(preset=args.preset, params=params)
-    result = pipeline.denoise_files(paths, args.out, method, on_file=report, **options)
+    if args.scheduler is not None:
+        from .distributed import denoise_files_distributed
+
+        result = denoise_files_distributed(paths, args.out, method, scheduler=args.scheduler,
+                                           on_file=report, **options)
+    else:
+        result = pipeline.denoise_files(paths, args.out, method, on_file=report, **options)
     bar.close()
+    for path in result.skipped:
+        print(f"kept {path} (exists; --overwrite redoes it)", file=sys.stderr)
     for path in result.written:
         print(path)
     if result.failed:
@@ -280,6 +293,15 @@ COMMANDS = {"denoise": cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
             "demo": cmd_demo, "train": cmd_train}
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: object = None, line: str | None = None) -> None:
+    """Warnings of ours as one line on stderr, others as Python prints them."""
+    if issubclass(category, AxesWarning):
+        print(f"microdenoise: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 some files failed, 2 bad input)."""
     parser = build_parser()
@@ -288,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", AxesWarning)
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
     except InputError as exc:
         print(f"microdenoise: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input: the message says what is wrong and what to do instead."""
+
+
+class AxesWarning(UserWarning):
+    """The axes given for a file differ from those its metadata record."""

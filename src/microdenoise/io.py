@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import uuid
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,14 +23,14 @@ import numpy as np
 import tifffile
 from numpy.typing import DTypeLike
 
-from .errors import InputError
+from .errors import AxesWarning, InputError
 
-__all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "list_images",
-           "read_image", "same_file", "write_image"]
+__all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "is_zarr",
+           "list_images", "read_image", "same_file", "write_image"]
 
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy", ".zarr")
 AXES_LETTERS = "STCZYX"
-_FORMAT = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".npy": "NPY"}
+_FORMAT = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".npy": "NPY", ".zarr": "OME-Zarr"}
 _IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 _CARRIED = ("spacing", "finterval")  # metadata keys carried from input to output
 _AXES_KEY = "microdenoise_axes"  # in ImageJ descriptions: keeps size-1 axes
@@ -104,13 +105,18 @@ def _ext(path: Path) -> str:
     return ext
 
 
+def is_zarr(path: str | Path) -> bool:
+    """True for a ``.zarr`` path (an OME-Zarr image is a folder, read as one image)."""
+    return Path(path).suffix.lower() == ".zarr"
+
+
 def _real_dtype(dtype: np.dtype) -> bool:
     return dtype != np.bool_ and (np.issubdtype(dtype, np.integer)
                                   or np.issubdtype(dtype, np.floating))
 
 
 def read_image(path: str | Path, *, axes: str | None = None) -> ImageData:
-    """Read a TIFF (incl. ImageJ and OME-TIFF), PNG or NPY image.
+    """Read a TIFF (incl. ImageJ and OME-TIFF), PNG, NPY or OME-Zarr image.
 
     Parameters
     ----------
@@ -134,6 +140,10 @@ def read_image(path: str | Path, *, axes: str | None = None) -> ImageData:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
+    if is_zarr(path):
+        from .zarr_io import read_zarr
+
+        return read_zarr(path, axes=axes)
     if path.is_dir():
         raise InputError(f"{path} is a folder; pass an image file")
     ext = _ext(path)
@@ -173,9 +183,30 @@ def read_image(path: str | Path, *, axes: str | None = None) -> ImageData:
         else:
             raise InputError(f"{path} has {data.ndim} dimensions of shape {data.shape}; say "
                              "what they are with axes= (e.g. 'TZYX') or --axes")
-    final = check_axes(axes if axes is not None else str(file_axes), ndim=data.ndim,
-                       shape=data.shape, source=str(path))
+    known = file_axes if ext in (".tif", ".tiff") else None  # PNG/NPY axes are guesses
+    final = resolve_axes(path, axes, known if axes is not None else file_axes, data.shape)
     return ImageData(data, final, calibration[0], calibration[1], path, calibration[2])
+
+
+def resolve_axes(path: Path, given: str | None, found: str | None, shape: tuple[int, ...]) -> str:
+    """The axes to use: ``given`` (checked) over the file's ``found`` (from its metadata).
+
+    When both are known and differ, an :class:`AxesWarning` names both; if the
+    given ones do not have one letter per dimension, an :class:`InputError` does.
+    ``found`` with ``S`` (unknown axes) is a guess, not metadata: no warning.
+    """
+    if given is None:
+        return check_axes(str(found), ndim=len(shape), shape=shape, source=str(path))
+    up = check_axes(given)
+    if found and "S" not in found and up != found:
+        if len(up) != len(shape):
+            raise InputError(f"{path}: the file's metadata give axes {found!r} (shape "
+                             f"{tuple(shape)}) but the axes given are {up!r} ({len(up)} "
+                             "letters); leave out --axes to use the file's, or give one "
+                             "letter per dimension")
+        warnings.warn(f"{path}: the file's metadata give axes {found!r}; using the axes "
+                      f"given, {up!r}", AxesWarning, stacklevel=3)
+    return check_axes(up, ndim=len(shape), shape=shape, source=str(path))
 
 
 def _drop_colour(path: Path, data: np.ndarray, axis: int) -> np.ndarray:
@@ -187,11 +218,14 @@ def _drop_colour(path: Path, data: np.ndarray, axis: int) -> np.ndarray:
     raise InputError(_RGB_MESSAGE.format(path))
 
 
-def _read_tiff(path: Path, axes: str | None) -> tuple[np.ndarray, str, Calibration]:
+def _read_tiff(
+    path: Path, axes: str | None, *, lazy: bool = False
+) -> tuple[np.ndarray, str, Calibration]:
+    """Pixels, axes and calibration; ``lazy``: a read-only memmap or zarr array of the pixels."""
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         page = series.keyframe
-        data = series.asarray()
+        data = series.asarray() if not lazy else _lazy_tiff(path, series)
         letters = list(series.axes)
         ij = tif.imagej_metadata or {}
         shaped = (tif.shaped_metadata or ({},))[0] or {}
@@ -200,11 +234,11 @@ def _read_tiff(path: Path, axes: str | None) -> tuple[np.ndarray, str, Calibrati
             full_axes, full_shape = series.get_axes(False), series.get_shape(False)
             keep = [i for i, a in enumerate(full_axes) if full_shape[i] > 1 or a in ours]
             if len(keep) == len(ours):
-                data = data.reshape([full_shape[i] for i in keep])
+                data = np.asarray(data).reshape([full_shape[i] for i in keep])
                 letters = [full_axes[i] for i in keep]
         if "S" in letters and page.samplesperpixel > 1:  # tifffile's S: samples per pixel
             if page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR):
-                data = _drop_colour(path, data, letters.index("S"))
+                data = _drop_colour(path, np.asarray(data), letters.index("S"))
                 letters.remove("S")
             else:
                 letters[letters.index("S")] = "C"  # extra samples are channels
@@ -213,6 +247,15 @@ def _read_tiff(path: Path, axes: str | None) -> tuple[np.ndarray, str, Calibrati
             raise InputError(f"{path}: cannot map the TIFF axes {''.join(letters)!r} (shape "
                              f"{data.shape}) to {AXES_LETTERS}; pass axes= (e.g. 'TZYX')")
         return data, mapped, _tiff_calibration(tif, page, ij, shaped)
+
+
+def _lazy_tiff(path: Path, series: Any) -> Any:
+    """A memmap when the pixels are stored uncompressed in one block, else a zarr array."""
+    if series.dataoffset is not None:
+        return tifffile.memmap(path, series=0, mode="r")
+    import zarr
+
+    return zarr.open_array(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
 
 
 def _tiff_calibration(
@@ -307,7 +350,7 @@ def write_image(
     source_dtype: DTypeLike | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write an image atomically (temporary file, then rename) as TIFF, PNG or NPY.
+    """Write an image atomically (temporary file, then rename) as TIFF, PNG, NPY or OME-Zarr.
 
     TIFF is an ImageJ hyperstack when the axes are in ImageJ order (a
     subsequence of ``TZCYX``) and the dtype is uint8, uint16 or float32, else a
@@ -342,7 +385,7 @@ def write_image(
         or pixel size are not supported, or the file cannot be written.
     """
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_zarr(path):
         raise InputError(f"{path} is a folder; give a file name for the output")
     ext = _ext(path)
     data = np.asarray(data)
@@ -364,6 +407,11 @@ def write_image(
                                  "dtype='uint8' or 'uint16', or write a .tif")
             target = np.dtype(source)
     out = _convert(data, target)
+    if ext == ".zarr":
+        from .zarr_io import write_zarr
+
+        return write_zarr(path, out, axes=axes, pixel_size=pixel_size, unit=unit,
+                          metadata=metadata, overwrite=overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -396,25 +444,37 @@ def _write_tiff(
     unit: str | None,
     metadata: dict[str, Any],
 ) -> None:
+    kwargs = _tiff_options(axes, data.dtype, data.nbytes, pixel_size, unit, metadata)
+    tifffile.imwrite(path, data, **kwargs)
+
+
+def _tiff_options(
+    axes: str,
+    dtype: np.dtype,
+    nbytes: int,
+    pixel_size: tuple[float, float] | None,
+    unit: str | None,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    """``tifffile.imwrite`` keywords (also for ``tifffile.memmap``) of :func:`write_image`."""
     extra = {k: float(metadata[k]) for k in _CARRIED if metadata.get(k) is not None}
     resolution = None if pixel_size is None else (1 / pixel_size[1], 1 / pixel_size[0])
     order = iter("TZCYX")
-    if all(a in order for a in axes) and data.dtype in _IMAGEJ_DTYPES:  # ImageJ order
+    if all(a in order for a in axes) and dtype in _IMAGEJ_DTYPES:  # ImageJ order
         ij: dict[str, Any] = {"axes": axes, **extra, _AXES_KEY: axes}
         if pixel_size is not None:
             ij[_PX_KEY] = f"{float(pixel_size[0])!r} {float(pixel_size[1])!r}"
         if unit:
             ij["unit"] = unit.replace("µ", "\\u00B5").encode("ascii", "replace").decode()
-        tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=ij,
-                         photometric="minisblack")
-        return
+        return {"imagej": True, "resolution": resolution, "metadata": ij,
+                "photometric": "minisblack"}
     shaped: dict[str, Any] = {"axes": axes, **extra}
     if pixel_size is not None:
         shaped["pixel_size"] = [float(v) for v in pixel_size]
     if unit:
         shaped["unit"] = unit
-    tifffile.imwrite(path, data, metadata=shaped, resolution=resolution,
-                     photometric="minisblack", bigtiff=data.nbytes > 2**32 - 2**25)
+    return {"metadata": shaped, "resolution": resolution, "photometric": "minisblack",
+            "bigtiff": nbytes > 2**32 - 2**25}
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -441,8 +501,9 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
         p = Path(item)
         if not p.exists():
             raise InputError(f"{p} does not exist; check the path")
-        if p.is_dir():
-            images = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+        if p.is_dir() and not is_zarr(p):
+            images = sorted(f for f in p.iterdir() if (f.is_file() or is_zarr(f))
+                            and not f.name.startswith(".")
                             and f.suffix.lower() in SUPPORTED_EXTENSIONS)
             if not images:
                 raise InputError(f"folder {p} contains no images "

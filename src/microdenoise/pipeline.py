@@ -177,15 +177,22 @@ def _chan(index: tuple[int, ...], cax: int | None) -> int:
 
 @dataclass
 class BatchResult:
-    """Outputs written and files that failed (with the reason) in a batch."""
+    """Outputs written, files that failed (with the reason) and outputs kept (already there)."""
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
 
 
 def output_path(path: Path, out_dir: Path, *, suffix: str = ".tif") -> Path:
-    """Where the denoised version of ``path`` goes: ``out_dir/<stem>.tif``."""
+    """Where the denoised version of ``path`` goes: ``out_dir/<stem>.tif``.
+
+    An OME-Zarr input (``<stem>.ome.zarr`` or ``<stem>.zarr``) gives ``out_dir/<stem>.ome.zarr``.
+    """
     name = path.name
+    if io.is_zarr(path):
+        stem = name[: -len(".ome.zarr")] if name.lower().endswith(".ome.zarr") else path.stem
+        return out_dir / f"{stem}.ome.zarr"
     for ext in sorted(io.SUPPORTED_EXTENSIONS, key=len, reverse=True):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
@@ -201,21 +208,34 @@ def denoise_file(
     dtype: str = "float32",
     overwrite: bool = False,
     axes: str | None = None,
+    max_memory: str | int | None = None,
     **options: Any,
 ) -> Path:
     """Read ``path``, denoise it (see :func:`denoise_array` for ``options``), write ``out``.
 
-    ``out`` is a file name or an existing folder (then ``<stem>.tif`` inside it). The
-    output keeps axes, pixel size and unit; it is float32 unless ``dtype="same"``
-    (the input's type, rounded and clipped). The input is never overwritten and an
-    existing output only with ``overwrite=True``; nothing is written on failure.
+    ``out`` is a file name or an existing folder (then ``<stem>.tif`` inside it, or
+    ``<stem>.ome.zarr`` for an OME-Zarr input). The output keeps axes, pixel size
+    and unit; it is float32 unless ``dtype="same"`` (the input's type, rounded and
+    clipped). The input is never overwritten and an existing output only with
+    ``overwrite=True``; nothing is written on failure.
+
+    With ``tile`` or ``max_memory`` (e.g. ``"2GB"``: picks ``tile``), the file is
+    streamed tile by tile in bounded memory (see :mod:`microdenoise.streaming`):
+    the input is memory-mapped, the output written tile by tile into a
+    pre-allocated TIFF or OME-Zarr, and zero-shot methods are fitted on each
+    plane's central 1024x1024 pixels (the whole plane when smaller).
     """
     path, out = Path(path), Path(out)
-    target = output_path(path, out) if out.is_dir() else out
+    target = output_path(path, out) if out.is_dir() and not io.is_zarr(out) else out
     if io.same_file(path, target):
         raise InputError(f"output {str(target)!r} is the input file; choose another output")
     if target.exists() and not overwrite:
         raise InputError(f"{str(target)!r} exists; pass --overwrite to replace it")
+    if options.get("tile") is not None or max_memory is not None:
+        from .streaming import denoise_file_streamed
+
+        return denoise_file_streamed(path, target, method, dtype=dtype, overwrite=overwrite,
+                                     axes=axes, max_memory=max_memory, **options)
     img = io.read_image(path, axes=axes)
     result = denoise_array(img.data, method, axes=img.axes, **options)
     return io.write_image(

@@ -127,7 +127,7 @@ def test_calibration_picks_a_grid_value_and_round_trips(
     assert type(loaded.state_dict()["calibrated"][method.PARAM]) is type(chosen)
     # bm3d's compiled core is not bit-reproducible between calls (float32, threads)
     np.testing.assert_allclose(loaded.denoise(noisy), out, rtol=0,
-                               atol=1e-5 if key == "bm3d" else 0.0)
+                               atol=1e-4 if key == "bm3d" else 0.0)
 
 
 def test_calibration_finds_the_stronger_filter_on_strong_noise(pair) -> None:

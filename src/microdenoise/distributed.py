@@ -1,0 +1,255 @@
+"""Dask: one big array over many chunks, or many files over a cluster.
+
+:func:`denoise_dask` denoises a :class:`dask.array.Array` lazily with
+``map_overlap``: the normalization statistics are computed globally first
+(per channel, as :func:`microdenoise.denoise_array` does), each chunk gets a
+margin of the method's receptive field (``boundary="none"``: the image
+border is treated as in untiled prediction), and the method is built once
+per worker process (cached by a key of its configuration and state), not
+once per chunk. For a local method the result equals ``denoise_array``.
+
+:func:`denoise_files_distributed` runs one task per file on a Dask cluster
+(``local:N`` starts N worker processes on this machine; ``tcp://HOST:PORT``
+joins a running scheduler). Workers write the outputs themselves, atomically,
+with :func:`microdenoise.denoise_file`; a failed file is retried once and
+reported; outputs that already exist are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io
+from .errors import InputError
+from .pipeline import BatchResult, _prepare, default_axes, output_path
+from .registry import Denoiser, method_class
+
+__all__ = ["denoise_dask", "denoise_files_distributed"]
+
+_METHODS: dict[str, Denoiser] = {}  # per process: key -> method ready to denoise
+_LOCK = threading.Lock()
+created = 0  # methods built in this process (for tests and diagnostics)
+
+
+def _method(key: str, spec: tuple[str, Any, dict[str, Any]], device: str) -> Denoiser:
+    """The method of ``spec`` (registry key, config, state), built once per process."""
+    global created
+    with _LOCK:
+        den = _METHODS.get(key)
+        if den is None:
+            name, config, state = spec
+            den = method_class(name)(config)
+            if state:
+                den.load_state_dict(state)
+            if hasattr(den, "device"):
+                den.device = device
+            _METHODS[key] = den
+            created += 1
+        return den
+
+
+def _denoise_block(block: np.ndarray, *, key: str, spec: tuple[str, Any, dict[str, Any]],
+                   device: str) -> np.ndarray:
+    den = _method(key, spec, device)
+    lead = block.shape[:-2]
+    planes = block.reshape((-1, *block.shape[-2:]))
+    out = np.stack([np.asarray(den.denoise(p), dtype=np.float32) for p in planes])
+    return out.reshape(*lead, *block.shape[-2:])
+
+
+def denoise_dask(
+    array: Any,
+    method: str | Denoiser = "fm2s",
+    *,
+    axes: str | None = None,
+    preset: str | None = None,
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    fit_on: int = 1,
+) -> Any:
+    """Denoise a Dask array lazily, chunk by chunk; return a float32 Dask array.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        Image or stack (any chunking; chunks are made one plane deep).
+    method, preset, params, seed, device
+        As in :func:`microdenoise.denoise_array`; 2D methods only (plane by plane).
+    axes : str, optional
+        Letters from STCZYX, one per dimension; default ``YX`` with ``S`` in front.
+    fit_on : int
+        Zero-shot methods are fitted once, before the graph is built, on the
+        central 1024x1024 pixels of this many evenly spaced planes.
+
+    Returns
+    -------
+    dask.array.Array
+        float32, the input's shape and chunks along YX, in the input's intensity units.
+    """
+    import dask.array as da
+
+    from .streaming import _central, _normalizers
+
+    if not isinstance(array, da.Array):
+        array = da.asarray(array)
+    if array.ndim < 2:
+        raise InputError(f"the array has shape {array.shape}; an image needs at least 2 axes")
+    axes = io.check_axes(axes or default_axes(array.ndim), ndim=array.ndim, shape=array.shape)
+    den, fresh = _prepare(method, preset, params, seed)
+    cax = axes.index("C") if "C" in axes else None
+    channels = array.shape[cax] if cax is not None else 1
+    units = list(np.ndindex(*array.shape[:-2]))
+    norms = _normalizers(array, den.normalization, units, cax, channels)
+    if fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False))):
+        picks = np.linspace(0, len(units) - 1, min(max(1, fit_on), len(units)))
+        chosen = [units[int(i)] for i in picks.round()]
+        den.fit(np.concatenate([_central(array, u, norms[0 if cax is None else u[cax]])
+                                for u in chosen], axis=-1))
+    spec = (den.key, den.config, den.state_dict())
+    key = hashlib.sha1(pickle.dumps(spec)).hexdigest()
+    rf = den.receptive_field
+    array = array.rechunk({i: 1 for i in range(array.ndim - 2)})
+
+    def apply(x: Any, fn: Callable[[Any], Any]) -> Any:
+        return x.map_blocks(fn, dtype=np.float32)
+
+    def per_channel(x: Any, fns: list[Callable[[Any], Any]]) -> Any:
+        if cax is None:
+            return apply(x, fns[0])
+        parts = [apply(da.take(x, [c], axis=cax), fns[c]) for c in range(channels)]
+        return da.concatenate(parts, axis=cax)
+
+    normalized = per_channel(array, list(norms))
+    depth = {i: (rf if i >= array.ndim - 2 else 0) for i in range(array.ndim)}
+    denoised = da.map_overlap(_denoise_block, normalized, depth=depth, boundary="none",
+                              dtype=np.float32, key=key, spec=spec, device=device)
+    return per_channel(denoised, [n.inverse for n in norms])
+
+
+def _client(scheduler: str, timeout: float) -> Any:
+    from distributed import Client, LocalCluster
+
+    if scheduler.startswith("local:"):
+        try:
+            workers = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise InputError(f"--scheduler {scheduler!r}: use local:N with N >= 1 workers")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        return Client(cluster)
+    if not scheduler.startswith("tcp://"):
+        raise InputError(f"--scheduler {scheduler!r}: use local:N or tcp://HOST:PORT")
+    try:
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"no Dask scheduler answered at {scheduler} within {timeout:g} s "
+                         f"({type(exc).__name__}); start one (`dask scheduler`, then "
+                         "`dask worker ADDRESS`), check the address, or use --scheduler "
+                         "local:N") from None
+
+
+def _denoise_one(path: str, target: str, method: str | Denoiser,
+                 options: dict[str, Any]) -> str:
+    from .pipeline import denoise_file
+
+    return str(denoise_file(path, target, method, **options))
+
+
+def denoise_files_distributed(
+    inputs: Iterable[str | Path],
+    out_dir: str | Path,
+    method: str | Denoiser = "fm2s",
+    *,
+    scheduler: str = "local:2",
+    timeout: float = 10.0,
+    retries: int = 1,
+    on_file: Callable[[Path, Path | None, str | None], None] | None = None,
+    **options: Any,
+) -> BatchResult:
+    """Denoise every image in ``inputs`` into ``out_dir``, one Dask task per file.
+
+    Parameters
+    ----------
+    inputs, out_dir, method, on_file, options
+        As in :func:`microdenoise.denoise_files` (``options`` go to ``denoise_file``).
+    scheduler : str
+        ``"local:N"``: a local cluster of N single-threaded worker processes;
+        ``"tcp://HOST:PORT"``: a running Dask scheduler.
+    timeout : float
+        Seconds to wait for the scheduler at ``tcp://`` before an :class:`InputError`.
+    retries : int
+        Times a failed file is tried again before it is reported.
+
+    Returns
+    -------
+    BatchResult
+        ``skipped`` lists outputs that existed (not redone unless ``overwrite=True``).
+    """
+    from distributed import as_completed
+
+    paths = io.list_images(inputs)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot use {str(out_dir)!r} as output folder "
+                         f"({exc.strerror or exc}); give a folder") from None
+    result = BatchResult()
+    sources = {p.resolve() for p in paths}
+    seen: dict[Path, Path] = {}
+    todo: list[tuple[Path, Path]] = []
+    for path in paths:
+        target = output_path(path, out_dir)
+        problem = None
+        if target.resolve() in sources:
+            problem = f"output {str(target)!r} would replace an input file; choose another folder"
+        elif target in seen:
+            problem = f"{path} and {seen[target]} would both be written to {target}"
+        if problem is not None:
+            result.failed.append((path, problem))
+            if on_file is not None:
+                on_file(path, None, problem)
+            continue
+        seen[target] = path
+        if target.exists() and not options.get("overwrite", False):
+            result.skipped.append(target)
+            if on_file is not None:
+                on_file(path, target, None)
+            continue
+        todo.append((path, target))
+    if not todo:
+        return result
+    client = _client(scheduler, timeout)
+    try:
+        futures = {client.submit(_denoise_one, str(p), str(t), method, options, pure=False,
+                                 retries=retries): p for p, t in todo}
+        for future in as_completed(futures):
+            path = futures[future]
+            try:
+                written = Path(future.result())
+            except Exception as exc:  # noqa: BLE001  (report per file, go on)
+                message = str(exc) if isinstance(exc, InputError) else (
+                    f"{type(exc).__name__}: {exc}")
+                result.failed.append((path, message))
+                if on_file is not None:
+                    on_file(path, None, message)
+                continue
+            result.written.append(written)
+            if on_file is not None:
+                on_file(path, written, None)
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and scheduler.startswith("local:"):
+            cluster.close()
+    return result

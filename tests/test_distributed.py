@@ -1,0 +1,87 @@
+"""Dask: map_overlap equals denoise_array; files over a real local cluster; bad schedulers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from microdenoise import InputError, denoise_array, denoise_files, read_image, write_image
+from microdenoise import distributed as mdd
+
+from .conftest import blobs, poisson_gaussian
+
+
+def _noisy(shape=(90, 110), seed=0) -> np.ndarray:
+    return (poisson_gaussian(blobs(shape, seed=seed), seed=seed) * 3000 + 100).astype(np.uint16)
+
+
+@pytest.mark.parametrize(("method", "params"), [("median", {"size": 5}), ("gaussian", {})])
+def test_map_overlap_equals_denoise_array(method: str, params: dict) -> None:
+    image = _noisy()
+    lazy = da.from_array(image, chunks=(40, 35))
+    out = mdd.denoise_dask(lazy, method, params=params)
+    assert isinstance(out, da.Array) and out.dtype == np.float32
+    with dask.config.set(scheduler="synchronous"):
+        result = out.compute()
+    np.testing.assert_allclose(result, denoise_array(image, method, params=params),
+                               rtol=1e-6, atol=1e-3)
+
+
+def test_channels_normalized_globally_and_method_built_once() -> None:
+    stack = np.stack([_noisy((50, 60), seed=s) * (s + 1) for s in range(3)])
+    lazy = da.from_array(stack, chunks=(3, 25, 30))
+    mdd._METHODS.clear()
+    before = mdd.created
+    with dask.config.set(scheduler="synchronous"):
+        result = mdd.denoise_dask(lazy, "median", axes="CYX").compute()
+    assert mdd.created - before == 1  # one method for all 3 x 2 x 2 chunks
+    np.testing.assert_allclose(result, denoise_array(stack, "median", axes="CYX"),
+                               rtol=1e-6, atol=1e-3)
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "a.tif", _noisy((32, 32)), dtype="uint16")
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"no Dask scheduler answered at tcp://127\.0\.0\.1:9"):
+        mdd.denoise_files_distributed([src], tmp_path / "out", "median",
+                                      scheduler="tcp://127.0.0.1:9", timeout=1)
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(InputError, match="local:N"):
+        mdd.denoise_files_distributed([src], tmp_path / "out", "median", scheduler="ssh://x")
+
+
+def test_local_cluster_equals_single_process_and_resumes(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    for i in range(3):
+        write_image(inputs / f"img{i}.tif", _noisy((48, 56), seed=i), dtype="uint16")
+    (inputs / "bad.tif").write_bytes(b"II*\x00garbage" * 10)
+    single = denoise_files([inputs], tmp_path / "single", "median")
+    (tmp_path / "dist").mkdir()
+    write_image(tmp_path / "dist" / "img0.tif", np.zeros((8, 8), np.float32))  # "done" earlier
+    result = mdd.denoise_files_distributed([inputs], tmp_path / "dist", "median",
+                                           scheduler="local:2")
+    assert [p.name for p in result.skipped] == ["img0.tif"]
+    assert sorted(p.name for p in result.written) == ["img1.tif", "img2.tif"]
+    assert [(p.name, "corrupt" in m) for p, m in result.failed] == [("bad.tif", True)]
+    for name in ("img1.tif", "img2.tif"):
+        np.testing.assert_array_equal(read_image(tmp_path / "dist" / name).data,
+                                      read_image(tmp_path / "single" / name).data)
+    assert len(single.written) == 3
+    assert not [p for p in (tmp_path / "dist").iterdir() if p.name.startswith(".")]
+
+
+def test_cli_scheduler_unreachable_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    from microdenoise.cli import main
+
+    monkeypatch.setattr(mdd.denoise_files_distributed, "__kwdefaults__",
+                        {**mdd.denoise_files_distributed.__kwdefaults__, "timeout": 1})
+    src = write_image(tmp_path / "a.tif", _noisy((32, 32)), dtype="uint16")
+    code = main(["denoise", str(src), "-o", str(tmp_path / "o"), "--method", "median",
+                 "--scheduler", "tcp://127.0.0.1:9"])
+    assert code == 2
+    assert "no Dask scheduler answered at tcp://127.0.0.1:9" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""Streaming tiled prediction: memory-mapped input, pre-allocated output, same result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from microdenoise import (
+    InputError,
+    create,
+    denoise_array,
+    denoise_file,
+    read_image,
+    streaming,
+    write_image,
+)
+from microdenoise.normalize import Percentile
+
+from .conftest import blobs, poisson_gaussian
+
+
+def _noisy_uint16(shape: tuple[int, int] = (150, 170), seed: int = 0) -> np.ndarray:
+    return (poisson_gaussian(blobs(shape, seed=seed), seed=seed) * 4000 + 200).clip(0).astype(
+        np.uint16)
+
+
+@pytest.mark.parametrize("method", ["median", "gaussian"])
+def test_streamed_file_equals_untiled(tmp_path: Path, method: str) -> None:
+    image = _noisy_uint16()
+    src = write_image(tmp_path / "in.tif", image, pixel_size=(0.2, 0.3), unit="µm")
+    out = denoise_file(src, tmp_path / "out.tif", method, tile=48)
+    whole = denoise_array(image, method)
+    result = read_image(out)
+    assert result.data.dtype == np.float32
+    assert result.pixel_size == (0.2, 0.3) and result.unit == "µm"
+    np.testing.assert_allclose(result.data, whole, rtol=1e-6, atol=1e-6 * float(image.max()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]  # no temp left
+
+
+def test_streamed_stack_compressed_and_same_dtype(tmp_path: Path) -> None:
+    stack = np.stack([_noisy_uint16((64, 80), seed=s) for s in range(3)])
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, stack, compression="zlib", photometric="minisblack",
+                     metadata={"axes": "TYX"})
+    opened = streaming.open_image(src)
+    assert not isinstance(opened.data, np.ndarray)  # zarr array: nothing loaded
+    (tmp_path / "out").mkdir()
+    out = denoise_file(src, tmp_path / "out", "median", tile=40, dtype="same")
+    expected = denoise_array(stack, "median", axes="TYX")
+    got = read_image(out)
+    assert got.axes == "TYX" and got.data.dtype == np.uint16
+    np.testing.assert_array_equal(got.data, np.clip(np.rint(expected), 0, 65535))
+
+
+def test_uncompressed_tiff_and_npy_are_memory_mapped(tmp_path: Path) -> None:
+    image = _noisy_uint16((40, 40))
+    tif = write_image(tmp_path / "a.tif", image, dtype="uint16")
+    npy = write_image(tmp_path / "a.npy", image, dtype="uint16")
+    for path in (tif, npy):
+        opened = streaming.open_image(path)
+        assert isinstance(opened.data, np.memmap) and opened.axes == "YX"
+        np.testing.assert_array_equal(opened.data, image)
+
+
+def test_streamed_fm2s_fits_once_per_plane_on_a_central_crop(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    monkeypatch.setattr(streaming, "FIT_CROP", 48)
+    from microdenoise.methods.fm2s import FM2S
+
+    shapes = []
+    original = FM2S.fit
+
+    def counting(self, image, clean=None):
+        shapes.append(image.shape)
+        return original(self, image, clean)
+
+    monkeypatch.setattr(FM2S, "fit", counting)
+    stack = np.stack([_noisy_uint16((96, 80), seed=s) for s in range(2)])
+    src = write_image(tmp_path / "s.tif", stack, axes="TYX", dtype="uint16")
+    params = {"fast_steps": 2, "fast_crop": 32}
+    denoise_file(src, tmp_path / "o.tif", "fm2s", params=params, seed=0, tile=64)
+    assert shapes == [(48, 48), (48, 48)]
+
+
+def test_percentile_statistics_equal_the_in_memory_subsample() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.gamma(2.0, 100.0, size=(2, 1100, 1000)).astype(np.float32)
+    units = list(np.ndindex(2))
+    (norm,) = streaming._normalizers(image, "percentile", units, None, 1)
+    assert norm == Percentile.fit(image)
+    small = image[0, :100, :100]
+    (norm,) = streaming._normalizers(small, "percentile", [()], None, 1)
+    assert norm == Percentile.fit(small)
+
+
+def test_streamed_input_errors(tmp_path: Path) -> None:
+    bad = np.full((40, 40), 5.0, np.float32)
+    bad[3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", bad)
+    with pytest.raises(InputError, match="NaN"):
+        denoise_file(tmp_path / "nan.tif", tmp_path / "o.tif", "median", tile=32)
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((40, 40), 7, np.uint16))
+    with pytest.raises(InputError, match="constant"):
+        denoise_file(tmp_path / "flat.tif", tmp_path / "o.tif", "median", tile=32)
+    assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.parametrize(("text", "size"), [("2GB", 2 * 2**30), ("512 MB", 512 * 2**20),
+                                            ("1.5g", int(1.5 * 2**30)), ("1000", 1000)])
+def test_parse_size(text: str, size: int) -> None:
+    assert streaming.parse_size(text) == size
+
+
+def test_max_memory_picks_a_tile() -> None:
+    median = create("median")
+    tile = streaming.tile_for_memory("2GB", median, overlap=median.receptive_field)
+    assert tile % 16 == 0 and 1024 <= tile <= 8192
+    assert streaming.tile_for_memory("1GB", median) < tile
+    with pytest.raises(InputError, match="too small"):
+        streaming.tile_for_memory("100MB", median)
+    with pytest.raises(InputError, match="memory size"):
+        streaming.parse_size("lots")
+
+
+def test_max_memory_streams_a_file(tmp_path: Path) -> None:
+    image = _noisy_uint16((64, 64))
+    src = write_image(tmp_path / "in.tif", image, dtype="uint16")
+    out = denoise_file(src, tmp_path / "out.tif", "gaussian", max_memory="1GB")
+    np.testing.assert_allclose(read_image(out).data, denoise_array(image, "gaussian"),
+                               rtol=1e-6, atol=1e-2)
