@@ -29,6 +29,7 @@ _EPILOG = """examples:
   microdenoise denoise img.png -o out/ --method nlm --param h_factor=0.6
   microdenoise train --method n2v --input raw/ --out n2v.pt   # self-supervised
   microdenoise denoise raw/ -o out/ --model n2v.pt
+  microdenoise train --method care --input noisy/ --target clean/ --out care.pt  # pairs
   microdenoise evaluate --dataset fmd_test_mix --methods fm2s,median,nlm --images '*_3'
   microdenoise list
 """
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microdenoise",
         description="Denoise fluorescence microscopy images: classical filters, FM2S "
-                    "(zero-shot, the default), Noise2Void and DecoNoising under one command.",
+                    "(zero-shot, the default), Noise2Void, DecoNoising and CARE under one command.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"microdenoise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -100,12 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
     m.add_argument("--method", default="fm2s")
 
-    t = sub.add_parser("train", help="train a self-supervised method (n2v, deconoising)",
-                       description="Train on noisy images (planes of stacks are samples) and "
-                                   "save a model; apply it with `denoise --model MODEL`.")
-    t.add_argument("--method", default="n2v", help="n2v (default) or deconoising")
+    t = sub.add_parser("train", help="train a learned method (n2v, deconoising, care)",
+                       description="Train on noisy images (n2v, deconoising) or on noisy/clean "
+                                   "pairs (care: --target) and save a model; planes of stacks "
+                                   "are samples. Apply it with `denoise --model MODEL`.")
+    t.add_argument("--method", default="n2v", help="n2v (default), deconoising or care")
     t.add_argument("--input", nargs="+", required=True, metavar="NOISY",
                    help="noisy image files or folders")
+    t.add_argument("--target", type=Path, default=None, metavar="CLEAN",
+                   help="care: folder of clean images named as the noisy ones in --input "
+                        "(or one clean file for one noisy --input file)")
+    t.add_argument("--n-train", type=int, default=None, metavar="K",
+                   help="care: train on K pairs only (the first K after a seeded shuffle)")
     t.add_argument("--out", required=True, type=Path, metavar="MODEL",
                    help="model file to write (.pt)")
     t.add_argument("--preset", default=None, help="named parameter set of the method")
@@ -151,6 +158,10 @@ def _check_options(args: argparse.Namespace, method: Denoiser) -> None:
     if args.tile is not None and args.tile <= 2 * overlap:
         raise InputError(f"--tile {args.tile} must be larger than twice the overlap "
                          f"({overlap} px)")
+    if args.max_memory is not None and method.upscale != 1:
+        raise InputError(f"--max-memory streams same-size outputs; this model writes "
+                         f"{method.upscale}x larger images: drop --max-memory (use --tile "
+                         "to bound the network's memory)")
     if args.max_memory is not None and args.tile is None:
         from .streaming import tile_for_memory
 
@@ -284,7 +295,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     path = train_files(args.input, args.method, args.out, preset=args.preset,
                        params=parse_params(args.param), axes=args.axes, device=args.device,
-                       seed=args.seed, overwrite=args.overwrite)
+                       seed=args.seed, overwrite=args.overwrite, target=args.target,
+                       n_train=args.n_train)
     print(path)
     return 0
 

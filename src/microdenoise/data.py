@@ -1,5 +1,8 @@
 """Training data for the learned methods: checks, validation split, patches, blind spots.
 
+Supervised methods sample (input, target) patch pairs at the same place with
+:func:`sample_pairs`; :func:`upsample` gives 2x inputs for super-resolution.
+
 Everything random takes a :class:`torch.Generator`, so the same seed gives the
 same patches and masks.
 
@@ -24,11 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import InputError
 
 __all__ = ["Masked", "as_planes", "augment", "blind_spot_mask", "choose_patch", "hold_out",
-           "sample_patches", "stratified_coords"]
+           "sample_pairs", "sample_patches", "stratified_coords", "upsample"]
 
 MIN_PATCH = 16
 
@@ -251,3 +255,39 @@ def blind_spot_mask(patches: torch.Tensor, *, percentage: float, radius: int,
     mask = torch.zeros_like(patches, dtype=torch.bool)
     mask[b, 0, y, x] = True
     return Masked(inputs=inputs, mask=mask, coords=(b, y, x), sources=sources)
+
+
+def upsample(image: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear ``factor`` x upsampling of the last two axes, as a float32 tensor.
+
+    CARE's input for joint denoising and 2x super-resolution (as CSBDeep's
+    ``UpsamplingCARE``: linear interpolation, then the network).
+    """
+    t = torch.as_tensor(image, dtype=torch.float32)
+    if factor == 1:
+        return t
+    flat = t.reshape(-1, 1, *t.shape[-2:])
+    out = F.interpolate(flat, scale_factor=factor, mode="bilinear", align_corners=False)
+    return out.reshape(*t.shape[:-2], *out.shape[-2:])
+
+
+def sample_pairs(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], n: int,
+                 size: int, *, step: int = 1, gen: torch.Generator) -> torch.Tensor:
+    """``n`` random pairs of ``size`` x ``size`` patches at the same place, (n, 2, size, size).
+
+    Channel 0 is the input, 1 the target (so :func:`augment` gives both the same
+    view); corners are multiples of ``step`` (the low-resolution grid of 2x
+    pairs); planes are weighted by area.
+    """
+    usable = [i for i, p in enumerate(inputs) if min(p.shape) >= size]
+    weights = torch.tensor([float(inputs[i].size) for i in usable], dtype=torch.float64)
+    which = torch.multinomial(weights, n, replacement=True, generator=gen).tolist()
+    out = np.empty((n, 2, size, size), dtype=np.float32)
+    for k, i in enumerate(which):
+        x, y = inputs[usable[i]], targets[usable[i]]
+        h, w = x.shape
+        oy = int(torch.randint(0, (h - size) // step + 1, (1,), generator=gen)) * step
+        ox = int(torch.randint(0, (w - size) // step + 1, (1,), generator=gen)) * step
+        out[k, 0] = x[oy:oy + size, ox:ox + size]
+        out[k, 1] = y[oy:oy + size, ox:ox + size]
+    return torch.from_numpy(out)

@@ -104,6 +104,9 @@ def denoise_dask(
         raise InputError(f"the array has shape {array.shape}; an image needs at least 2 axes")
     axes = io.check_axes(axes or default_axes(array.ndim), ndim=array.ndim, shape=array.shape)
     den, fresh = _prepare(method, preset, params, seed)
+    if den.upscale != 1:
+        raise InputError(f"denoise_dask keeps the array's shape; this {den.key} model writes "
+                         f"{den.upscale}x larger images: use denoise_array or denoise_file")
     cax = axes.index("C") if "C" in axes else None
     channels = array.shape[cax] if cax is not None else 1
     units = list(np.ndindex(*array.shape[:-2]))

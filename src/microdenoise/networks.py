@@ -6,7 +6,9 @@
     bilinear upsampling, skips merged by concatenation and a linear 1x1 output
     conv. ``n2v2=True`` gives the N2V2 variant (Höck et al., ECCV-W 2022):
     max-blur-pool instead of max-pool and no skip connection at the top level,
-    which removes the checkerboard artefacts of N2V.
+    which removes the checkerboard artefacts of N2V. With ``kernel_size=5``,
+    ``upsample="nearest"`` and no batch norm it is the U-Net of CSBDeep's CARE
+    (Weigert et al., Nature Methods 2018).
 :class:`AddUNet`
     The U-Net of pn2v / DecoNoising (Goncharova et al., ECCV-W 2020): ``depth``
     levels (``depth - 1`` poolings), no batch norm, 2x2 transposed-conv
@@ -29,13 +31,14 @@ __all__ = ["AddUNet", "MaxBlurPool", "Net", "UNet", "receptive_field"]
 
 
 def receptive_field(pools: int, *, convs: int = 2, blur: bool = False,
-                    upsample: str = "bilinear") -> int:
+                    upsample: str = "bilinear", kernel: int = 3) -> int:
     """Half-width of a U-Net's receptive field, an upper bound over pooling phases.
 
     Walks the network from input to output, tracking the radius ``r`` and the
-    stride ``j`` (input pixels per feature pixel): a 3x3 conv adds ``j``, a 2x2
-    pool adds ``j`` (plus ``j`` for the 3x3 blur of max-blur-pool), an upsampling
-    adds one coarse pixel (bilinear) or one fine pixel (2x2 transposed conv).
+    stride ``j`` (input pixels per feature pixel): a ``k`` x ``k`` conv adds
+    ``(k // 2) * j``, a 2x2 pool adds ``j`` (plus ``j`` for the 3x3 blur of
+    max-blur-pool), an upsampling adds one coarse pixel (bilinear) or one fine
+    pixel (2x2 transposed conv, nearest).
 
     Parameters
     ----------
@@ -46,9 +49,13 @@ def receptive_field(pools: int, *, convs: int = 2, blur: bool = False,
     blur
         Max-blur-pool (N2V2) instead of max-pool.
     upsample
-        ``"bilinear"`` (CAREamics) or ``"transpose"`` (pn2v / DecoNoising).
+        ``"bilinear"`` (CAREamics), ``"nearest"`` (CSBDeep) or ``"transpose"``
+        (pn2v / DecoNoising).
+    kernel
+        Side of the square convolution kernels (3; CSBDeep's CARE uses 5).
     """
     r, j = 0, 1
+    convs *= kernel // 2
     for _ in range(pools):
         r += convs * j
         r += j * (2 if blur else 1)
@@ -69,16 +76,19 @@ class Net(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """conv3x3 [-> BN] -> ReLU -> conv3x3 [-> BN] -> ReLU (CAREamics ``Conv_Block``)."""
+    """conv3x3 [-> BN] -> ReLU -> conv3x3 [-> BN] -> ReLU (CAREamics ``Conv_Block``).
+
+    ``kernel`` sets the convolutions' side (odd; ``same`` zero padding).
+    """
 
     def __init__(self, cin: int, cout: int, *, mid: int | None = None,
-                 batch_norm: bool = True) -> None:
+                 batch_norm: bool = True, kernel: int = 3) -> None:
         super().__init__()
         mid = cout if mid is None else mid
-        layers: list[nn.Module] = [nn.Conv2d(cin, mid, 3, padding=1)]
+        layers: list[nn.Module] = [nn.Conv2d(cin, mid, kernel, padding=kernel // 2)]
         if batch_norm:
             layers.append(nn.BatchNorm2d(mid))
-        layers += [nn.ReLU(), nn.Conv2d(mid, cout, 3, padding=1)]
+        layers += [nn.ReLU(), nn.Conv2d(mid, cout, kernel, padding=kernel // 2)]
         if batch_norm:
             layers.append(nn.BatchNorm2d(cout))
         layers.append(nn.ReLU())
@@ -120,23 +130,34 @@ class UNet(Net):
         Batch normalization after every conv.
     n2v2
         Max-blur-pool and no top-level skip connection (Höck et al. 2022).
+    kernel_size
+        Side of the convolution kernels, odd (3; CSBDeep's CARE: 5).
+    upsample
+        ``"bilinear"`` (CAREamics) or ``"nearest"`` (CSBDeep's ``UpSampling2D``).
     """
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, depth: int = 2,
-                 filters: int = 32, batch_norm: bool = True, n2v2: bool = False) -> None:
+                 filters: int = 32, batch_norm: bool = True, n2v2: bool = False,
+                 kernel_size: int = 3, upsample: str = "bilinear") -> None:
         super().__init__()
         if depth < 1:
             raise ValueError("depth must be >= 1")
-        self.depth, self.n2v2 = depth, n2v2
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd and >= 1")
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError("upsample must be 'bilinear' or 'nearest'")
+        self.depth, self.n2v2, self.upsample = depth, n2v2, upsample
         self.multiple = 2**depth
-        self.receptive_field = receptive_field(depth, blur=n2v2)
+        self.receptive_field = receptive_field(depth, blur=n2v2, upsample=upsample,
+                                               kernel=kernel_size)
+        k = kernel_size
         self.pool: nn.Module = MaxBlurPool() if n2v2 else nn.MaxPool2d(2)
         self.down = nn.ModuleList()
         cin = in_channels
         for n in range(depth):
-            self.down.append(ConvBlock(cin, filters * 2**n, batch_norm=batch_norm))
+            self.down.append(ConvBlock(cin, filters * 2**n, batch_norm=batch_norm, kernel=k))
             cin = filters * 2**n
-        self.bottleneck = ConvBlock(cin, cin, mid=2 * cin, batch_norm=batch_norm)
+        self.bottleneck = ConvBlock(cin, cin, mid=2 * cin, batch_norm=batch_norm, kernel=k)
         self.up = nn.ModuleList()
         for n in range(depth):
             width = filters * 2 ** (depth - n - 1)
@@ -144,7 +165,7 @@ class UNet(Net):
             cin = width if (n2v2 and last) else 2 * width
             cout = width if last else width // 2
             self.up.append(ConvBlock(cin, cout, mid=cout if last else 2 * cout,
-                                     batch_norm=batch_norm))
+                                     batch_norm=batch_norm, kernel=k))
         self.head = nn.Conv2d(filters, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +176,7 @@ class UNet(Net):
             x = self.pool(x)
         x = self.bottleneck(x)
         for n, block in enumerate(self.up):
-            x = F.interpolate(x, scale_factor=2, mode="bilinear")
+            x = F.interpolate(x, scale_factor=2, mode=self.upsample)
             if not (self.n2v2 and n == self.depth - 1):
                 x = torch.cat([x, skips[-1 - n]], dim=1)
             x = block(x)

@@ -96,6 +96,10 @@ def denoise_array(
 ) -> np.ndarray:
     """Denoise ``image`` and return float32 of the same shape in the input's intensity units.
 
+    A method with ``upscale=2`` (``care`` trained for joint denoising and 2x
+    super-resolution) returns twice the input's Y and X size; every other axis
+    is kept.
+
     Parameters
     ----------
     image
@@ -155,7 +159,11 @@ def denoise_array(
         den.fit(np.concatenate([norms[_chan(units[i], cax)](work[units[i]]) for i in picks],
                                axis=-1))
         refit = False
-    out = np.empty(work.shape, dtype=np.float32)
+    up = den.upscale
+    if up != 1 and volume:
+        raise InputError(f"{den.key}: upscale={up} works on 2D planes, not volumes")
+    out = np.empty((*work.shape[:-2], work.shape[-2] * up, work.shape[-1] * up),
+                   dtype=np.float32)
     for index in units:
         norm = norms[_chan(index, cax)]
         plane = norm(work[index])
@@ -164,7 +172,7 @@ def denoise_array(
         if tile is None or volume:
             result = den.denoise(plane)
         else:
-            result = denoise_tiled(den.denoise, plane, tile=tile, overlap=ov)
+            result = denoise_tiled(den.denoise, plane, tile=tile, overlap=ov, scale=up)
         out[index] = norm.inverse(np.asarray(result, dtype=np.float32))
         if progress is not None:
             progress(1)
@@ -224,6 +232,10 @@ def denoise_file(
     the input is memory-mapped, the output written tile by tile into a
     pre-allocated TIFF or OME-Zarr, and zero-shot methods are fitted on each
     plane's central 1024x1024 pixels (the whole plane when smaller).
+
+    A method with ``upscale=2`` writes twice the input's Y and X size with half
+    its pixel size; it is tiled in memory (``tile``), not streamed (``max_memory``
+    is refused).
     """
     path, out = Path(path), Path(out)
     target = output_path(path, out) if out.is_dir() and not io.is_zarr(out) else out
@@ -231,17 +243,35 @@ def denoise_file(
         raise InputError(f"output {str(target)!r} is the input file; choose another output")
     if target.exists() and not overwrite:
         raise InputError(f"{str(target)!r} exists; pass --overwrite to replace it")
-    if options.get("tile") is not None or max_memory is not None:
+    up = _upscale(method, options)
+    if up != 1 and max_memory is not None:
+        raise InputError(f"--max-memory streams same-size outputs; this model writes "
+                         f"{up}x larger images (upscale={up}): drop --max-memory (use "
+                         "--tile to bound the network's memory)")
+    if up == 1 and (options.get("tile") is not None or max_memory is not None):
         from .streaming import denoise_file_streamed
 
         return denoise_file_streamed(path, target, method, dtype=dtype, overwrite=overwrite,
                                      axes=axes, max_memory=max_memory, **options)
     img = io.read_image(path, axes=axes)
     result = denoise_array(img.data, method, axes=img.axes, **options)
+    pixel_size = img.pixel_size
+    if pixel_size is not None and up != 1:
+        pixel_size = (pixel_size[0] / up, pixel_size[1] / up)
     return io.write_image(
-        target, result, axes=img.axes, pixel_size=img.pixel_size, unit=img.unit,
+        target, result, axes=img.axes, pixel_size=pixel_size, unit=img.unit,
         metadata=img.metadata, dtype=dtype, source_dtype=img.data.dtype, overwrite=overwrite,
     )
+
+
+def _upscale(method: str | Denoiser, options: dict[str, Any]) -> int:
+    """The output/input size ratio of ``method`` (a name with its preset/params, or a model)."""
+    if isinstance(method, Denoiser):
+        return method.upscale
+    cls = method_class(method)
+    if not any(f.name == "upscale" for f in dataclasses.fields(cls.Config)):
+        return 1
+    return create(method, preset=options.get("preset"), **(options.get("params") or {})).upscale
 
 
 def denoise_files(

@@ -69,13 +69,21 @@ class Denoiser(ABC):
         """
         return 0
 
+    @property
+    def upscale(self) -> int:
+        """Output pixels per input pixel along Y and X: 1, or 2 for joint denoising and
+        2x super-resolution (``care`` with ``upscale=2``); the pipeline then halves the
+        pixel size it writes."""
+        return 1
+
     def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> Self:
         """Learn from ``noisy`` (and ``clean`` for supervised methods); no-op by default."""
         return self
 
     @abstractmethod
     def denoise(self, image: np.ndarray) -> np.ndarray:
-        """Denoise one normalized float32 image and return an array of the same shape."""
+        """Denoise one normalized float32 image and return an array of the same shape
+        (Y and X times :attr:`upscale`)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Learned state (tensors, numbers, strings); empty for filters."""

@@ -159,6 +159,7 @@ def denoise_tiled(
     tile: int = 256,
     overlap: int = 32,
     progress: Callable[[int], None] | None = None,
+    scale: int = 1,
 ) -> NDArray[np.float32]:
     """Apply ``fn`` tile by tile and stitch the tiles' interiors.
 
@@ -178,11 +179,14 @@ def denoise_tiled(
     progress : callable, optional
         Called with ``1`` after each tile (so ``tqdm(total=n_tiles(...)).update``
         fits); it is called :func:`n_tiles` times.
+    scale : int, optional
+        ``fn`` returns ``scale`` times the tile's Y and X size (2 for 2x
+        super-resolution); tiles are planned on the input and their slices scaled.
 
     Returns
     -------
     numpy.ndarray
-        float32 array of the image's shape.
+        float32 array of the image's shape, Y and X times ``scale``.
 
     Raises
     ------
@@ -193,16 +197,25 @@ def denoise_tiled(
     """
     arr = np.asarray(image, dtype=np.float32)
     plan = plan_tiles(arr.shape, tile=tile, overlap=overlap)
-    out = np.empty(arr.shape, dtype=np.float32)
+    s = operator.index(scale)
+    if s < 1:
+        raise InputError(f"scale must be a positive integer, got {scale!r}")
+    out = np.empty((*arr.shape[:-2], arr.shape[-2] * s, arr.shape[-1] * s), dtype=np.float32)
+
+    def up(slices: Slices) -> Slices:
+        return tuple(slice(x.start * s, x.stop * s) for x in slices)  # type: ignore[return-value]
+
     for spec in plan:
         piece = arr[(..., *spec.source)].copy()
         result = np.asarray(fn(piece))
-        if result.shape != piece.shape:
+        want = (*piece.shape[:-2], piece.shape[-2] * s, piece.shape[-1] * s)
+        if result.shape != want:
+            what = "the same shape" if s == 1 else f"shape {want} (scale {s})"
             raise ValueError(
                 f"the tile function returned shape {result.shape} for a tile of shape "
-                f"{piece.shape}: it must return an array of the same shape"
+                f"{piece.shape}: it must return an array of {what}"
             )
-        out[(..., *spec.target)] = result[(..., *spec.crop)]
+        out[(..., *up(spec.target))] = result[(..., *up(spec.crop))]
         if progress is not None:
             progress(1)
     return out

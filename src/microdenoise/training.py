@@ -119,6 +119,27 @@ def to_cpu(state: Any) -> Any:
     return state
 
 
+def resume_state(method: Denoiser, path: str | Path,
+                 architecture: Iterable[str]) -> dict[str, Any]:
+    """The learned state of the checkpoint ``path``, checked to fit ``method``.
+
+    Raises :class:`InputError` if the file is missing, holds another method, or
+    was trained with other values of the ``architecture`` config fields.
+    """
+    from .registry import load
+
+    if not Path(path).is_file():
+        raise InputError(f"resume={str(path)!r}: no such checkpoint file")
+    other = load(path)
+    if type(other) is not type(method):
+        raise InputError(f"resume={str(path)!r} is a {other.key!r} model, not {method.key!r}")
+    differ = [k for k in architecture if getattr(other.config, k) != getattr(method.config, k)]
+    if differ:
+        raise InputError(f"resume={str(path)!r} was trained with different "
+                         f"{', '.join(differ)}; use the same values to resume")
+    return other.state_dict()
+
+
 def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool) -> None:
     """Save ``method`` as ``directory/last.pt``, and as ``best.pt`` when ``improved``."""
     from .registry import save
@@ -142,18 +163,88 @@ def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None
     return [io.read_image(path, axes=axes).data for path in io.list_images(inputs)]
 
 
+def read_training_pairs(inputs: Iterable[str | Path], target: str | Path, *,
+                        scale: int = 1, axes: str | None = None
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Read (noisy, clean) training pairs: two folders matched by file name, or two files.
+
+    Parameters
+    ----------
+    inputs
+        One folder of noisy images, or one file (an image or a stack, e.g. ``.npy``).
+    target
+        The folder of clean images with the same names (stems), or the clean file.
+    scale
+        Clean images are ``scale`` x the noisy ones in Y and X (2 for ``upscale=2``).
+    axes
+        Axes of the files, overriding their metadata.
+
+    Raises
+    ------
+    InputError
+        Unmatched names, shapes that do not match, or a folder paired with a file.
+    """
+    from . import io
+
+    given = [Path(p) for p in inputs]
+    if len(given) != 1:
+        raise InputError(f"--target pairs one --input with it; got {len(given)} inputs: give "
+                         "one folder of noisy images (or one noisy file)")
+    source, clean_path = given[0], Path(target)
+    for p in (source, clean_path):
+        if not p.exists():
+            raise InputError(f"{str(p)!r} does not exist")
+    if source.is_dir() != clean_path.is_dir():
+        raise InputError(f"--input {str(source)!r} and --target {str(clean_path)!r} must both "
+                         "be folders (pairs matched by file name) or both be files")
+    if source.is_dir():
+        def stems(folder: Path) -> dict[str, Path]:
+            return {f.name[: -len(f.suffix)]: f for f in io.list_images([folder])}
+
+        noisy, clean = stems(source), stems(clean_path)
+        for a, b, da, db in ((noisy, clean, source, clean_path),
+                             (clean, noisy, clean_path, source)):
+            alone = sorted(set(a) - set(b))
+            if alone:
+                raise InputError(f"{len(alone)} image(s) in {da} have no counterpart in {db} "
+                                 f"({', '.join(alone[:5])}); pairs are matched by file name")
+        files = [(noisy[k], clean[k]) for k in sorted(noisy)]
+    else:
+        files = [(source, clean_path)]
+    xs, ys = [], []
+    for n_path, c_path in files:
+        x, y = io.read_image(n_path, axes=axes).data, io.read_image(c_path, axes=axes).data
+        want = (*x.shape[:-2], x.shape[-2] * scale, x.shape[-1] * scale)
+        if y.shape != want:
+            must = "the same shape" if scale == 1 else f"exactly {scale}x the noisy in Y and X"
+            raise InputError(f"noisy {n_path} has shape {x.shape} but clean {c_path} has "
+                             f"{y.shape}; the clean image must have {must}, {want}")
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
 def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
                 preset: str | None = None, params: dict[str, Any] | None = None,
                 axes: str | None = None, device: str = "auto", seed: int | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, target: str | Path | None = None,
+                n_train: int | None = None) -> Path:
     """Train ``method`` on image files (``microdenoise train``) and save it to ``out``.
 
     Parameters
     ----------
     inputs
-        Image files or folders; the planes of stacks (S, T, Z, C) are samples.
+        Image files or folders; the planes of stacks (S, T, Z, C) are samples. For a
+        supervised method: one folder of noisy images (or one file) paired with ``target``.
     method
-        A trainable (self-supervised) method, e.g. ``"n2v"`` or ``"deconoising"``.
+        A trainable method: self-supervised (``"n2v"``, ``"deconoising"``) or
+        supervised (``"care"``, which needs ``target``).
+    target
+        Supervised methods: the folder of clean images named as the noisy ones (or
+        one clean file); see :func:`read_training_pairs`.
+    n_train
+        Supervised methods: train on the first ``n_train`` pairs after a seeded
+        shuffle (few-shot; the method's ``n_train`` parameter).
     out
         The model file to write (``.pt``); apply it with ``microdenoise denoise --model``.
     preset, params, seed
@@ -173,8 +264,16 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
     if out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give a model file name (model.pt)")
     cls = method_class(method)
-    if cls.family != "self-supervised":
-        raise InputError(f"`train` trains the self-supervised methods (n2v, deconoising); "
+    pairs = cls.needs == "pairs"
+    if pairs and target is None:
+        raise InputError(f"{method!r} is trained on noisy/clean pairs: add --target CLEAN_DIR "
+                         "(clean images named as the noisy ones in --input)")
+    if not pairs and (target is not None or n_train is not None):
+        raise InputError(f"--target and --n-train are for methods trained on pairs (care); "
+                         f"{method!r} trains on noisy images only")
+    if not pairs and cls.family != "self-supervised":
+        raise InputError(f"`train` trains n2v and deconoising (noisy images) and care "
+                         f"(noisy/clean pairs); "
                          f"{method!r} is {cls.family}: "
                          + ("it is fitted on each image by `microdenoise denoise`"
                             if cls.family in ("zero-shot", "classical")
@@ -182,10 +281,18 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
     params = dict(params or {})
     if seed is not None:
         params["seed"] = seed
+    if n_train is not None:
+        params["n_train"] = n_train
     model = create(method, preset=preset, **params)
     resolve_device(device)
     model.device = device  # type: ignore[attr-defined]
-    images: Any = read_training_data(inputs, axes=axes)  # a list: sizes may differ
-    model.fit(images)
+    if pairs and target is not None:
+        noisy: Any
+        clean: Any  # lists of arrays: sizes may differ
+        noisy, clean = read_training_pairs(inputs, target, scale=model.upscale, axes=axes)
+        model.fit(noisy, clean)
+    else:
+        images: Any = read_training_data(inputs, axes=axes)  # a list: sizes may differ
+        model.fit(images)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save(model, out)
