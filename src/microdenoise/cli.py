@@ -101,18 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
     m.add_argument("--method", default="fm2s")
 
-    t = sub.add_parser("train", help="train a learned method (n2v, deconoising, care)",
-                       description="Train on noisy images (n2v, deconoising) or on noisy/clean "
-                                   "pairs (care: --target) and save a model; planes of stacks "
-                                   "are samples. Apply it with `denoise --model MODEL`.")
-    t.add_argument("--method", default="n2v", help="n2v (default), deconoising or care")
+    t = sub.add_parser("train", help="train a learned method (n2v, deconoising, care, clidim)",
+                       description="Train on noisy images (n2v, deconoising) or on "
+                                   "noisy/clean pairs (care, clidim: --target) and save a "
+                                   "model; planes of stacks are samples. Apply it with "
+                                   "`denoise --model MODEL`.")
+    t.add_argument("--method", default="n2v", help="n2v (default), deconoising, care or clidim")
     t.add_argument("--input", nargs="+", required=True, metavar="NOISY",
                    help="noisy image files or folders")
     t.add_argument("--target", type=Path, default=None, metavar="CLEAN",
-                   help="care: folder of clean images named as the noisy ones in --input "
+                   help="care, clidim: folder of clean images named as the noisy ones in --input "
                         "(or one clean file for one noisy --input file)")
     t.add_argument("--n-train", type=int, default=None, metavar="K",
-                   help="care: train on K pairs only (the first K after a seeded shuffle)")
+                   help="care, clidim: train on K pairs only (the first K after a seeded shuffle)")
     t.add_argument("--out", required=True, type=Path, metavar="MODEL",
                    help="model file to write (.pt)")
     t.add_argument("--preset", default=None, help="named parameter set of the method")

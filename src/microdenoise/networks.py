@@ -15,7 +15,11 @@
     upsampling that halves the channels, skips merged by *addition*, linear
     1x1 output conv, Xavier-normal initialization.
 
-Both need inputs whose height and width are multiples of ``net.multiple``;
+:class:`UnetGenerator` and :class:`NLayerDiscriminator`
+    pix2pix's generator and PatchGAN discriminator (Isola et al., CVPR 2017), as
+    CLIDiM uses them (Fuentes-Hurtado, Sibarita, Viasnoff).
+
+The U-Nets need inputs whose height and width are multiples of ``net.multiple``;
 ``net.receptive_field`` is an upper bound of the half-width (in pixels) of the
 input window that one output pixel depends on, computed layer by layer by
 :func:`receptive_field` (a test checks it against autograd).
@@ -27,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AddUNet", "MaxBlurPool", "Net", "UNet", "receptive_field"]
+__all__ = ["AddUNet", "MaxBlurPool", "NLayerDiscriminator", "Net", "UNet", "UnetGenerator",
+           "init_gan_weights", "pix2pix_receptive_field", "receptive_field"]
 
 
 def receptive_field(pools: int, *, convs: int = 2, blur: bool = False,
@@ -231,3 +236,132 @@ class AddUNet(Net):
         for upconv, block, skip in zip(self.upconv, self.up, reversed(skips), strict=True):
             x = block(upconv(x) + skip)
         return self.head(x)
+
+
+# --- pix2pix (Isola et al., CVPR 2017), as used by CLIDiM (Fuentes-Hurtado et al.) ---
+
+
+def pix2pix_receptive_field(num_downs: int) -> int:
+    """Half-width bound of the pix2pix U-Net's receptive field: ``4 * (2**num_downs - 1)``.
+
+    A 4x4 stride-2 conv (padding 1) sees 1.5 input pixels either side of its
+    centre and a 4x4 stride-2 transposed conv 1.5 output pixels; rounding each up
+    to 2 strides gives ``2 * (2**n - 1)`` for the down path and as much for the up
+    path. 1020 px for ``unet_256``: in practice every pixel sees the whole image.
+    """
+    return 4 * (2**num_downs - 1)
+
+
+def init_gan_weights(module: nn.Module, *, std: float = 0.02) -> None:
+    """pix2pix ``init_weights('normal', 0.02)``: conv and linear weights N(0, std), biases
+    0, batch-norm weights N(1, std)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+class UnetSkipBlock(nn.Module):
+    """One level of the pix2pix ``UnetSkipConnectionBlock``: down, ``inner``, up, concat.
+
+    Down: [LeakyReLU 0.2] -> Conv 4x4 s2 [-> BN]; up: ReLU -> ConvTranspose 4x4 s2
+    [-> BN [-> Dropout 0.5]] (-> Tanh at the outermost level). Convolutions
+    followed by batch norm have no bias, as in pix2pix with ``norm='batch'``.
+    """
+
+    def __init__(self, outer: int, inner_nc: int, *, cin: int | None = None,
+                 inner: nn.Module | None = None, outermost: bool = False,
+                 dropout: bool = False) -> None:
+        super().__init__()
+        self.outermost = outermost
+        cin = outer if cin is None else cin
+        down: list[nn.Module] = [] if outermost else [nn.LeakyReLU(0.2, True)]
+        down.append(nn.Conv2d(cin, inner_nc, 4, stride=2, padding=1, bias=False))
+        innermost = inner is None
+        if not (outermost or innermost):
+            down.append(nn.BatchNorm2d(inner_nc))
+        up_in = inner_nc if innermost else 2 * inner_nc
+        up: list[nn.Module] = [nn.ReLU(True)]
+        if outermost:
+            up += [nn.ConvTranspose2d(up_in, outer, 4, stride=2, padding=1), nn.Tanh()]
+        else:
+            up += [nn.ConvTranspose2d(up_in, outer, 4, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(outer)]
+            if dropout:
+                up.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*down, *([] if inner is None else [inner]), *up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], dim=1)
+
+
+class UnetGenerator(Net):
+    """pix2pix ``UnetGenerator`` (``unet_256`` with ``num_downs=8``), batch norm, Tanh output.
+
+    Channels ngf, 2ngf, 4ngf, then 8ngf for the remaining levels; dropout 0.5 in
+    the ``num_downs - 5`` innermost 8ngf blocks above the bottom one (3 for
+    ``unet_256``). Inputs are in [-1, 1] with sides multiples of ``2**num_downs``.
+    Isola et al., "Image-to-image translation with conditional adversarial
+    networks", CVPR 2017.
+    """
+
+    def __init__(self, *, in_channels: int = 1, out_channels: int = 1, num_downs: int = 8,
+                 ngf: int = 64, dropout: bool = True) -> None:
+        super().__init__()
+        if num_downs < 1:
+            raise ValueError("num_downs must be >= 1")
+        self.multiple = 2**num_downs
+        self.receptive_field = pix2pix_receptive_field(num_downs)
+        self.model = _unet_levels(in_channels, out_channels, num_downs, ngf, dropout)
+        init_gan_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _unet_levels(cin: int, cout: int, num_downs: int, ngf: int, dropout: bool) -> nn.Module:
+    """Build the nested blocks inside out, as pix2pix does; fewer than 5 levels keep the
+    outer ones (ngf, 2ngf, 4ngf) and drop the 8ngf ones."""
+    widths = [ngf * min(2**k, 8) for k in range(num_downs)]  # channels after down k
+    block: UnetSkipBlock | None = None
+    for k in range(num_downs - 1, 0, -1):
+        # Level k maps widths[k-1] to widths[k]; pix2pix puts dropout in the 8ngf -> 8ngf
+        # levels other than the innermost (k = 4 .. num_downs - 2).
+        drop = dropout and 4 <= k <= num_downs - 2
+        block = UnetSkipBlock(widths[k - 1], widths[k], inner=block, dropout=drop)
+    return UnetSkipBlock(cout, widths[0], cin=cin, inner=block, outermost=True)
+
+
+class NLayerDiscriminator(nn.Module):
+    """pix2pix PatchGAN ``NLayerDiscriminator``: ``n_layers`` 4x4 stride-2 convs, one
+    stride-1 conv, a 1-channel logit map (30x30 for 256 input, n_layers=3: 70x70
+    patches). Batch norm (and no conv bias) except in the first and last layers.
+    """
+
+    def __init__(self, *, in_channels: int = 2, ndf: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
+                                   nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2 if n < n_layers else 1,
+                                 padding=1, bias=False),
+                       nn.BatchNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
+        self.model = nn.Sequential(*layers)
+        self.n_layers = n_layers
+        init_gan_weights(self)
+
+    def output_side(self, side: int) -> int:
+        """Side of the logit map for a ``side`` x ``side`` input (30 for 256)."""
+        for _ in range(self.n_layers):
+            side = side // 2
+        return side - 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

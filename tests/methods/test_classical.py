@@ -125,9 +125,10 @@ def test_calibration_picks_a_grid_value_and_round_trips(
     loaded = load(save(method, tmp_path / f"{key}.pt"))
     assert loaded.state_dict() == state
     assert type(loaded.state_dict()["calibrated"][method.PARAM]) is type(chosen)
-    # bm3d's compiled core is not bit-reproducible between calls (float32, threads)
-    np.testing.assert_allclose(loaded.denoise(noisy), out, rtol=0,
-                               atol=1e-4 if key == "bm3d" else 0.0)
+    if key == "bm3d":  # not bit-reproducible: see assert_same in test_contract.py
+        assert float(np.mean(np.abs(loaded.denoise(noisy).astype(np.float64) - out))) < 1e-4
+    else:
+        np.testing.assert_array_equal(loaded.denoise(noisy), out)
 
 
 def test_calibration_finds_the_stronger_filter_on_strong_noise(pair) -> None:

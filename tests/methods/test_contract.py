@@ -25,8 +25,20 @@ FAST.update({"n2v": _TINY, "deconoising": _TINY})
 # Supervised methods are fitted on the (noisy, clean) pair before the checks.
 FAST["care"] = {"epochs": 4, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 32,
                 "filters": 8, "kernel_size": 3, "lr": 3e-3}
-# The bm3d package's compiled core is not bit-reproducible (float32 sums, threads).
-ATOL = {"bm3d": 1e-4}
+# Few-shot cGAN: a pix2pix U-Net of 4 downsamplings with 8 filters on 32x32 crops.
+FAST["clidim"] = {"num_downs": 4, "ngf": 8, "ndf": 8, "crop": 32, "batch_size": 4,
+                  "n_epochs": 4, "n_epochs_decay": 2, "steps_per_epoch": 5, "lr": 2e-3,
+                  "val_from": 0, "val_every": 2}
+
+
+def assert_same(a: np.ndarray, b: np.ndarray, name: str) -> None:
+    """Bit-equal, except bm3d: its compiled core is not bit-reproducible (float32 sums
+    over threads), and a last-bit change can flip a block-matching choice, which moves
+    a few pixels visibly; so for bm3d the mean difference must stay negligible."""
+    if name == "bm3d":
+        assert float(np.mean(np.abs(a.astype(np.float64) - b))) < 1e-4
+    else:
+        np.testing.assert_array_equal(a, b)
 
 
 def _data(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +81,7 @@ def test_pipeline_contract(name: str) -> None:
     assert np.isfinite(out).all()
     assert _mse(out, clean) < _mse(noisy, clean)
     again = _denoise(noisy, name, clean, axes=axes, seed=7)
-    np.testing.assert_allclose(out, again, rtol=0, atol=ATOL.get(name, 0.0))
+    assert_same(out, again, name)
 
 
 def test_save_load_contract(name: str, tmp_path) -> None:
@@ -80,7 +92,7 @@ def test_save_load_contract(name: str, tmp_path) -> None:
     before = method.denoise(x)
     loaded = load(save(method, tmp_path / f"{name}.pt"))
     assert type(loaded) is type(method) and loaded.config == method.config
-    np.testing.assert_allclose(before, loaded.denoise(x), rtol=0, atol=ATOL.get(name, 0.0))
+    assert_same(before, loaded.denoise(x), name)
 
 
 def test_uint8_input_is_denoised_in_its_own_units(name: str) -> None:
@@ -93,6 +105,9 @@ def test_uint8_input_is_denoised_in_its_own_units(name: str) -> None:
 
 # Global methods: an output pixel depends on the whole image (thresholds, iterations).
 GLOBAL = {"tv", "wavelet", "bm3d"}
+# Stride-2 networks without averaging over their pooling phases (pix2pix's U-Net, as
+# CLIDiM publishes it): tiles at other phases differ slightly, so no tiled equality.
+GLOBAL |= {"clidim"}
 # skimage's bilateral sizes its lookup table from each tile's maximum.
 TILE_ATOL = {"bilateral": 1e-3}
 
