@@ -43,6 +43,7 @@ ROWS = {
     "fm2s_paper": "fm2s:schedule=paper",
     "fm2s_fast": "fm2s:schedule=fast",
     "fm2s_fast_bf16": "fm2s:schedule=fast:fast_bf16=true",
+    "fm2s_fast_1600_bf16": "fm2s:schedule=fast:fast_steps=1600:fast_bf16=true",
 }
 FIELDS = ["row", "image", "group", "psnr", "ssim", "psnr_trunc", "cpu_s", "wall_s"]
 RESULTS = Path(__file__).parent / "results"
@@ -142,13 +143,14 @@ def table(args: argparse.Namespace) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     header = [f"# FM2S benchmark on {args.dataset}", "",
-              f"Generated {date.today()} on {platform.machine()}, {torch.get_num_threads()} "
-              f"threads, torch {torch.__version__}, commit {commit}. Per-image scores: "
+              f"Generated {date.today()} on {platform.machine()} (2 cores shared with other "
+              f"jobs), torch {torch.__version__}, commit {commit}. Per-image scores: "
               f"`{args.dataset}_scores*.csv`.", "",
               "PSNR/SSIM on 0..255 (data_range 255) of outputs clipped and rounded; "
               "'PSNR (trunc)' truncates like the official FM2S code. Average = mean over "
-              "images (the paper's weighted average). Times: median per image; CPU seconds "
-              "are the process's CPU time (2 cores), so 2x wall time when both cores work.", ""]
+              "images (the paper's weighted average). Times: median per image. CPU seconds "
+              "are the process's CPU time (runs used one torch thread, `--threads 1`), "
+              "robust to other jobs on the machine; wall seconds are not.", ""]
     text = "\n".join(header + lines)
     if args.out:
         Path(args.out).write_text(text + "\n")
