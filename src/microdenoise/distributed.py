@@ -241,15 +241,9 @@ def denoise_files_distributed(
             try:
                 written = Path(future.result())
             except Exception as exc:  # noqa: BLE001  (report per file, go on)
-                message = str(exc) if isinstance(exc, InputError) else (
-                    f"{type(exc).__name__}: {exc}")
-                result.failed.append((path, message))
-                if on_file is not None:
-                    on_file(path, None, message)
+                result.record(path, None, exc, on_file, internal=False)
                 continue
-            result.written.append(written)
-            if on_file is not None:
-                on_file(path, written, None)
+            result.record(path, written, None, on_file)
     finally:
         cluster = getattr(client, "cluster", None)
         client.close()

@@ -191,6 +191,28 @@ class BatchResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
 
+    def record(self, path: Path, written: Path | None, error: BaseException | None,
+               on_file: Callable[[Path, Path | None, str | None], None] | None, *,
+               internal: bool = True) -> None:
+        """Note one file's outcome and tell ``on_file``.
+
+        An error other than :class:`InputError` is reported as an internal error (a bug)
+        unless ``internal=False`` (e.g. a Dask worker that died).
+        """
+        message = None
+        if isinstance(error, InputError):
+            message = str(error)
+        elif error is not None:
+            message = f"{type(error).__name__}: {error}"
+            if internal:
+                message = f"internal error {message} (a bug: please report it)"
+        if message is not None:
+            self.failed.append((path, message))
+        elif written is not None:
+            self.written.append(written)
+        if on_file is not None:
+            on_file(path, written, message)
+
 
 def output_path(path: Path, out_dir: Path, *, suffix: str = ".tif") -> Path:
     """Where the denoised version of ``path`` goes: ``out_dir/<stem>.tif``.
@@ -308,13 +330,7 @@ def denoise_files(
             seen[target] = path
             written = denoise_file(path, target, method, **options)
         except Exception as exc:  # noqa: BLE001  (report per file, go on with the batch)
-            message = str(exc) if isinstance(exc, InputError) else (
-                f"internal error {type(exc).__name__}: {exc} (a bug: please report it)")
-            result.failed.append((path, message))
-            if on_file is not None:
-                on_file(path, None, message)
+            result.record(path, None, exc, on_file)
             continue
-        result.written.append(written)
-        if on_file is not None:
-            on_file(path, written, None)
+        result.record(path, written, None, on_file)
     return result
