@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from microdenoise.errors import InputError
-from microdenoise.methods import classical
+from microdenoise.methods import classical, restoration
 from microdenoise.registry import create, load, save
 
 FILTERS_2D = ["median", "gaussian", "box", "nlm", "tv", "wavelet", "bilateral", "bm3d"]
@@ -106,7 +106,7 @@ def test_calibration_picks_a_grid_value_and_round_trips(
     key: str, pair, stack_pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if key == "bm3d":  # about 0.8 s a call here: two grid values test the mechanism
-        monkeypatch.setattr(classical.BM3D, "GRID", (0.5, 1.4))
+        monkeypatch.setattr(restoration.BM3D, "GRID", (0.5, 1.4))
     clean, noisy = _data(key, pair, stack_pair)
     method = _make(key, calibrate=True)
     assert method.state_dict() == {}
