@@ -13,7 +13,7 @@ import os
 import uuid
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -412,13 +412,7 @@ def write_image(
 
         return write_zarr(path, out, axes=axes, pixel_size=pixel_size, unit=unit,
                           metadata=metadata, overwrite=overwrite)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder {path.parent} ({exc.strerror}); "
-                         "choose another output location") from exc
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
+    with atomic_file(path) as tmp:
         if ext == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, out, allow_pickle=False)
@@ -426,6 +420,25 @@ def write_image(
             iio.imwrite(tmp, out, extension=".png")
         else:
             _write_tiff(tmp, out, axes, pixel_size, unit, metadata or {})
+    return path
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
+
+    The folder is created first. On any failure the temporary file is removed, so no
+    partial output is ever left, and OS errors (disk full, no permission) become
+    :class:`InputError`.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {path.parent} ({exc.strerror}); "
+                         "choose another output location") from exc
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        yield tmp
         os.replace(tmp, path)
     except OSError as exc:
         raise InputError(f"could not write {path} ({exc.strerror or exc}); check that the "
@@ -433,7 +446,6 @@ def write_image(
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-    return path
 
 
 def _write_tiff(

@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
-import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -336,24 +334,11 @@ def _write_tiff_streamed(target: Path, source: Any, den: Denoiser, img: io.Image
     nbytes = int(np.prod(source.shape)) * out_dtype.itemsize
     kwargs = io._tiff_options(img.axes, out_dtype, nbytes, img.pixel_size, img.unit,
                               img.metadata)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder {target.parent} ({exc.strerror}); "
-                         "choose another output location") from exc
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
+    with io.atomic_file(target) as tmp:
         sink = tifffile.memmap(tmp, shape=source.shape, dtype=out_dtype, **kwargs)
         try:
             denoise_streamed(source, sink, den, **options)
             sink.flush()
         finally:
             del sink
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise InputError(f"could not write {target} ({exc.strerror or exc}); check that the "
-                         "folder is writable and has free space") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
     return target

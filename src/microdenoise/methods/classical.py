@@ -223,8 +223,19 @@ class SizeConfig(_Params):
     calibrate: bool = False
 
 
+class _SizeFilter(_Filter):
+    """A filter over a ``size`` x ``size`` window; calibration chooses ``size``."""
+
+    Config = SizeConfig
+    PARAM = "size"
+    GRID = (3, 5, 7, 9, 11)
+
+    def _radius(self, value: float) -> int:
+        return int(value) // 2
+
+
 @register("median")
-class Median(_Filter):
+class Median(_SizeFilter):
     """Median filter over a ``size`` x ``size`` window, edges reflected.
 
     Parameters
@@ -239,13 +250,6 @@ class Median(_Filter):
     J. W. Tukey, "Nonlinear (nonsuperposable) methods for smoothing data", EASCON 1974.
     Implementation: ``scipy.ndimage.median_filter(image, size, mode="reflect")``.
     """
-
-    Config = SizeConfig
-    PARAM = "size"
-    GRID = (3, 5, 7, 9, 11)
-
-    def _radius(self, value: float) -> int:
-        return int(value) // 2
 
     def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
         return np.asarray(ndi.median_filter(image, size=int(value), mode="reflect"))
@@ -287,7 +291,7 @@ class Gaussian(_Filter):
 
 
 @register("box")
-class Box(_Filter):
+class Box(_SizeFilter):
     """Mean over a ``size`` x ``size`` window (box or moving-average filter), edges reflected.
 
     Parameters
@@ -301,13 +305,6 @@ class Box(_Filter):
     ----------
     Implementation: ``scipy.ndimage.uniform_filter(image, size, mode="reflect")``.
     """
-
-    Config = SizeConfig
-    PARAM = "size"
-    GRID = (3, 5, 7, 9, 11)
-
-    def _radius(self, value: float) -> int:
-        return int(value) // 2
 
     def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
         return np.asarray(ndi.uniform_filter(image, size=int(value), mode="reflect"))
