@@ -34,6 +34,7 @@ from skimage import restoration
 
 from ..errors import InputError
 from ..registry import Denoiser, register
+from ..vst import PoissonGaussian, estimate_poisson_gaussian, gat_forward, gat_inverse
 
 _MIN_SIGMA = 1e-6  # a flat image estimates sigma = 0; NLM and BM3D need a positive one
 _GLOBAL_FIELD = 32  # receptive field declared for TV, wavelet and BM3D (see their notes)
@@ -106,6 +107,7 @@ class _Filter(Denoiser):
     """Shared machinery: input checks, calibration of ``PARAM`` over ``GRID``, state."""
 
     family = "classical"
+    bytes_per_pixel = 32  # see benchmarks/results/bytes_per_pixel.md
     needs = "nothing"
     normalization = "unit"
     zero_shot = True  # the pipeline fits each image: noise level, calibration
@@ -120,6 +122,7 @@ class _Filter(Denoiser):
         super().__init__(config, **params)
         self._calibrated: dict[str, float] = {}
         self._sigma: float | None = None  # noise level estimated by fit
+        self._noise_model: PoissonGaussian | None = None  # fitted for vst="gat"
         #: J-invariant loss of each grid value in the last calibration.
         self.calibration_losses: dict[float, float] = {}
 
@@ -162,14 +165,18 @@ class _Filter(Denoiser):
         tiles (no seams from per-tile estimates).
         """
         image = self._check(noisy)
-        if self.USES_SIGMA and getattr(self.config, "sigma", None) is None:
+        if self._uses_vst:
+            self._noise_model = estimate_poisson_gaussian(image)
+        elif self.USES_SIGMA and getattr(self.config, "sigma", None) is None:
             self._sigma = _estimate_sigma(image)
         if self.config.calibrate:
             self._calibrate(image)
         return self
 
     def _noise_sigma(self, image: np.ndarray) -> float:
-        """The config's sigma, else the one fitted, else estimated on ``image``."""
+        """1 after the VST, else the config's sigma, the one fitted, or estimated on ``image``."""
+        if self._uses_vst:
+            return 1.0
         given = getattr(self.config, "sigma", None)
         if given is not None:
             return float(given)
@@ -179,7 +186,7 @@ class _Filter(Denoiser):
         y, x = (max(0, (n - self.CROP) // 2) for n in image.shape[-2:])
         patch = np.ascontiguousarray(image[..., y : y + self.CROP, x : x + self.CROP])
         losses = {
-            v: invariant_loss(patch, functools.partial(self._apply, value=v), masks=self.MASKS)
+            v: invariant_loss(patch, functools.partial(self._filter, value=v), masks=self.MASKS)
             for v in self.GRID
         }
         self.calibration_losses = losses
@@ -190,7 +197,20 @@ class _Filter(Denoiser):
         checked = self._check(image)
         if self.config.calibrate and not self._calibrated:
             self._calibrate(checked)
-        return np.asarray(self._apply(checked, self.value), dtype=np.float32)
+        return self._filter(checked, self.value)
+
+    @property
+    def _uses_vst(self) -> bool:
+        """``vst="gat"`` and no explicit ``sigma`` (a given sigma is for the image as it is)."""
+        c = self.config
+        return getattr(c, "vst", "none") == "gat" and getattr(c, "sigma", None) is None
+
+    def _filter(self, image: np.ndarray, value: float) -> np.ndarray:
+        """``_apply``, inside the generalized Anscombe transform when ``vst="gat"``."""
+        if not self._uses_vst:
+            return np.asarray(self._apply(image, value), dtype=np.float32)
+        model = self._noise_model or estimate_poisson_gaussian(image)
+        return gat_inverse(self._apply(gat_forward(image, model), value), model)
 
     def state_dict(self) -> dict[str, Any]:
         """``{"calibrated": {PARAM: value}, "sigma": s}`` as far as fitted, else ``{}``."""
@@ -199,12 +219,15 @@ class _Filter(Denoiser):
             state["calibrated"] = dict(self._calibrated)
         if self._sigma is not None:
             state["sigma"] = float(self._sigma)
+        if self._noise_model is not None:
+            state["poisson_gaussian"] = [self._noise_model.a, self._noise_model.b]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the calibrated parameter saved by :meth:`state_dict`."""
         calibrated = state.get("calibrated", {}) if isinstance(state, dict) else None
-        if (not isinstance(calibrated, dict) or set(state) - {"calibrated", "sigma"}
+        if (not isinstance(calibrated, dict)
+                or set(state) - {"calibrated", "sigma", "poisson_gaussian"}
                 or set(calibrated) - {self.PARAM}):
             raise InputError(
                 f"state for method {self.key!r} must be {{}} or {{'calibrated': "
@@ -213,6 +236,8 @@ class _Filter(Denoiser):
         kind = type(getattr(self.config, self.PARAM))
         self._calibrated = {k: kind(v) for k, v in calibrated.items()}
         self._sigma = float(state["sigma"]) if "sigma" in state else None
+        pg = state.get("poisson_gaussian")
+        self._noise_model = PoissonGaussian(float(pg[0]), float(pg[1])) if pg else None
 
 
 @dataclass(frozen=True)
