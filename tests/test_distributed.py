@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,8 +11,16 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from microdenoise import InputError, denoise_array, denoise_files, read_image, write_image
+from microdenoise import (
+    InputError,
+    create,
+    denoise_array,
+    denoise_files,
+    read_image,
+    write_image,
+)
 from microdenoise import distributed as mdd
+from microdenoise.methods.classical import Median
 
 from .conftest import blobs, poisson_gaussian
 
@@ -63,7 +72,9 @@ def test_local_cluster_equals_single_process_and_resumes(tmp_path: Path) -> None
     single = denoise_files([inputs], tmp_path / "single", "median")
     (tmp_path / "dist").mkdir()
     write_image(tmp_path / "dist" / "img0.tif", np.zeros((8, 8), np.float32))  # "done" earlier
-    result = mdd.denoise_files_distributed([inputs], tmp_path / "dist", "median",
+    # A fitted model (here a filter object) is saved once beside the outputs, loaded once
+    # per worker and removed at the end.
+    result = mdd.denoise_files_distributed([inputs], tmp_path / "dist", create("median"),
                                            scheduler="local:2")
     assert [p.name for p in result.skipped] == ["img0.tif"]
     assert sorted(p.name for p in result.written) == ["img1.tif", "img2.tif"]
@@ -85,3 +96,46 @@ def test_cli_scheduler_unreachable_exits_2(tmp_path: Path, capsys, monkeypatch) 
                  "--scheduler", "tcp://127.0.0.1:9"])
     assert code == 2
     assert "no Dask scheduler answered at tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
+POISON = (40, 44)  # an image of this shape kills every worker that denoises it
+
+
+class _DiesOnce(Median):
+    """A median filter whose worker process dies (``os._exit``) on the batch's first call,
+    and on every call for an image of shape ``POISON``: a crash no ``except`` can catch."""
+
+    marker = ""
+
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        if image.shape == POISON:
+            os._exit(3)
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return super().denoise(image)
+        os._exit(3)  # the first call of the whole batch, in whichever worker runs it
+
+
+def test_a_dying_worker_is_replaced_and_the_batch_completes(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    images = {f"img{i}.tif": _noisy((48, 56), seed=i) for i in range(4)}
+    for name, image in images.items():
+        write_image(inputs / name, image, dtype="uint16")
+    write_image(inputs / "poison.tif", _noisy(POISON, seed=9), dtype="uint16")
+    method = _DiesOnce()
+    method.marker = str(tmp_path / "died")
+    messages: dict[str, str | None] = {}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        result = mdd.denoise_files_distributed(
+            [inputs], tmp_path / "out", method, scheduler="local:2",
+            on_file=lambda path, written, error: messages.update({path.name: error}))
+    assert Path(method.marker).exists()  # a worker really died mid-task
+    assert sorted(p.name for p in result.written) == sorted(images)
+    for name, image in images.items():  # every output complete and right
+        np.testing.assert_array_equal(read_image(tmp_path / "out" / name).data,
+                                      denoise_array(image, "median"))
+    assert [p.name for p, _ in result.failed] == ["poison.tif"]
+    assert messages["poison.tif"] is not None and "worker" in messages["poison.tif"]
+    assert "died" in messages["poison.tif"] and "internal error" not in messages["poison.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(images)

@@ -131,3 +131,24 @@ def test_max_memory_streams_a_file(tmp_path: Path) -> None:
     out = denoise_file(src, tmp_path / "out.tif", "gaussian", max_memory="1GB")
     np.testing.assert_allclose(read_image(out).data, denoise_array(image, "gaussian"),
                                rtol=1e-6, atol=1e-2)
+
+
+@pytest.mark.parametrize("method", ["median", "gaussian", "wavelet", "tv"])
+def test_declared_bytes_per_pixel_bound_the_streamed_working_set(method: str) -> None:
+    import tracemalloc
+
+    image = _noisy_uint16((512, 512), seed=5)
+    den = create(method)
+    sink = np.empty(image.shape, np.float32)
+    streaming.denoise_streamed(image[:64, :64], sink[:64, :64], den, axes="YX", tile=64,
+                               overlap=den.receptive_field, refit=True)  # warm-up
+    tracemalloc.start()
+    try:
+        streaming.denoise_streamed(image, sink, den, axes="YX", tile=512,
+                                   overlap=den.receptive_field, refit=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= den.bytes_per_pixel * 512 * 512
+    assert streaming.tile_for_memory("2GB", den) <= streaming.tile_for_memory(
+        "2GB", create("median"))

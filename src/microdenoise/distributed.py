@@ -11,8 +11,12 @@ once per chunk. For a local method the result equals ``denoise_array``.
 :func:`denoise_files_distributed` runs one task per file on a Dask cluster
 (``local:N`` starts N worker processes on this machine; ``tcp://HOST:PORT``
 joins a running scheduler). Workers write the outputs themselves, atomically,
-with :func:`microdenoise.denoise_file`; a failed file is retried once and
+with :func:`microdenoise.denoise_file`; a fitted model is saved once beside the
+outputs and loaded once per worker process; a failed file is retried once and
 reported; outputs that already exist are skipped, so an interrupted run resumes.
+A worker process that dies (killed, out of memory) is restarted by its nanny
+and its task rerun elsewhere; a file that kills more than
+``distributed.scheduler.allowed-failures`` workers is reported as failed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import pickle
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +33,8 @@ import numpy as np
 
 from . import io
 from .errors import InputError
-from .pipeline import BatchResult, _prepare, default_axes, output_path
-from .registry import Denoiser, method_class
+from .pipeline import BatchResult, _prepare, _suffix, default_axes, output_path
+from .registry import Denoiser, load, method_class, save
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
 
@@ -118,8 +123,15 @@ def denoise_dask(
                                 for u in chosen], axis=-1))
     spec = (den.key, den.config, den.state_dict())
     key = hashlib.sha1(pickle.dumps(spec)).hexdigest()
-    rf = den.receptive_field
-    array = array.rechunk({i: 1 for i in range(array.ndim - 2)})
+    # A U-Net's pooling grid must fall on the same pixels in every block as in the whole
+    # image (see tiling.plan_tiles): chunks and margins on multiples of tile_multiple.
+    m = den.tile_multiple
+    rf = -(-den.receptive_field // m) * m
+    chunks: dict[int, Any] = {i: 1 for i in range(array.ndim - 2)}
+    if m > 1:
+        for i in (array.ndim - 2, array.ndim - 1):
+            chunks[i] = _aligned_chunks(array.shape[i], array.chunks[i][0], m, rf)
+    array = array.rechunk(chunks)
 
     def apply(x: Any, fn: Callable[[Any], Any]) -> Any:
         return x.map_blocks(fn, dtype=np.float32)
@@ -137,7 +149,21 @@ def denoise_dask(
     return per_channel(denoised, [n.inverse for n in norms])
 
 
+def _aligned_chunks(n: int, size: int, multiple: int, depth: int) -> tuple[int, ...]:
+    """Chunks of an axis of length ``n`` that start on multiples of ``multiple``, each at
+    least ``depth`` long (map_overlap would otherwise rechunk them off the grid)."""
+    size = max(multiple, depth, size // multiple * multiple)
+    chunks = [size] * (n // size)
+    rest = n - sum(chunks)
+    if rest and (rest >= depth or not chunks):
+        chunks.append(rest)
+    elif rest:
+        chunks[-1] += rest
+    return tuple(chunks)
+
+
 def _client(scheduler: str, timeout: float) -> Any:
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler.startswith("local:"):
@@ -147,8 +173,11 @@ def _client(scheduler: str, timeout: float) -> Any:
             workers = 0
         if workers < 1:
             raise InputError(f"--scheduler {scheduler!r}: use local:N with N >= 1 workers")
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+        # One task per worker at a time: a file is seconds of work, and a worker that
+        # dies then takes only its running task's retry budget with it.
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
         return Client(cluster)
     if not scheduler.startswith("tcp://"):
         raise InputError(f"--scheduler {scheduler!r}: use local:N or tcp://HOST:PORT")
@@ -161,10 +190,41 @@ def _client(scheduler: str, timeout: float) -> Any:
                          "local:N") from None
 
 
-def _denoise_one(path: str, target: str, method: str | Denoiser,
+@dataclass(frozen=True)
+class _ModelFile:
+    """A fitted model saved once for a batch; each worker process loads it once."""
+
+    path: str
+
+
+def _ship(method: str | Denoiser, out_dir: Path) -> str | Denoiser | _ModelFile:
+    """What each task carries: a method name as is; a fitted model of a registered class
+    saved once beside the outputs (a task then carries its path, not megabytes of
+    weights); any other object (an unregistered subclass) pickled into each task."""
+    if isinstance(method, str) or type(method) is not method_class(method.key):
+        return method
+    spec = (method.key, method.config, method.state_dict())
+    digest = hashlib.sha1(pickle.dumps(spec)).hexdigest()[:16]
+    path = out_dir / f".microdenoise-model-{digest}.pt"
+    save(method, path)
+    return _ModelFile(str(path))
+
+
+def _denoise_one(path: str, target: str, method: str | Denoiser | _ModelFile,
                  options: dict[str, Any]) -> str:
     from .pipeline import denoise_file
 
+    if not options.get("overwrite", False) and Path(target).exists():
+        # Written by this batch: the task is rerun when the worker holding its result
+        # died. (Outputs that existed before the batch were skipped when it was planned.)
+        return target
+    if isinstance(method, _ModelFile):
+        global created
+        with _LOCK:
+            if method.path not in _METHODS:
+                _METHODS[method.path] = load(method.path)
+                created += 1
+            method = _METHODS[method.path]
     return str(denoise_file(path, target, method, **options))
 
 
@@ -199,6 +259,7 @@ def denoise_files_distributed(
         ``skipped`` lists outputs that existed (not redone unless ``overwrite=True``).
     """
     from distributed import as_completed
+    from distributed.scheduler import KilledWorker
 
     paths = io.list_images(inputs)
     out_dir = Path(out_dir)
@@ -212,7 +273,7 @@ def denoise_files_distributed(
     seen: dict[Path, Path] = {}
     todo: list[tuple[Path, Path]] = []
     for path in paths:
-        target = output_path(path, out_dir)
+        target = output_path(path, out_dir, suffix=_suffix(options.get("pyramid", 1)))
         problem = None
         if target.resolve() in sources:
             problem = f"output {str(target)!r} would replace an input file; choose another folder"
@@ -232,14 +293,26 @@ def denoise_files_distributed(
         todo.append((path, target))
     if not todo:
         return result
-    client = _client(scheduler, timeout)
+    shipped = _ship(method, out_dir)
     try:
-        futures = {client.submit(_denoise_one, str(p), str(t), method, options, pure=False,
+        client = _client(scheduler, timeout)
+    except BaseException:
+        if isinstance(shipped, _ModelFile):
+            Path(shipped.path).unlink(missing_ok=True)
+        raise
+    try:
+        futures = {client.submit(_denoise_one, str(p), str(t), shipped, options, pure=False,
                                  retries=retries): p for p, t in todo}
         for future in as_completed(futures):
             path = futures[future]
             try:
                 written = Path(future.result())
+            except KilledWorker:
+                died = InputError("every Dask worker that ran it died (out of memory? a "
+                                  "crash in native code?); see the worker logs, or give "
+                                  "the workers more memory")
+                result.record(path, None, died, on_file)
+                continue
             except Exception as exc:  # noqa: BLE001  (report per file, go on)
                 result.record(path, None, exc, on_file, internal=False)
                 continue
@@ -249,4 +322,6 @@ def denoise_files_distributed(
         client.close()
         if cluster is not None and scheduler.startswith("local:"):
             cluster.close()
+        if isinstance(shipped, _ModelFile):
+            Path(shipped.path).unlink(missing_ok=True)
     return result

@@ -349,6 +349,7 @@ def write_image(
     dtype: str = "float32",
     source_dtype: DTypeLike | None = None,
     overwrite: bool = False,
+    levels: int = 1,
 ) -> Path:
     """Write an image atomically (temporary file, then rename) as TIFF, PNG, NPY or OME-Zarr.
 
@@ -372,6 +373,8 @@ def write_image(
         uint8/uint16 ``source_dtype`` when ``dtype`` is neither.
     overwrite : bool
         Replace an existing file (check :func:`same_file` against the input first).
+    levels : int
+        OME-Zarr only: resolution levels to write (a pyramid of 2x2 means in YX).
 
     Returns
     -------
@@ -396,6 +399,9 @@ def write_image(
             math.isfinite(v) and v > 0 for v in pixel_size)):
         raise InputError(f"pixel size must be two positive numbers (y, x), got {pixel_size}")
     target = _target_dtype(dtype, source_dtype)
+    if levels != 1 and ext != ".zarr":
+        raise InputError(f"a pyramid of {levels} levels needs an OME-Zarr output (.ome.zarr), "
+                         f"not {ext}")
     if ext == ".png":
         if data.ndim != 2:
             raise InputError(f"PNG holds one 2D image but the data have axes {axes!r}; "
@@ -411,7 +417,7 @@ def write_image(
         from .zarr_io import write_zarr
 
         return write_zarr(path, out, axes=axes, pixel_size=pixel_size, unit=unit,
-                          metadata=metadata, overwrite=overwrite)
+                          metadata=metadata, overwrite=overwrite, levels=levels)
     with atomic_file(path) as tmp:
         if ext == ".npy":
             with open(tmp, "wb") as fh:

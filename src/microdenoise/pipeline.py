@@ -18,7 +18,7 @@ from . import io
 from .errors import InputError
 from .normalize import make_normalizer
 from .registry import Denoiser, create, method_class
-from .tiling import denoise_tiled
+from .tiling import denoise_tiled, is_out_of_memory, smaller_tile
 
 MIN_SIZE = 16
 
@@ -149,8 +149,10 @@ def denoise_array(
     if tile is not None and tile <= 2 * ov:
         raise InputError(f"--tile {tile} must be larger than twice the overlap ({ov} px)")
     units = list(_units(work, volume))
-    # Zero-shot methods train on each image; calibrating filters choose their parameter on it.
-    refit = fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False)))
+    # Zero-shot methods train on each image, calibrating filters choose their parameter on
+    # it, and blind-spot networks with fit_per_image train on it.
+    refit = fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False))
+                       or bool(getattr(den.config, "fit_per_image", False)))
     if refit and fit_on is not None:
         if fit_on < 1:
             raise InputError("--fit-on must be at least 1")
@@ -169,10 +171,26 @@ def denoise_array(
         plane = norm(work[index])
         if refit:
             den.fit(plane)
+        result = None
         if tile is None or volume:
-            result = den.denoise(plane)
-        else:
-            result = denoise_tiled(den.denoise, plane, tile=tile, overlap=ov, scale=up)
+            try:
+                result = den.denoise(plane)
+            except Exception as exc:
+                if volume or not is_out_of_memory(exc):
+                    raise
+        if result is None and tile is None:
+            # Out of GPU memory on the whole plane: tile it, halving from its size.
+            tile = smaller_tile(max(plane.shape[-2:]), ov, multiple=den.tile_multiple)
+        if result is None:
+            # Tiles start on multiples of tile_multiple and keep ``ov`` of context.
+            tile = max(tile or 0, 2 * ov + den.tile_multiple)
+
+            def keep(smaller: int) -> None:
+                nonlocal tile
+                tile = smaller
+
+            result = denoise_tiled(den.denoise, plane, tile=tile, overlap=ov, scale=up,
+                                   multiple=den.tile_multiple, on_shrink=keep)
         out[index] = norm.inverse(np.asarray(result, dtype=np.float32))
         if progress is not None:
             progress(1)
@@ -239,12 +257,15 @@ def denoise_file(
     overwrite: bool = False,
     axes: str | None = None,
     max_memory: str | int | None = None,
+    pyramid: int = 1,
     **options: Any,
 ) -> Path:
     """Read ``path``, denoise it (see :func:`denoise_array` for ``options``), write ``out``.
 
     ``out`` is a file name or an existing folder (then ``<stem>.tif`` inside it, or
-    ``<stem>.ome.zarr`` for an OME-Zarr input). The output keeps axes, pixel size
+    ``<stem>.ome.zarr`` for an OME-Zarr input or ``pyramid > 1``). ``pyramid=N``
+    writes an OME-Zarr with N resolution levels (2x2 means in YX; level 0 is the
+    full-resolution output). The output keeps axes, pixel size
     and unit; it is float32 unless ``dtype="same"`` (the input's type, rounded and
     clipped). The input is never overwritten and an existing output only with
     ``overwrite=True``; nothing is written on failure.
@@ -260,11 +281,15 @@ def denoise_file(
     is refused).
     """
     path, out = Path(path), Path(out)
-    target = output_path(path, out) if out.is_dir() and not io.is_zarr(out) else out
+    target = output_path(path, out, suffix=_suffix(pyramid)) \
+        if out.is_dir() and not io.is_zarr(out) else out
     if io.same_file(path, target):
         raise InputError(f"output {str(target)!r} is the input file; choose another output")
     if target.exists() and not overwrite:
         raise InputError(f"{str(target)!r} exists; pass --overwrite to replace it")
+    if pyramid != 1 and target.suffix.lower() != ".zarr":
+        raise InputError(f"a pyramid of {pyramid} levels needs an OME-Zarr output "
+                         f"(.ome.zarr), not {str(target)!r}")
     up = _upscale(method, options)
     if up != 1 and max_memory is not None:
         raise InputError(f"--max-memory streams same-size outputs; this model writes "
@@ -274,7 +299,8 @@ def denoise_file(
         from .streaming import denoise_file_streamed
 
         return denoise_file_streamed(path, target, method, dtype=dtype, overwrite=overwrite,
-                                     axes=axes, max_memory=max_memory, **options)
+                                     axes=axes, max_memory=max_memory, pyramid=pyramid,
+                                     **options)
     img = io.read_image(path, axes=axes)
     result = denoise_array(img.data, method, axes=img.axes, **options)
     pixel_size = img.pixel_size
@@ -283,7 +309,13 @@ def denoise_file(
     return io.write_image(
         target, result, axes=img.axes, pixel_size=pixel_size, unit=img.unit,
         metadata=img.metadata, dtype=dtype, source_dtype=img.data.dtype, overwrite=overwrite,
+        levels=pyramid,
     )
+
+
+def _suffix(pyramid: int) -> str:
+    """The output extension for a non-Zarr input: a pyramid needs OME-Zarr."""
+    return ".ome.zarr" if pyramid != 1 else ".tif"
 
 
 def _upscale(method: str | Denoiser, options: dict[str, Any]) -> int:
@@ -320,7 +352,7 @@ def denoise_files(
     seen: dict[Path, Path] = {}
     result = BatchResult()
     for path in paths:
-        target = output_path(path, out_dir)
+        target = output_path(path, out_dir, suffix=_suffix(options.get("pyramid", 1)))
         try:
             if target.resolve() in sources:
                 raise InputError(f"output {str(target)!r} would replace an input file; "

@@ -42,6 +42,9 @@ class Denoiser(ABC):
     ``normalization``  ``"unit"``: [0, 1] by the 8-bit range for uint8 data and by the
                        image's own min/max otherwise; ``"percentile"``: 1/99.8 percentiles
     ``supports_3d``    ``denoise`` accepts a ZYX volume
+    ``bytes_per_pixel`` peak working memory of ``denoise`` per pixel of a float32 tile
+                       (measured, see ``benchmarks/bytes_per_pixel.py``); ``--max-memory``
+                       picks the tile size from it
     ``Config``         frozen dataclass of parameters; ``PRESETS`` named parameter sets
     """
 
@@ -51,6 +54,7 @@ class Denoiser(ABC):
     zero_shot: ClassVar[bool] = False
     normalization: ClassVar[str] = "unit"
     supports_3d: ClassVar[bool] = False
+    bytes_per_pixel: ClassVar[int] = 2048  # conservative, for unmeasured methods (n2v: 1120)
     Config: ClassVar[type[Any]]
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -68,6 +72,19 @@ class Denoiser(ABC):
         Tiled prediction uses at least this overlap so that tiled equals untiled.
         """
         return 0
+
+    @property
+    def tile_multiple(self) -> int:
+        """Tiled prediction starts every tile at a multiple of this many pixels (Y and X).
+
+        A U-Net pools ``depth`` times; if tiles start on multiples of ``2**depth``,
+        its pooling grid falls on the same pixels in every tile as in the whole
+        image, so tiled output equals untiled output. The default reads the
+        ``multiple`` of a network held in ``self.net`` (divided by :attr:`upscale`);
+        a method whose padding moves the grid with the image size declares 1.
+        """
+        net = getattr(self, "net", None)
+        return max(1, int(getattr(net, "multiple", 1)) // self.upscale)
 
     @property
     def upscale(self) -> int:

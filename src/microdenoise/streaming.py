@@ -39,13 +39,13 @@ from . import io
 from .errors import InputError
 from .normalize import FixedRange, Identity, Normalizer, Percentile, _constant_error
 from .registry import Denoiser
-from .tiling import plan_tiles
+from .tiling import Tile, is_out_of_memory, plan_tiles, smaller_tile
 
 __all__ = ["DEFAULT_BYTES_PER_PIXEL", "FIT_CROP", "denoise_file_streamed", "open_image",
            "parse_size", "tile_for_memory"]
 
 FIT_CROP = 1024  # zero-shot methods fit on the central FIT_CROP x FIT_CROP pixels of a plane
-DEFAULT_BYTES_PER_PIXEL = 256  # working set per tile pixel when a method declares none
+DEFAULT_BYTES_PER_PIXEL = Denoiser.bytes_per_pixel  # when a method declares none
 BASELINE_BYTES = 512 * 2**20  # the interpreter, numpy, torch, the method itself
 BAND_PIXELS = 2**22  # pixels per row band in the statistics pass
 P_LOW, P_HIGH, MAX_SAMPLES = 1.0, 99.8, 1_000_000  # Percentile.fit's defaults
@@ -72,8 +72,10 @@ def tile_for_memory(max_memory: str | int, method: Denoiser, *, overlap: int = 0
     """The largest tile (a multiple of 16, at most 8192) whose working set fits ``max_memory``.
 
     Model: ``BASELINE_BYTES + tile**2 * bytes_per_pixel``, where ``bytes_per_pixel``
-    is the method's ``bytes_per_pixel`` attribute if it declares one, else the
-    conservative :data:`DEFAULT_BYTES_PER_PIXEL`.
+    is the method's :attr:`~microdenoise.registry.Denoiser.bytes_per_pixel` (its
+    measured peak working memory per tile pixel plus the pipeline's copies of the
+    tile, see ``benchmarks/results/bytes_per_pixel.md``), else the conservative
+    :data:`DEFAULT_BYTES_PER_PIXEL`.
     """
     budget = parse_size(max_memory)
     per_pixel = int(getattr(method, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL))
@@ -243,22 +245,37 @@ def denoise_streamed(
         den.fit(np.concatenate([_central(source, units[i], norms[_chan(units[i], cax)])
                                 for i in picks], axis=-1))
         refit = False
-    plan = plan_tiles(source.shape[-2:], tile=tile, overlap=overlap)
     for index in units:
         norm = norms[_chan(index, cax)]
         if refit:
             den.fit(_central(source, index, norm))
-        for k, spec in enumerate(plan):
-            piece = norm(np.asarray(source[(*index, *spec.source)]))
-            result = np.asarray(den.denoise(piece), dtype=np.float32)
-            if result.shape != piece.shape:
-                raise ValueError(f"{den.key} returned shape {result.shape} for a tile of shape "
-                                 f"{piece.shape}: it must return an array of the same shape")
-            sink[(*index, *spec.target)] = convert(norm.inverse(result[spec.crop]))
-            if k + 1 == len(plan) or plan[k + 1].target[0] != spec.target[0]:
-                _release(source, sink)  # a row of tiles is done
+        tile = max(tile, 2 * overlap + den.tile_multiple)  # aligned tiles keep their context
+        while True:  # out of GPU memory: halve the tile and redo the plane
+            try:
+                _plane(source, sink, den, index, norm, convert,
+                       plan_tiles(source.shape[-2:], tile=tile, overlap=overlap,
+                                  multiple=den.tile_multiple))
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+            tile = smaller_tile(tile, overlap, multiple=den.tile_multiple, shape=source.shape)
         if progress is not None:
             progress(1)
+
+
+def _plane(source: Any, sink: Any, den: Denoiser, index: tuple[int, ...], norm: Normalizer,
+           convert: Callable[[np.ndarray], np.ndarray], plan: list[Tile]) -> None:
+    """Denoise the plane ``source[index]`` into ``sink[index]`` tile by tile."""
+    for k, spec in enumerate(plan):
+        piece = norm(np.asarray(source[(*index, *spec.source)]))
+        result = np.asarray(den.denoise(piece), dtype=np.float32)
+        if result.shape != piece.shape:
+            raise ValueError(f"{den.key} returned shape {result.shape} for a tile of shape "
+                             f"{piece.shape}: it must return an array of the same shape")
+        sink[(*index, *spec.target)] = convert(norm.inverse(result[spec.crop]))
+        if k + 1 == len(plan) or plan[k + 1].target[0] != spec.target[0]:
+            _release(source, sink)  # a row of tiles is done
 
 
 def denoise_file_streamed(
@@ -278,11 +295,13 @@ def denoise_file_streamed(
     seed: int | None = None,
     fit_on: int | None = None,
     progress: Callable[[int], None] | None = None,
+    pyramid: int = 1,
 ) -> Path:
     """Denoise the file ``path`` into the file ``target`` tile by tile, in bounded memory.
 
     Like :func:`microdenoise.denoise_file` (which calls this when ``tile`` or
-    ``max_memory`` is given); ``tile`` defaults to :func:`tile_for_memory`.
+    ``max_memory`` is given); ``tile`` defaults to :func:`tile_for_memory`. With
+    ``pyramid=N`` (OME-Zarr) the lower levels are built after level 0 is written.
     """
     from .pipeline import _prepare, _volume_axis, denoise_array
 
@@ -308,11 +327,15 @@ def denoise_file_streamed(
                                fit_on=fit_on, progress=progress)
         return io.write_image(target, result, axes=img.axes, pixel_size=img.pixel_size,
                               unit=img.unit, metadata=img.metadata, dtype=dtype,
-                              source_dtype=source.dtype, overwrite=overwrite)
+                              source_dtype=source.dtype, overwrite=overwrite, levels=pyramid)
+    if pyramid != 1 and target.suffix.lower() != ".zarr":
+        raise InputError(f"a pyramid of {pyramid} levels needs an OME-Zarr output (.ome.zarr), "
+                         f"not {target.suffix}")
     if tile <= 2 * ov:
         raise InputError(f"--tile {tile} must be larger than twice the overlap ({ov} px)")
     out_dtype = io._target_dtype(dtype, source.dtype)
-    refit = fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False)))
+    refit = fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False))
+                       or bool(getattr(den.config, "fit_per_image", False)))
     options: dict[str, Any] = {"axes": img.axes, "tile": tile, "overlap": ov, "refit": refit,
                                "fit_on": fit_on, "progress": progress,
                                "convert": lambda a: io._convert(a, out_dtype)}
@@ -321,7 +344,8 @@ def denoise_file_streamed(
 
         with zarr_io.create_zarr(target, source.shape, out_dtype, axes=img.axes,
                                  pixel_size=img.pixel_size, unit=img.unit,
-                                 metadata=img.metadata, overwrite=overwrite) as sink:
+                                 metadata=img.metadata, overwrite=overwrite,
+                                 levels=pyramid) as sink:
             denoise_streamed(source, sink, den, **options)
         return target
     return _write_tiff_streamed(target, source, den, img, out_dtype, overwrite, options)

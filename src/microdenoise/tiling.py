@@ -13,13 +13,22 @@ output equals untiled output. There is no blending.
 Tiles are full size whenever the image allows: the last tile of a row is
 shifted back inside the image rather than made small.
 
+``multiple`` puts every tile's start on a multiple of it (a U-Net's
+``2**depth``): the pooling grid then falls on the same image pixels in every
+tile as in the whole image, so a network with pooling gives tiled output
+equal to untiled output without averaging over pooling phases.
+
 :func:`plan_tiles` returns the plan itself, so that streaming or Dask code
-can reuse it; :func:`denoise_tiled` is a loop over that plan.
+can reuse it; :func:`denoise_tiled` is a loop over that plan. When ``fn``
+runs out of GPU memory, :func:`denoise_tiled` halves the tile and starts the
+image again (:func:`smaller_tile`), down to a floor, then gives an
+:class:`InputError`.
 """
 
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Callable, Sequence
 from itertools import product
 from typing import NamedTuple
@@ -29,7 +38,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import InputError
 
-__all__ = ["Tile", "denoise_tiled", "n_tiles", "plan_tiles"]
+__all__ = ["Tile", "denoise_tiled", "is_out_of_memory", "n_tiles", "plan_tiles",
+           "smaller_tile"]
 
 Slices = tuple[slice, slice]
 
@@ -49,36 +59,42 @@ class Tile(NamedTuple):
     """The interior within the tile: ``result[crop]`` has ``target``'s shape."""
 
 
-def _check(tile: int, overlap: int) -> tuple[int, int]:
-    """Validate ``tile`` and ``overlap`` and return them as ints."""
+def _check(tile: int, overlap: int, multiple: int = 1) -> tuple[int, int, int]:
+    """Validate ``tile``, ``overlap`` and ``multiple`` and return them as ints."""
     try:
         t = operator.index(tile)
         o = operator.index(overlap)
+        m = operator.index(multiple)
     except TypeError:
         raise InputError(
-            f"tile and overlap must be integers, got tile={tile!r}, overlap={overlap!r}"
+            f"tile, overlap and multiple must be integers, got tile={tile!r}, "
+            f"overlap={overlap!r}, multiple={multiple!r}"
         ) from None
     if o < 0:
         raise InputError(f"overlap must be >= 0, got {o}")
-    if t <= 2 * o:
+    if m < 1:
+        raise InputError(f"the tile multiple must be >= 1, got {m}")
+    if t <= 2 * o + m - 1:
+        least = "2 * overlap" if m == 1 else f"2 * overlap + {m - 1} (starts on multiples of {m})"
         raise InputError(
-            f"tile must be greater than 2 * overlap (context on both sides plus at least "
-            f"one pixel), got tile={t}, overlap={o}: use a larger tile or a smaller overlap"
+            f"tile must be greater than {least}: context on both sides plus at least "
+            f"one pixel; got tile={t}, overlap={o}: use a larger tile or a smaller overlap"
         )
-    return t, o
+    return t, o, m
 
 
-def _axis(n: int, tile: int, overlap: int) -> list[tuple[slice, slice, slice]]:
+def _axis(n: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[slice, slice, slice]]:
     """Plan one axis of length ``n``: (source, target, crop) slices per tile."""
     out: list[tuple[slice, slice, slice]] = []
     core = 0
     while core < n:
-        start = 0 if core == 0 else core - overlap
+        # The latest start on the grid of ``multiple`` that leaves ``overlap`` of context.
+        start = 0 if core == 0 else (core - overlap) // multiple * multiple
         end = start + tile
         if end >= n:
-            # Last tile: reaches the border; shift it back to full size.
+            # Last tile: reaches the border; shift it back (on the grid) towards full size.
             end = n
-            start = max(0, n - tile)
+            start = min(start, -(-max(0, n - tile) // multiple) * multiple)
             core_end = n
         else:
             core_end = end - overlap
@@ -95,7 +111,8 @@ def _yx(shape: Sequence[int]) -> tuple[int, int]:
     return int(shape[-2]), int(shape[-1])
 
 
-def plan_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> list[Tile]:
+def plan_tiles(shape: Sequence[int], *, tile: int, overlap: int,
+               multiple: int = 1) -> list[Tile]:
     """Plan the tiles of an image of ``shape`` (tiling over the last two axes).
 
     Parameters
@@ -103,9 +120,14 @@ def plan_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> list[Tile]:
     shape : sequence of int
         Image shape, at least 2D; only the last two axes are tiled.
     tile : int
-        Tile size in pixels, including context, ``> 2 * overlap``.
+        Tile size in pixels, including context, ``> 2 * overlap + multiple - 1``.
+        No tile is larger.
     overlap : int
-        Context in pixels on each non-border side of a tile, ``>= 0``.
+        Context in pixels on each non-border side of a tile, ``>= 0`` (at least;
+        aligned tiles may carry up to ``multiple - 1`` more).
+    multiple : int, optional
+        Every tile starts at a multiple of this along Y and X (a U-Net's
+        ``2**depth``, see :attr:`Denoiser.tile_multiple`).
 
     Returns
     -------
@@ -118,15 +140,15 @@ def plan_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> list[Tile]:
     InputError
         If the shape has fewer than two axes or ``tile``/``overlap`` are invalid.
     """
-    t, o = _check(tile, overlap)
+    t, o, m = _check(tile, overlap, multiple)
     ny, nx = _yx(shape)
     return [
         Tile((ys, xs), (yt, xt), (yc, xc))
-        for (ys, yt, yc), (xs, xt, xc) in product(_axis(ny, t, o), _axis(nx, t, o))
+        for (ys, yt, yc), (xs, xt, xc) in product(_axis(ny, t, o, m), _axis(nx, t, o, m))
     ]
 
 
-def n_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> int:
+def n_tiles(shape: Sequence[int], *, tile: int, overlap: int, multiple: int = 1) -> int:
     """Number of tiles :func:`plan_tiles` makes for ``shape``.
 
     Parameters
@@ -137,6 +159,8 @@ def n_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> int:
         Tile size in pixels, ``> 2 * overlap``.
     overlap : int
         Context in pixels, ``>= 0``.
+    multiple : int, optional
+        Tile starts on multiples of this (see :func:`plan_tiles`).
 
     Returns
     -------
@@ -147,9 +171,44 @@ def n_tiles(shape: Sequence[int], *, tile: int, overlap: int) -> int:
     InputError
         If the shape has fewer than two axes or ``tile``/``overlap`` are invalid.
     """
-    t, o = _check(tile, overlap)
+    t, o, m = _check(tile, overlap, multiple)
     ny, nx = _yx(shape)
-    return len(_axis(ny, t, o)) * len(_axis(nx, t, o))
+    return len(_axis(ny, t, o, m)) * len(_axis(nx, t, o, m))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a GPU (CUDA, MPS, XPU) out-of-memory error from torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower() and (
+        "mps" in str(exc).lower() or "cuda" in str(exc).lower())
+
+
+def smaller_tile(tile: int, overlap: int, *, multiple: int = 1, shape: Sequence[int] = ()) -> int:
+    """Half of ``tile`` after a GPU ran out of memory on it, freeing torch's cached memory.
+
+    The floor is ``max(4 * overlap, 2 * overlap + multiple, 32)``: below it the tiles
+    would be mostly context.
+
+    Raises
+    ------
+    InputError
+        If half the tile is below the floor.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        for backend in ("cuda", "mps", "xpu"):
+            module = getattr(torch, backend, None)
+            if module is not None and module.is_available():
+                module.empty_cache()
+    floor = max(4 * overlap, 2 * overlap + multiple, 32)
+    half = tile // 2 if not shape else min(tile, max(_yx(shape))) // 2
+    if half < floor:
+        raise InputError(f"out of GPU memory even with {min(tile, 2 * half)}-pixel tiles "
+                         f"(the smallest that keeps {overlap} px of context is about {floor}); "
+                         "free GPU memory, or use --device cpu")
+    return half
 
 
 def denoise_tiled(
@@ -160,8 +219,13 @@ def denoise_tiled(
     overlap: int = 32,
     progress: Callable[[int], None] | None = None,
     scale: int = 1,
+    multiple: int = 1,
+    on_shrink: Callable[[int], None] | None = None,
 ) -> NDArray[np.float32]:
     """Apply ``fn`` tile by tile and stitch the tiles' interiors.
+
+    If ``fn`` runs out of GPU memory (:func:`is_out_of_memory`), the tile is
+    halved and the image tiled again, down to :func:`smaller_tile`'s floor.
 
     Parameters
     ----------
@@ -182,6 +246,11 @@ def denoise_tiled(
     scale : int, optional
         ``fn`` returns ``scale`` times the tile's Y and X size (2 for 2x
         super-resolution); tiles are planned on the input and their slices scaled.
+    multiple : int, optional
+        Tile starts on multiples of this (see :func:`plan_tiles`).
+    on_shrink : callable, optional
+        Called with the new tile size each time the tile is halved after an
+        out-of-memory error (so a caller can keep it for the next image).
 
     Returns
     -------
@@ -191,12 +260,30 @@ def denoise_tiled(
     Raises
     ------
     InputError
-        If the image has fewer than two axes or ``tile``/``overlap`` are invalid.
+        If the image has fewer than two axes, ``tile``/``overlap`` are invalid, or
+        the GPU runs out of memory even with the smallest tile.
     ValueError
         If ``fn`` returns an array of another shape than its input.
     """
     arr = np.asarray(image, dtype=np.float32)
-    plan = plan_tiles(arr.shape, tile=tile, overlap=overlap)
+    while True:
+        try:
+            return _tiled(fn, arr, tile=tile, overlap=overlap, progress=progress, scale=scale,
+                          multiple=multiple)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # Out of the except block: the failed call's tensors are released before this
+        # empties torch's cache.
+        tile = smaller_tile(tile, overlap, multiple=multiple, shape=arr.shape)
+        if on_shrink is not None:
+            on_shrink(tile)
+
+
+def _tiled(fn: Callable[[NDArray[np.float32]], ArrayLike], arr: NDArray[np.float32], *,
+           tile: int, overlap: int, progress: Callable[[int], None] | None, scale: int,
+           multiple: int) -> NDArray[np.float32]:
+    plan = plan_tiles(arr.shape, tile=tile, overlap=overlap, multiple=multiple)
     s = operator.index(scale)
     if s < 1:
         raise InputError(f"scale must be a positive integer, got {scale!r}")

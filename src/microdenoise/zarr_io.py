@@ -1,8 +1,10 @@
 """OME-Zarr (OME-NGFF) images: read 0.4 and 0.5, write 0.4 (Zarr v2 format), chunked.
 
 :func:`microdenoise.io.read_image` and :func:`~microdenoise.io.write_image` call
-this module for ``.zarr`` paths. One resolution level is written (path ``"0"``);
-reading takes the first multiscale's full-resolution level. Axes map between
+this module for ``.zarr`` paths. One resolution level is written (path ``"0"``),
+or with ``levels=N`` a pyramid of N levels (``"0"`` .. ``"N-1"``), each the
+previous one averaged over 2x2 pixels in YX, built chunk by chunk after level 0
+is complete; reading takes the first multiscale's full-resolution level. Axes map between
 NGFF names (``t``, ``c``, ``z``, ``y``, ``x``) and microdenoise letters
 (``S`` for other names); the pixel size, Z step and time step are the
 ``scale`` coordinate transformation, with UDUNITS units (``micrometer``...).
@@ -25,7 +27,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .io import ImageData
 
-__all__ = ["CHUNK", "create_zarr", "read_zarr", "write_zarr"]
+__all__ = ["CHUNK", "check_levels", "create_zarr", "read_zarr", "write_zarr"]
 
 CHUNK = 1024  # chunk size along Y and X; 1 along other axes
 NGFF_VERSION = "0.4"
@@ -106,7 +108,7 @@ def read_zarr(path: Path, *, axes: str | None = None, lazy: bool = False) -> Ima
 
 
 def _attrs(axes: str, pixel_size: tuple[float, float] | None, unit: str | None,
-           metadata: dict[str, Any], name: str) -> dict[str, Any]:
+           metadata: dict[str, Any], name: str, levels: int = 1) -> dict[str, Any]:
     space = _TO_NGFF.get(unit or "", unit) if unit else None
     entries, scale = [], []
     for letter in axes:
@@ -125,11 +127,53 @@ def _attrs(axes: str, pixel_size: tuple[float, float] | None, unit: str | None,
             entry["unit"] = space
         entries.append(entry)
         scale.append(value)
-    return {"multiscales": [{
-        "version": NGFF_VERSION, "name": name, "axes": entries,
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": scale}]}],
-    }]}
+    datasets = [{"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [
+        v * 2**k if letter in "YX" else v for letter, v in zip(axes, scale, strict=True)]}]}
+        for k in range(levels)]
+    ms: dict[str, Any] = {"version": NGFF_VERSION, "name": name, "axes": entries,
+                          "datasets": datasets}
+    if levels > 1:
+        ms.update(type="mean", metadata={"description": "2x2 mean in YX per level",
+                                         "method": "microdenoise.zarr_io._downsample"})
+    return {"multiscales": [ms]}
+
+
+def check_levels(levels: int, shape: tuple[int, ...]) -> int:
+    """``levels`` as an int if an image of ``shape`` has that many 2x levels (>= 1 px)."""
+    if isinstance(levels, bool) or not isinstance(levels, int | np.integer) or levels < 1:
+        raise InputError(f"--pyramid takes a number of levels >= 1, got {levels!r}")
+    most = int(min(shape[-2:])).bit_length()  # halving a side n gives >= 1 px this often
+    if levels > most:
+        raise InputError(f"--pyramid {levels}: a {shape[-2]}x{shape[-1]} image has at most "
+                         f"{most} levels of 2x downsampling; use --pyramid {most} or fewer")
+    return int(levels)
+
+
+def _downsample(group: Any, level: int) -> None:
+    """Write ``group[level]``: ``group[level - 1]`` averaged over 2x2 pixels, chunk by chunk.
+
+    Odd sizes drop the last row or column (NGFF's scale doubles exactly); integer
+    types are rounded to nearest.
+    """
+    src = group[str(level - 1)]
+    ny, nx = src.shape[-2] // 2, src.shape[-1] // 2
+    shape = (*src.shape[:-2], ny, nx)
+    dst = group.create_array(str(level), shape=shape, dtype=src.dtype, chunks=_chunks(shape),
+                             fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"})
+    integer = np.dtype(src.dtype).kind in "ui"
+    for index in np.ndindex(*shape[:-2]):
+        for y in range(0, ny, CHUNK):
+            for x in range(0, nx, CHUNK):
+                h, w = min(CHUNK, ny - y), min(CHUNK, nx - x)
+                block = np.asarray(src[(*index, slice(2 * y, 2 * (y + h)),
+                                        slice(2 * x, 2 * (x + w)))], dtype=np.float64)
+                mean = block.reshape(h, 2, w, 2).mean(axis=(1, 3))
+                dst[(*index, slice(y, y + h), slice(x, x + w))] = (
+                    np.rint(mean) if integer else mean).astype(src.dtype)
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 for _ in shape[:-2]) + tuple(min(CHUNK, n) for n in shape[-2:])
 
 
 @contextlib.contextmanager
@@ -143,11 +187,14 @@ def create_zarr(
     unit: str | None = None,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    levels: int = 1,
 ) -> Iterator[Any]:
-    """Create an OME-Zarr image and yield its (writable) zarr array.
+    """Create an OME-Zarr image and yield its (writable) full-resolution zarr array.
 
     The store is built in a temporary folder beside ``path`` and renamed to
     ``path`` when the ``with`` block ends without error (else it is removed).
+    With ``levels > 1`` the lower resolutions are computed from the array
+    once the block has filled it (see :func:`check_levels`).
     """
     import zarr
 
@@ -157,16 +204,18 @@ def create_zarr(
     if len(axes) > 5:
         raise InputError(f"OME-Zarr (NGFF {NGFF_VERSION}) holds at most 5 axes, got {axes!r}; "
                          "write a .tif instead")
+    levels = check_levels(levels, shape)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        group.attrs.update(_attrs(axes, pixel_size, unit, metadata or {}, path.name))
-        chunks = tuple(1 for _ in shape[:-2]) + tuple(min(CHUNK, n) for n in shape[-2:])
-        array = group.create_array("0", shape=shape, dtype=np.dtype(dtype), chunks=chunks,
-                                   fill_value=0,
+        group.attrs.update(_attrs(axes, pixel_size, unit, metadata or {}, path.name, levels))
+        array = group.create_array("0", shape=shape, dtype=np.dtype(dtype),
+                                   chunks=_chunks(shape), fill_value=0,
                                    chunk_key_encoding={"name": "v2", "separator": "/"})
         yield array
+        for level in range(1, levels):
+            _downsample(group, level)
         old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
         if path.exists():
             os.replace(path, old)
@@ -190,9 +239,11 @@ def write_zarr(
     unit: str | None = None,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    levels: int = 1,
 ) -> Path:
-    """Write ``data`` (already in its output dtype) as a chunked OME-Zarr image."""
+    """Write ``data`` (already in its output dtype) as a chunked OME-Zarr image
+    with ``levels`` resolution levels (2x2 means in YX)."""
     with create_zarr(path, data.shape, data.dtype, axes=axes, pixel_size=pixel_size, unit=unit,
-                     metadata=metadata, overwrite=overwrite) as array:
+                     metadata=metadata, overwrite=overwrite, levels=levels) as array:
         array[...] = data
     return Path(path)
