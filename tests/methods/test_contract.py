@@ -18,8 +18,8 @@ from ..conftest import blobs, poisson_gaussian
 
 # Small settings so the whole contract runs in seconds; behaviour, not quality.
 FAST = {"fm2s": {"fast_steps": 60, "fast_crop": 48}}
-# Blind-spot methods train on each image in the pipeline only with calibrate=true.
-_TINY = {"calibrate": True, "epochs": 2, "steps_per_epoch": 10, "batch_size": 4,
+# Blind-spot methods train on each image in the pipeline only with fit_per_image=true.
+_TINY = {"fit_per_image": True, "epochs": 2, "steps_per_epoch": 10, "batch_size": 4,
          "patch_size": 32, "masked_percentage": 5.0, "filters": 8}
 FAST.update({"n2v": _TINY, "deconoising": _TINY})
 # Supervised methods are fitted on the (noisy, clean) pair before the checks.

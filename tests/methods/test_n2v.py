@@ -8,6 +8,7 @@ a clear gain, not quality.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -118,10 +119,32 @@ def test_untrained_model_says_train_it_first(pair) -> None:
         create("deconoising").denoise(pair[1])
 
 
-def test_calibrate_trains_on_each_image_in_the_pipeline(pair) -> None:
+def test_fit_per_image_trains_on_each_image_in_the_pipeline(pair) -> None:
     clean, noisy = pair
-    out = denoise_array(noisy, "n2v", params={**TINY, "calibrate": True}, seed=1)
+    out = denoise_array(noisy, "n2v", params={**TINY, "fit_per_image": True}, seed=1)
     assert psnr(out, clean, data_range=1.0) > psnr(noisy, clean, data_range=1.0)
+
+
+def test_calibrate_is_a_deprecated_alias_of_fit_per_image() -> None:
+    with pytest.warns(DeprecationWarning, match="fit_per_image"):
+        model = create("n2v", calibrate=True)
+    assert model.config.fit_per_image and not model.config.calibrate
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not create("deconoising", calibrate=False).config.fit_per_image
+
+
+def test_model_saved_with_calibrate_loads_as_fit_per_image(trained, tmp_path) -> None:
+    path = save(trained, tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["fit_per_image"]  # as saved before the rename
+    payload["config"]["calibrate"] = True
+    torch.save(payload, path)
+    with pytest.warns(DeprecationWarning):
+        old = load(path)
+    assert old.config.fit_per_image
+    img = poisson_gaussian(blobs((64, 64), seed=8), seed=9)
+    np.testing.assert_array_equal(old.denoise(img), trained.denoise(img))
 
 
 @pytest.mark.parametrize(("data", "words"), [
@@ -175,8 +198,9 @@ def test_no_progress_output_when_not_a_terminal(pair, capsys) -> None:
 
 def test_shift_average_off_is_a_single_pass(trained) -> None:
     img = poisson_gaussian(blobs((64, 64), seed=8), seed=9)
-    single = N2V(dataclasses.replace(trained.config, shift_average=False))
-    single.load_state_dict(trained.state_dict())
-    out = single.denoise(img)
+    assert not trained.config.shift_average  # the default: aligned tiles make it unneeded
+    averaged = N2V(dataclasses.replace(trained.config, shift_average=True))
+    averaged.load_state_dict(trained.state_dict())
+    out = averaged.denoise(img)
     assert out.shape == img.shape
     assert not np.array_equal(out, trained.denoise(img))

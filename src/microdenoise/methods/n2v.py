@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -57,11 +58,14 @@ class BlindSpotConfig:
     """Data, masking and training parameters shared by ``n2v`` and ``deconoising``.
 
     ``steps_per_epoch=None`` uses one step per ``batch_size`` patch-sized cells of
-    the training data (CAREamics' epoch), clipped to 50..400. ``calibrate=True``
-    makes ``microdenoise denoise --method n2v`` train on each input image itself.
+    the training data (CAREamics' epoch), clipped to 50..400. ``fit_per_image=True``
+    makes ``microdenoise denoise --method n2v`` (and ``denoise_array``) train a fresh
+    network on each input image itself; ``calibrate`` is its deprecated former name,
+    still read from saved models and parameters.
     ``shift_average`` averages the prediction over the pooling phases, which makes
-    it shift-equivariant (tiled output equals untiled output) at 4**pools x the
-    prediction cost.
+    it shift-equivariant, at 4**pools x the prediction cost. It is off by default:
+    tiled prediction starts tiles on multiples of the pooling grid
+    (:attr:`Denoiser.tile_multiple`), so tiled output equals untiled output without it.
     """
 
     patch_size: int = 64
@@ -80,14 +84,21 @@ class BlindSpotConfig:
     lr_patience: int = 10
     val_fraction: float = 0.1
     val_patches: int = 32
-    shift_average: bool = True
+    shift_average: bool = False
     dims: int = 2
     seed: int = 42
     checkpoint_dir: str | None = None
     resume: str | None = None
-    calibrate: bool = False
+    fit_per_image: bool = False
+    calibrate: bool = False  # deprecated alias of fit_per_image
 
     def __post_init__(self) -> None:
+        if self.calibrate:
+            warnings.warn("the blind-spot parameter calibrate=true is deprecated: it trains "
+                          "on each image; use fit_per_image=true", DeprecationWarning,
+                          stacklevel=3)
+            object.__setattr__(self, "fit_per_image", True)
+            object.__setattr__(self, "calibrate", False)
         for name in ("patch_size", "batch_size", "roi_radius", "epochs", "accumulate",
                      "val_patches"):
             if getattr(self, name) < 1:
@@ -271,7 +282,7 @@ class BlindSpotMethod(Denoiser):
                 f"{self.key} is not trained: train it first: microdenoise train --method "
                 f"{self.key} --input NOISY... --out model.pt, then microdenoise denoise "
                 f"--model model.pt INPUT... -o OUTDIR (or m.fit(noisy) in Python; or "
-                f"--param calibrate=true to train on each image)")
+                f"--param fit_per_image=true to train on each image)")
         arr = np.asarray(image, dtype=np.float32)
         if arr.ndim < 2:
             raise InputError(f"{self.key} denoises 2D planes; got shape {arr.shape}")
