@@ -38,12 +38,15 @@ ROWS = {
     "noisy": None,
     "median": "median",
     "gaussian": "gaussian",
-    "nlm": "nlm",
-    "bm3d": "bm3d",
+    "nlm": "nlm:vst=none",
+    "nlm_vst": "nlm:vst=gat",
+    "bm3d": "bm3d:vst=none",
+    "bm3d_vst": "bm3d:vst=gat",
     "fm2s_paper": "fm2s:schedule=paper",
-    "fm2s_fast": "fm2s:schedule=fast",
-    "fm2s_fast_bf16": "fm2s:schedule=fast:fast_bf16=true",
-    "fm2s_fast_1600_bf16": "fm2s:schedule=fast:fast_steps=1600:fast_bf16=true",
+    "fm2s_fast": "fm2s:schedule=fast",  # the default: 800 steps, 8-fold averaged prediction
+    "fm2s_fast_single": "fm2s:schedule=fast:tta=off",  # the default before test-time averaging
+    "fm2s_fast_bf16": "fm2s:schedule=fast:fast_bf16=true:tta=off",
+    "fm2s_fast_1600_bf16": "fm2s:schedule=fast:fast_steps=1600:fast_bf16=true:tta=off",
 }
 FIELDS = ["row", "image", "group", "psnr", "ssim", "psnr_trunc", "cpu_s", "wall_s"]
 RESULTS = Path(__file__).parent / "results"

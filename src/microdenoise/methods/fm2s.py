@@ -16,7 +16,8 @@ Two schedules share the method:
 ``paper``  exactly the official code: whole image, batch 1, Adam 1e-3,
            5 stage-1 steps, 450 noise samples x 5 steps.
 ``fast``   the default: stage 2 on random crops with a fresh noise sample per
-           step and a one-cycle learning rate, ~20x less CPU time (see
+           step and a one-cycle learning rate, ~20x less CPU time, and the
+           prediction averaged over the 8 flips/rotations of the image (see
            ``benchmarks/results/fm2s_fast_schedule.md`` for how it was chosen).
 """
 
@@ -69,6 +70,10 @@ class FM2SConfig:
     n_R = clamp(mean(R), 1e-5, 0.15): sigma_R = g_map * n_R, a_R = p_map / n_R,
     y = clamp(Poisson(a_R c) / a_R + N(0, (sigma_R/255)^2), 0, 1),
     z = clamp(Poisson(lam_p y) / lam_p, 0, 1).
+
+    ``tta``: test-time averaging over the 8 flips/90-degree rotations (``d8``) or a
+    single pass (``off``); ``auto`` is ``d8`` for the fast schedule and ``off`` for the
+    paper schedule (the official code predicts once).
     """
 
     schedule: Literal["fast", "paper"] = "fast"
@@ -87,6 +92,7 @@ class FM2SConfig:
     fast_batch: int = 2
     fast_lr: float = 4e-3
     fast_bf16: bool = False
+    tta: Literal["auto", "off", "d8"] = "auto"
     predenoise: Literal["median", "gaussian", "nlm", "bm3d"] = "median"
     region_noise: bool = True
     overall_noise: bool = True
@@ -193,6 +199,7 @@ class FM2S(Denoiser):
     zero_shot = True
     normalization = "unit"
     Config = FM2SConfig
+    bytes_per_pixel = 408  # see benchmarks/results/bytes_per_pixel.md
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets()
 
     def __init__(self, config: Any = None, /, **params: Any) -> None:
@@ -277,15 +284,29 @@ class FM2S(Denoiser):
 
     @torch.no_grad()
     def denoise(self, image: np.ndarray) -> np.ndarray:
-        """One forward pass on the channel-amplified image, clamped to [0, 1], channel mean."""
+        """Forward pass on the channel-amplified image, clamped to [0, 1], channel mean.
+
+        With test-time averaging (``tta``) the pass is repeated on the 8 flips/rotations
+        of the plane and the back-transformed outputs are averaged.
+        """
         if self.net is None:
             raise InputError("fm2s must be fitted before denoising (zero-shot: fit on the image)")
         plane = _check_plane(image)
         device = resolve_device(self.device)
         self.net.to(device)
         x = torch.from_numpy(plane).to(device)[None, None].repeat(1, self.config.n_chan, 1, 1)
-        out = self.net(x).clamp(0.0, 1.0).mean(dim=1)[0]
-        return out.cpu().numpy().astype(np.float32)
+        tta = self.config.tta
+        if tta == "off" or (tta == "auto" and self.config.schedule == "paper"):
+            return self.net(x).clamp(0.0, 1.0).mean(dim=1)[0].cpu().numpy().astype(np.float32)
+        total = torch.zeros_like(x[0, 0])
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x, k, dims=(2, 3))
+                view = view.flip(3) if flip else view
+                out = self.net(view).clamp(0.0, 1.0).mean(dim=1)[0]
+                out = out.flip(1) if flip else out
+                total += torch.rot90(out, -k, dims=(0, 1))
+        return (total / 8.0).cpu().numpy().astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         if self.net is None:
