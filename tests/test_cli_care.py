@@ -100,3 +100,49 @@ def test_denoise_with_an_untrained_care_says_train_it_first(tmp_path: Path, caps
     assert main(["denoise", str(noisy_dir), "-o", str(tmp_path / "o"), "--method",
                  "care"]) == 1
     assert "train it first: microdenoise train --method care" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_trained_model_as_saved(tmp_path: Path, capsys) -> None:
+    from microdenoise import denoise_array, load, metrics
+
+    (tmp_path / "set").mkdir()
+    noisy_dir, clean_dir = _write_pairs(tmp_path / "set", 2)
+    model = tmp_path / "care.pt"
+    assert main(["train", "--method", "care", "--input", str(noisy_dir), "--target",
+                 str(clean_dir), "--out", str(model), *TINY, "--device", "cpu"]) == 0
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--dataset", str(tmp_path / "set"), "--model", f"mine={model}",
+                 "--methods", "median", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| mine |" in table and "| median |" in table and "| noisy |" in table
+    rows = [line.split(",") for line in (out / "scores.csv").read_text().splitlines()]
+    scored = {r[1]: float(r[3]) for r in rows if r[0] == "mine"}
+    # The row is the saved model applied as is (gt-range PSNR for non-8-bit pairs).
+    noisy, clean = tifffile.imread(noisy_dir / "img0.tif"), tifffile.imread(clean_dir / "img0.tif")
+    expect = metrics.psnr(denoise_array(noisy, load(model)), clean,
+                          data_range=metrics.gt_range(clean))
+    assert scored["img0"] == pytest.approx(expect, abs=1e-3)
+    capsys.readouterr()
+    # Without --methods only the model runs; bad or duplicate models are refused.
+    assert main(["evaluate", "--dataset", str(tmp_path / "set"), "--model", str(model),
+                 "--out", str(out)]) == 0
+    assert "| care |" in capsys.readouterr().out
+    assert main(["evaluate", "--dataset", str(tmp_path / "set"), "--model",
+                 str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--dataset", str(tmp_path / "set"), "--model", f"a={model}",
+                 "--model", f"a={model}", "--out", str(out)]) == 2
+    assert "more than one row is labelled a" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_2x_model(tmp_path: Path, capsys) -> None:
+    (tmp_path / "lr").mkdir()
+    noisy_dir, clean_dir = _write_pairs(tmp_path / "lr", 1, scale=2)
+    model = tmp_path / "sr.pt"
+    assert main(["train", "--method", "care", "--input", str(noisy_dir), "--target",
+                 str(clean_dir), "--out", str(model), *TINY, "--param", "upscale=2",
+                 "--param", "patch_size=16", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset", str(tmp_path / "lr"), "--model", str(model),
+                 "--out", str(tmp_path / "ev")]) == 2
+    assert "upsamples 2x" in capsys.readouterr().err

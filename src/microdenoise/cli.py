@@ -31,6 +31,7 @@ _EPILOG = """examples:
   microdenoise denoise raw/ -o out/ --model n2v.pt
   microdenoise train --method care --input noisy/ --target clean/ --out care.pt  # pairs
   microdenoise evaluate --dataset fmd_test_mix --methods fm2s,median,nlm --images '*_3'
+  microdenoise evaluate --dataset w2s_8bit --methods gaussian --model care=care.pt
   microdenoise list
 """
 
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fit-on", type=int, default=None, metavar="K",
                    help="zero-shot methods on stacks: fit once on K planes, apply to all")
     d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    d.add_argument("--pyramid", type=int, default=1, metavar="N",
+                   help="write OME-Zarr outputs (<name>.ome.zarr) with N resolution levels, "
+                        "each a 2x2 mean of the one before (default 1: no pyramid)")
     d.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run one Dask task per file: local:N (N worker processes here) or "
                         "tcp://HOST:PORT (a running scheduler); existing outputs are kept, "
@@ -88,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Paper-style table (Markdown + CSV) and a figure of crops.")
     e.add_argument("--dataset", required=True,
                    help="fmd_test_mix, srdtrans_subset, w2s_8bit or a folder with noisy/ and gt/")
-    e.add_argument("--methods", default="fm2s,median,gaussian,nlm",
-                   help="comma-separated; parameters as name:k=v:k=v (e.g. fm2s:schedule=paper)")
+    e.add_argument("--methods", default=None,
+                   help="comma-separated; parameters as name:k=v:k=v (e.g. fm2s:schedule=paper); "
+                        "default fm2s,median,gaussian,nlm (none when --model is given)")
+    e.add_argument("--model", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="a trained model (.pt, from `train`) to score as saved, repeatable; "
+                        "its row is LABEL (default: the file's stem)")
     e.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets")
     e.add_argument("--images", nargs="*", default=None, metavar="PATTERN",
                    help="only these image names or glob patterns (e.g. '*_3')")
@@ -151,6 +159,8 @@ def _check_options(args: argparse.Namespace, method: Denoiser) -> None:
         check_axes(args.axes)
     if args.fit_on is not None and args.fit_on < 1:
         raise InputError("--fit-on must be at least 1")
+    if args.pyramid < 1:
+        raise InputError(f"--pyramid takes a number of levels >= 1, got {args.pyramid}")
     rf = method.receptive_field
     if args.overlap is not None and args.overlap < rf:
         raise InputError(f"--overlap {args.overlap} is below {method.key}'s receptive field "
@@ -191,7 +201,8 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
     options = {"dtype": args.dtype, "overwrite": args.overwrite, "axes": args.axes,
                "tile": args.tile, "overlap": args.overlap, "device": args.device,
-               "seed": args.seed, "fit_on": args.fit_on, "max_memory": args.max_memory}
+               "seed": args.seed, "fit_on": args.fit_on, "max_memory": args.max_memory,
+               "pyramid": args.pyramid}
     if isinstance(method, str):
         options.update(preset=args.preset, params=params)
     if args.scheduler is not None:
@@ -230,7 +241,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import datasets, evaluate, figures
 
-    specs = [evaluate.parse_spec(s) for s in args.methods.split(",") if s.strip()]
+    methods = args.methods if args.methods is not None else \
+        ("" if args.model else "fm2s,median,gaussian,nlm")
+    specs = [evaluate.parse_spec(s) for s in methods.split(",") if s.strip()]
+    specs += [evaluate.parse_model_spec(m) for m in args.model]
+    if not specs:
+        raise InputError("nothing to evaluate: give --methods and/or --model")
     pairs = datasets.load_dataset(args.dataset, args.data_root, names=args.images)
     if not pairs:
         raise InputError(f"no images of {args.dataset} match {args.images}")

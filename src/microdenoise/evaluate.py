@@ -23,7 +23,7 @@ from . import metrics
 from .datasets import Pair
 from .errors import InputError
 from .pipeline import denoise_array
-from .registry import method_class, parse_params
+from .registry import Denoiser, load, method_class, parse_params
 
 _GROUP_PRESETS = {"confocal": "confocal", "twophoton": "twophoton", "widefield": "widefield",
                   "srdtrans": "srdtrans", "w2s": "widefield"}
@@ -31,12 +31,17 @@ _GROUP_PRESETS = {"confocal": "confocal", "twophoton": "twophoton", "widefield":
 
 @dataclass(frozen=True)
 class Spec:
-    """One table row: a label, a method name, its parameters and preset (``auto``: by group)."""
+    """One table row: a label, a method name, its parameters and preset (``auto``: by group).
+
+    ``model``: the path of a trained model (``microdenoise train``) applied as saved,
+    instead of creating ``method``.
+    """
 
     label: str
     method: str
     params: dict[str, Any] = field(default_factory=dict)
     preset: str | None = "auto"
+    model: str | None = None
 
 
 def parse_spec(text: str) -> Spec:
@@ -48,8 +53,28 @@ def parse_spec(text: str) -> Spec:
     return Spec(label=text.strip(), method=name, params=params, preset=preset)
 
 
+def parse_model_spec(text: str) -> Spec:
+    """Parse ``PATH`` or ``LABEL=PATH`` of a trained model into a :class:`Spec`.
+
+    The label defaults to the file's stem; the file is loaded once here to check it.
+    """
+    label, sep, path = text.strip().rpartition("=")
+    if not sep:
+        label = Path(path).stem
+    if not label or not path:
+        raise InputError(f"--model {text!r}: give PATH or LABEL=PATH of a trained model (.pt)")
+    model = load(path)
+    if model.upscale != 1:
+        raise InputError(f"--model {path!r} upsamples {model.upscale}x, but evaluate scores "
+                         "outputs against ground truth of the input's size; evaluate it on "
+                         "pairs of the training kind in Python (see benchmarks/w2s_care.py)")
+    return Spec(label=label, method=model.key, params={}, preset=None, model=path)
+
+
 def auto_preset(spec: Spec, group: str) -> str | None:
     """The preset for ``spec`` on a pair of ``group`` (FM2S: the microscope's preset)."""
+    if spec.model is not None:
+        return None
     if spec.preset != "auto":
         return spec.preset
     presets = method_class(spec.method).PRESETS
@@ -102,11 +127,19 @@ def evaluate(
     """Run every spec on every pair; return the scores and the outputs ``keep`` asked for.
 
     The first row of each pair is ``noisy`` (the input itself). Timing covers fit and
-    denoise of each image (zero-shot methods train on it). 8-bit pairs are scored on
-    0..255 with ``data_range`` and ``quantize_mode``; other pairs with data range
-    max(gt) - min(gt) (the CLIDiM/N2V papers' convention) and no quantization.
+    denoise of each image (zero-shot methods train on it); a spec with a ``model`` path
+    applies that trained model as saved (loaded once), and its time is prediction only.
+    8-bit pairs are scored on 0..255 with ``data_range`` and ``quantize_mode``; other
+    pairs with data range max(gt) - min(gt) (the CLIDiM/N2V papers' convention) and no
+    quantization.
     """
     parsed = [parse_spec(s) if isinstance(s, str) else s for s in specs]
+    labels = ["noisy", *(s.label for s in parsed)]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise InputError(f"more than one row is labelled {', '.join(twice)}; give each "
+                         "--model a distinct LABEL=PATH ('noisy' is the input's row)")
+    loaded: dict[str, Denoiser] = {s.model: load(s.model) for s in parsed if s.model}
     results: list[Result] = []
     kept: dict[tuple[str, str], np.ndarray] = {}
     for pair in pairs:
@@ -119,8 +152,12 @@ def evaluate(
         results.append(Result("noisy", pair.name, pair.group, p, s, si, 0.0))
         for spec in parsed:
             t0 = time.perf_counter()
-            out = denoise_array(pair.noisy, spec.method, preset=auto_preset(spec, pair.group),
-                                params=spec.params, seed=seed)
+            if spec.model is not None:
+                out = denoise_array(pair.noisy, loaded[spec.model])
+            else:
+                out = denoise_array(pair.noisy, spec.method,
+                                    preset=auto_preset(spec, pair.group), params=spec.params,
+                                    seed=seed)
             seconds = time.perf_counter() - t0
             out = quantize(out, mode)
             p, s, si = score(out, pair.clean, data_range=dr)
@@ -180,5 +217,5 @@ def write_csv(results: Sequence[Result], path: str | Path) -> Path:
     return path
 
 
-__all__ = ["Result", "Spec", "auto_preset", "evaluate", "parse_spec", "quantize",
-           "summarize", "to_markdown", "write_csv"]
+__all__ = ["Result", "Spec", "auto_preset", "evaluate", "parse_model_spec", "parse_spec",
+           "quantize", "summarize", "to_markdown", "write_csv"]

@@ -1,0 +1,552 @@
+"""CARE on W2S (8-bit): denoising with K = 4, 8, 16, 30 pairs, and joint denoising + 2x SR.
+
+Two tasks on ``../shared/data/w2s_8bit`` (train FOVs 001-010 = 30 pairs, test FOVs
+081-100 = 60 pairs); every choice (filter, parameter, noise level, validation) is made
+on the training FOVs, never on the test FOVs:
+
+``denoise``
+    Single frame -> avg400. Rows: ``noisy``; ``classical`` (the filter and parameter
+    with the best mean SI-PSNR on 10 training images, one per training FOV);
+    ``fm2s`` (widefield preset, default schedule; one test image per FOV to fit the
+    CPU budget); ``care_k4`` .. ``care_k30`` (``n_train=K`` of the 30 training pairs,
+    validation carved from those K pairs by CARE's ``val_fraction=0.1``; the same
+    steps, batch and patch for every K); ``care_k30_800`` (care_k30 trained on for as
+    many steps again: outside the equal budget, it shows what more training gives).
+``sr``
+    Joint denoising + 2x super-resolution built from the avg400 images: target = gt
+    (512x512), input = gt 2x area-downsampled (256x256) plus heteroscedastic Gaussian
+    noise of variance ``alpha * x + beta`` (x: the clean low-resolution intensity),
+    ``alpha`` and ``beta`` fitted to the training pairs' single-frame residuals on the
+    downsampled scale (noisy and gt both area-downsampled, the noisy one affinely fitted
+    to the gt), seeded per image, rounded to 8 bits. Rows: ``bicubic`` (of the noisy
+    input), ``classical_bicubic`` (best filter chosen on the training FOVs, then
+    bicubic), ``care_bicubic`` (care(upscale=1) trained on the low-resolution pairs,
+    then bicubic), ``care_2x`` (care(upscale=2)), and ``clean_bicubic`` (bicubic of the
+    noise-free input: the interpolation limit, for reference).
+
+    .venv/bin/python benchmarks/w2s_care.py run --rows care_k30 care_k16 --tag a
+    .venv/bin/python benchmarks/w2s_care.py run --rows noisy classical fm2s --tag b
+    .venv/bin/python benchmarks/w2s_care.py table --out benchmarks/results/w2s_care.md
+
+Rows append per-image scores to ``results/w2s_care_scores[_TAG].csv`` and skip images
+already scored, so an interrupted run resumes; runs side by side share the rows and
+images through claim files in ``runs/w2s_care/claims/``. Trained models go to
+``runs/w2s_care/``, their training CPU time to ``results/w2s_care_models[_TAG].csv``,
+the classical choice to ``results/w2s_care_select.csv``. Metrics on 0..255 (data_range 255) of
+outputs clipped and rounded: PSNR raw, SI-PSNR (after a per-image least-squares affine
+fit, ``metrics.si_psnr``), SSIM, NRMSE (euclidean). Times are process CPU seconds
+(``time.process_time``) with one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from microdenoise import datasets, denoise_array, load, metrics, save
+from microdenoise.evaluate import quantize
+from microdenoise.methods.care import CARE
+from microdenoise.registry import create
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = Path(__file__).parents[1] / "runs" / "w2s_care"
+KS = (4, 8, 16, 30)
+DENOISE_ROWS = ("noisy", "classical", "fm2s", *(f"care_k{k}" for k in KS), "care_k30_800")
+SR_ROWS = ("bicubic", "classical_bicubic", "care_bicubic", "care_2x", "clean_bicubic")
+FIELDS = ["task", "row", "image", "spec", "psnr", "si_psnr", "ssim", "nrmse", "cpu_s"]
+MODEL_FIELDS = ["task", "row", "pairs", "steps", "batch", "patch", "train_cpu_s",
+                "best_val_loss", "path"]
+# The classical candidates (method, parameter, values), scored on the training FOVs.
+CANDIDATES: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
+    ("gaussian", "sigma", (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)),
+    ("median", "size", (3, 5, 7)),
+    ("nlm", "h_factor", (0.6, 0.8, 1.0, 1.2, 1.6, 2.0, 3.0, 4.0, 6.0)),
+    ("tv", "weight", (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)),
+)
+NOISE_SEED = 2026
+
+
+# --- data ------------------------------------------------------------------------------
+def downsample(image: np.ndarray) -> np.ndarray:
+    """2x area downsampling (mean of 2x2 blocks) in float64."""
+    x = image.astype(np.float64)
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    return x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def bicubic(image: np.ndarray) -> np.ndarray:
+    """2x bicubic upsampling (half-pixel centres, consistent with :func:`downsample`)."""
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
+    return F.interpolate(t, scale_factor=2, mode="bicubic", align_corners=False)[0, 0].numpy()
+
+
+def noise_model(train: list[datasets.Pair], bins: int = 32) -> tuple[float, float]:
+    """(alpha, beta) of the single-frame noise variance ``alpha * x + beta`` in gt units.
+
+    Both images of each training pair are 2x area-downsampled; the noisy one is fitted
+    affinely to the gt (the 8-bit copies were rescaled separately) and the residual is
+    brought to gt units; its variance per gt-intensity bin (pooled over the pairs) is
+    fitted by a line.
+    """
+    xs, rs = [], []
+    for pair in train:
+        g, n = downsample(pair.clean), downsample(pair.noisy)
+        a, b = np.polyfit(g.ravel(), n.ravel(), 1)
+        xs.append(g.ravel())
+        rs.append((n.ravel() - (a * g.ravel() + b)) / a)
+    x, r = np.concatenate(xs), np.concatenate(rs)
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    centres = np.array([x[idx == i].mean() for i in range(len(edges) - 1)])
+    variances = np.array([r[idx == i].var() for i in range(len(edges) - 1)])
+    alpha, beta = np.polyfit(centres, variances, 1)
+    return max(float(alpha), 0.0), max(float(beta), 0.0)
+
+
+def sr_pair(pair: datasets.Pair, alpha: float, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy low-resolution uint8 input, clean low-resolution float) for one gt image."""
+    clean = downsample(pair.clean)
+    rng = np.random.default_rng([NOISE_SEED, zlib.crc32(pair.name.encode())])
+    noisy = clean + rng.standard_normal(clean.shape) * np.sqrt(alpha * clean + beta)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8), clean
+
+
+def fm2s_subset(pairs: list[datasets.Pair]) -> list[datasets.Pair]:
+    """One test image per FOV, channels rotating (FOV f: channel f mod 3)."""
+    return [p for p in pairs if int(p.name.split("_")[1]) == int(p.name.split("_")[0]) % 3]
+
+
+# --- bookkeeping -----------------------------------------------------------------------
+def read_csv(pattern: str) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for path in sorted(RESULTS.glob(pattern)):
+        with path.open() as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+class Appender:
+    """Append dict rows to a CSV (header once), flushed after each row."""
+
+    def __init__(self, path: Path, fields: list[str]) -> None:
+        self.path, self.fields = path, fields
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, self.fields)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def scores(out: np.ndarray, gt: np.ndarray) -> dict[str, str]:
+    pred, g = quantize(out, "round"), gt.astype(np.float64)
+    return {"psnr": f"{metrics.psnr(pred, g, data_range=255):.4f}",
+            "si_psnr": f"{metrics.si_psnr(pred, g, data_range=255):.4f}",
+            "ssim": f"{metrics.ssim(pred, g, data_range=255):.5f}",
+            "nrmse": f"{metrics.nrmse(pred, g):.5f}"}
+
+
+def claim(name: str) -> bool:
+    """Take the job ``name`` for this process, so that side-by-side runs share the work.
+
+    A claim is a file holding the owner's process id; a dead owner's claim is taken
+    over, so an interrupted run resumes.
+    """
+    folder = MODELS / "claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    for _ in range(2):
+        try:
+            with path.open("x") as fh:
+                fh.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or 0)
+                os.kill(owner, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # its owner died: take it over
+                continue
+            return owner == os.getpid()
+    return False
+
+
+# --- classical choice on the training FOVs ------------------------------------------------
+def select_classical(task: str, inputs: list[np.ndarray], targets: list[np.ndarray],
+                     post: Callable[[np.ndarray], np.ndarray]) -> tuple[str, dict[str, Any]]:
+    """The (method, params) with the best mean SI-PSNR of ``post(filter(input))`` on the
+    training images; every candidate's score goes to ``w2s_care_select.csv``."""
+    path = RESULTS / "w2s_care_select.csv"
+    old = {(r["task"], r["method"], r["param"], r["value"]): float(r["si_psnr"])
+           for r in read_csv("w2s_care_select.csv")}
+    write = Appender(path, ["task", "method", "param", "value", "si_psnr", "psnr", "n",
+                            "cpu_s"])
+    best: tuple[float, str, dict[str, Any]] = (-np.inf, "", {})
+    for method, param, values in CANDIDATES:
+        for value in values:
+            key = (task, method, param, str(value))
+            if key not in old:
+                c0 = time.process_time()
+                outs = [post(denoise_array(x, method, params={param: value})) for x in inputs]
+                si = statistics.mean(
+                    metrics.si_psnr(quantize(o), t, data_range=255)
+                    for o, t in zip(outs, targets, strict=True))
+                ps = statistics.mean(metrics.psnr(quantize(o), t, data_range=255)
+                                     for o, t in zip(outs, targets, strict=True))
+                write({"task": task, "method": method, "param": param, "value": value,
+                       "si_psnr": f"{si:.4f}", "psnr": f"{ps:.4f}", "n": len(inputs),
+                       "cpu_s": f"{time.process_time() - c0:.1f}"})
+                old[key] = si
+                print(f"select {task} {method} {param}={value}: SI-PSNR {si:.2f}", flush=True)
+            if old[key] > best[0]:
+                best = (old[key], method, {param: value})
+    return best[1], best[2]
+
+
+# --- CARE training -----------------------------------------------------------------------
+def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndarray],
+               args: argparse.Namespace, *, start: CARE | None = None,
+               start_cpu: float = 0.0, **params: Any) -> CARE:
+    """Train (or load the finished) CARE model of ``row``; log its training CPU time.
+
+    ``start``: continue this trained model for another ``args.steps`` steps (its
+    ``start_cpu`` seconds are added to the logged time).
+    """
+    path = MODELS / f"{task}_{row}.pt"
+    while True:
+        logged = {(r["task"], r["row"]) for r in read_csv("w2s_care_models*.csv")}
+        if path.exists() and (task, row) in logged:
+            model = load(path)
+            assert isinstance(model, CARE)
+            return model
+        if claim(f"train_{task}_{row}"):
+            break
+        time.sleep(30)  # another run is training it
+    steps = args.steps
+    epochs = max(1, steps // args.steps_per_epoch)
+    model = start if start is not None else create(
+        "care", epochs=epochs, steps_per_epoch=steps // epochs, batch_size=args.batch,
+        patch_size=args.patch // params.get("upscale", 1), val_patches=16,
+        shift_average=False, **params)
+    assert isinstance(model, CARE)
+    model.device = "cpu"
+    c0 = time.process_time()
+    model.fit(noisy, clean)
+    cpu = time.process_time() - c0 + start_cpu
+    steps = model.epoch * (steps // epochs)
+    MODELS.mkdir(parents=True, exist_ok=True)
+    save(model, path)
+    Appender(RESULTS / f"w2s_care_models{args.suffix}.csv", MODEL_FIELDS)(
+        {"task": task, "row": row, "pairs": params.get("n_train") or len(noisy),
+         "steps": steps, "batch": args.batch, "patch": args.patch,
+         "train_cpu_s": f"{cpu:.1f}", "best_val_loss": f"{model.best:.5f}",
+         "path": f"runs/w2s_care/{path.name}"})
+    print(f"trained {task}/{row} in {cpu:.0f} CPU s (best val loss {model.best:.4f})",
+          flush=True)
+    return model
+
+
+# --- the run -----------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    args.suffix = f"_{args.tag}" if args.tag else ""
+    RESULTS.mkdir(exist_ok=True)
+    train = datasets.w2s_8bit(args.data_root, split="train")
+    test = datasets.w2s_8bit(args.data_root, split="test")
+    select_imgs = fm2s_subset(train)  # one image per training FOV
+    write = Appender(RESULTS / f"w2s_care_scores{args.suffix}.csv", FIELDS)
+
+    def score_row(task: str, row: str, spec: str, pairs: list[datasets.Pair],
+                  predict: Callable[[datasets.Pair], np.ndarray]) -> None:
+        for pair in pairs:
+            finished = {(r["task"], r["row"], r["image"])
+                        for r in read_csv("w2s_care_scores*.csv")}
+            if (task, row, pair.name) in finished or not claim(f"{task}_{row}_{pair.name}"):
+                continue
+            c0 = time.process_time()
+            out = predict(pair)
+            cpu = time.process_time() - c0
+            write({"task": task, "row": row, "image": pair.name, "spec": spec,
+                   **scores(out, pair.clean), "cpu_s": f"{cpu:.2f}"})
+            print(f"{task:>7} {row:>17} {pair.name} {cpu:6.1f} CPU s", flush=True)
+
+    sr_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    noise: tuple[float, float] | None = None
+
+    def lr(pair: datasets.Pair) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal noise
+        if noise is None:
+            noise = noise_model(train)
+            note = (f"variance = {noise[0]:.4f} * x + {noise[1]:.4f} (gt units, 0..255; "
+                    f"sigma {np.sqrt(noise[0] * 64 + noise[1]):.2f} at x = 64, "
+                    f"{np.sqrt(noise[0] * 128 + noise[1]):.2f} at x = 128)")
+            (RESULTS / "w2s_care_noise.txt").write_text(note + "\n")
+            print(f"SR noise model: {note}", flush=True)
+        if pair.name not in sr_cache:
+            sr_cache[pair.name] = sr_pair(pair, *noise)
+        return sr_cache[pair.name]
+
+    def do_row(row: str) -> None:
+        if row == "noisy":
+            score_row("denoise", row, "input", test, lambda p: p.noisy.astype(np.float64))
+        elif row == "classical":
+            method, params = select_classical(
+                "denoise", [p.noisy for p in select_imgs], [p.clean for p in select_imgs],
+                lambda o: o)
+            spec = f"{method}:{':'.join(f'{k}={v}' for k, v in params.items())}"
+            score_row("denoise", row, spec, test,
+                      lambda p: denoise_array(p.noisy, method, params=params))
+        elif row == "fm2s":
+            score_row("denoise", row, "fm2s:preset=widefield", fm2s_subset(test),
+                      lambda p: denoise_array(p.noisy, "fm2s", preset="widefield", seed=3407))
+        elif row in [f"care_k{k}" for k in KS]:
+            k = int(row[len("care_k"):])
+            model = train_care("denoise", row, [p.noisy for p in train],
+                               [p.clean for p in train], args, n_train=k)
+            score_row("denoise", row, f"care:n_train={k}", test,
+                      lambda p: denoise_array(p.noisy, model))
+        elif row == "care_k30_800":  # care_k30 trained on: 2x the steps (not the K budget)
+            first = train_care("denoise", "care_k30", [p.noisy for p in train],
+                               [p.clean for p in train], args, n_train=30)
+            done = {r["row"]: float(r["train_cpu_s"]) for r in read_csv("w2s_care_models*.csv")
+                    if r["task"] == "denoise"}
+            model = train_care("denoise", row, [p.noisy for p in train],
+                               [p.clean for p in train], args, start=first,
+                               start_cpu=done["care_k30"])
+            score_row("denoise", row, "care:n_train=30, 2x steps", test,
+                      lambda p: denoise_array(p.noisy, model))
+        elif row == "bicubic":
+            score_row("sr", row, "bicubic", test, lambda p: bicubic(lr(p)[0]))
+        elif row == "clean_bicubic":
+            score_row("sr", row, "bicubic of the noise-free input", test,
+                      lambda p: bicubic(lr(p)[1]))
+        elif row == "classical_bicubic":
+            method, params = select_classical(
+                "sr", [lr(p)[0] for p in select_imgs], [p.clean for p in select_imgs], bicubic)
+            spec = f"{method}:{':'.join(f'{k}={v}' for k, v in params.items())} + bicubic"
+            score_row("sr", row, spec, test,
+                      lambda p: bicubic(denoise_array(lr(p)[0], method, params=params)))
+        elif row == "care_bicubic":
+            model = train_care("sr", row, [lr(p)[0] for p in train], [lr(p)[1] for p in train],
+                               args)
+            score_row("sr", row, "care(upscale=1) + bicubic", test,
+                      lambda p: bicubic(denoise_array(lr(p)[0], model)))
+        elif row == "care_2x":
+            model = train_care("sr", row, [lr(p)[0] for p in train], [p.clean for p in train],
+                               args, upscale=2)
+            score_row("sr", row, "care(upscale=2)", test,
+                      lambda p: denoise_array(lr(p)[0], model))
+
+    for row in args.rows:
+        do_row(row)
+
+
+# --- the table -----------------------------------------------------------------------------
+def _mean(rows: list[dict[str, str]], key: str) -> float:
+    return statistics.mean(float(r[key]) for r in rows)
+
+
+def _table(task: str, rows: list[str], scored: list[dict[str, str]],
+           models: dict[tuple[str, str], dict[str, str]], images: set[str] | None
+           ) -> tuple[list[str], dict[str, float]]:
+    lines = ["| row | spec | n | PSNR raw | SI-PSNR | SSIM | NRMSE | train CPU s | "
+             "predict CPU s/image |", "|---|---|---|---|---|---|---|---|---|"]
+    si: dict[str, float] = {}
+    for row in rows:
+        mine = [r for r in scored if r["task"] == task and r["row"] == row
+                and (images is None or r["image"] in images)]
+        if not mine:
+            continue
+        si[row] = _mean(mine, "si_psnr")
+        model = models.get((task, row))
+        train_s = f"{float(model['train_cpu_s']):.0f}" if model else "-"
+        lines.append(f"| {row} | `{mine[0]['spec']}` | {len(mine)} | {_mean(mine, 'psnr'):.2f} "
+                     f"| {si[row]:.2f} | {_mean(mine, 'ssim'):.3f} | {_mean(mine, 'nrmse'):.4f} "
+                     f"| {train_s} | {statistics.median(float(r['cpu_s']) for r in mine):.1f} |")
+    return lines, si
+
+
+def table(args: argparse.Namespace) -> str:
+    scored = read_csv("w2s_care_scores*.csv")
+    models = {(r["task"], r["row"]): r for r in read_csv("w2s_care_models*.csv")}
+    selects = read_csv("w2s_care_select.csv")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    budget = next(iter(models.values()), None)
+    # care_k30_800's time includes care_k30's, which it continued.
+    train_total = sum(float(m["train_cpu_s"]) for m in models.values()) - (
+        float(models[("denoise", "care_k30")]["train_cpu_s"])
+        if ("denoise", "care_k30_800") in models and ("denoise", "care_k30") in models else 0.0)
+    predict_total = sum(float(r["cpu_s"]) for r in scored)
+    select_total = sum(float(r["cpu_s"]) for r in selects)
+    out = [
+        "# CARE on W2S (8-bit): few-shot denoising and joint denoising + 2x SR", "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
+        f"({platform.processor() or 'CPU'}; 2 cores shared with other jobs, no GPU), "
+        f"torch {torch.__version__}, commit {commit} (plus uncommitted work). "
+        "Per-image scores: `w2s_care_scores*.csv`; models: `w2s_care_models*.csv`; "
+        "classical choice: `w2s_care_select.csv`.", "",
+        "Commands (runs side by side, one torch thread each, sharing rows and images through "
+        "claim files; a run was stopped once its remaining rows were taken by another):", "",
+        "```", *args.commands, "```", "",
+        "**Budget**: about 55 CPU core-minutes in all (one torch thread, `time.process_time`)."
+        f" Used: training {train_total / 60:.1f} min, prediction and scoring "
+        f"{predict_total / 60:.1f} min, classical selection {select_total / 60:.1f} min. "
+        + (f"Every CARE model trains {budget['steps']} steps of {budget['batch']} patches of "
+           f"{budget['patch']}x{budget['patch']} network pixels (input {budget['patch']}/2 "
+           "for upscale 2), CSBDeep's other defaults (depth 2, 32 filters, 5x5, L1, Adam "
+           "4e-4, residual, percentile normalization over the training set), the best "
+           "weights by validation loss kept; validation = CARE's `val_fraction=0.1` carved "
+           "from the model's own training pairs (K = 4: a strip of each image; otherwise "
+           "the last 10 % of the pairs). CSBDeep trains 40 000 steps of 16: these models "
+           "are far from converged. Prediction without shift averaging (one pass)."
+           if budget else ""), "",
+        "Nothing is chosen on the test FOVs (081-100): the classical filter and its "
+        "parameter are chosen by mean SI-PSNR on 10 training images (one per training "
+        "FOV 001-010), CARE's weights by validation loss on training pairs, the SR noise "
+        "level on the training pairs.", "",
+        "**Metrics**: 0..255 scale, data_range 255, outputs clipped and rounded. "
+        "PSNR raw; SI-PSNR = PSNR after a per-image least-squares affine fit of the output "
+        "to the ground truth (`metrics.si_psnr`); SSIM (skimage defaults) and NRMSE "
+        "(euclidean) raw. Means over images; CPU times: training per model, prediction "
+        "median per image.", "",
+        "**The 8-bit rescaling**: the W2S 8-bit copies rescaled each noisy frame and each "
+        "ground truth to 0..255 separately, so their intensity scales differ. Supervised "
+        "methods (CARE) learn the mapping to the ground truth's scale, unsupervised ones "
+        "(filters, FM2S, N2V) cannot, so raw PSNR/SSIM/NRMSE favour CARE for a reason "
+        "unrelated to denoising: compare across families by SI-PSNR. The SR task is built "
+        "from the ground truth, so its input is on the target's scale and raw PSNR is fair "
+        "there.", "",
+    ]
+    # Denoising.
+    test_names = {r["image"] for r in scored if r["task"] == "denoise"}
+    fm2s_names = {r["image"] for r in scored if r["task"] == "denoise" and r["row"] == "fm2s"}
+    out += ["## Denoising (single frame -> avg400), test FOVs 081-100", "",
+            "### All scored test images", ""]
+    lines, si_all = _table("denoise", list(DENOISE_ROWS), scored, models, None)
+    out += lines + [""]
+    si_sub: dict[str, float] = {}
+    if fm2s_names and fm2s_names != test_names:
+        out += [f"### The {len(fm2s_names)} test images FM2S ran on (one per FOV, channel "
+                "= FOV mod 3)", ""]
+        lines, si_sub = _table("denoise", list(DENOISE_ROWS), scored, models, fm2s_names)
+        out += lines + [""]
+    out += ["`n2v`: not run (CPU budget; `deconoising` likewise).", ""]
+    # Checks: paired means over the images both rows scored.
+    def paired(task: str, row: str, rival: str, key: str = "si_psnr"
+               ) -> tuple[float, float, int] | None:
+        mine = {r["image"]: float(r[key]) for r in scored
+                if r["task"] == task and r["row"] == row}
+        other = {r["image"]: float(r[key]) for r in scored
+                 if r["task"] == task and r["row"] == rival}
+        both = sorted(set(mine) & set(other))
+        if not both:
+            return None
+        return (statistics.mean(mine[i] for i in both),
+                statistics.mean(other[i] for i in both), len(both))
+
+    checks = ["Paired means over the test images both rows scored (n).", ""]
+    for row in ("care_k30", "care_k30_800"):
+        for rival in ("noisy", "classical", "fm2s"):
+            got = paired("denoise", row, rival)
+            if got:
+                a, b, n = got
+                verdict = "met" if a > b else "NOT met"
+                checks.append(f"- {row} beats {rival} (SI-PSNR, n = {n}): {a:.2f} vs {b:.2f} "
+                              f"dB: **{verdict}**")
+    got = paired("denoise", "care_k16", "care_k30")
+    if got:
+        a, b, n = got
+        checks.append(f"- care_k16 within 0.5 dB of care_k30 (SI-PSNR, n = {n}): {a:.2f} vs "
+                      f"{b:.2f} dB, gap {b - a:+.2f}: **{'met' if b - a <= 0.5 else 'NOT met'}**")
+    # SR.
+    out += ["## Joint denoising + 2x super-resolution, test FOVs 081-100", ""]
+    noise_file = RESULTS / "w2s_care_noise.txt"
+    noise = noise_file.read_text().strip() if noise_file.exists() else "(not fitted yet)"
+    out += ["Input: the avg400 ground truth, 2x area-downsampled (mean of 2x2 blocks) to "
+            "256x256, plus Gaussian noise of variance alpha * x + beta (x: the clean "
+            "low-resolution intensity), rounded to 8 bits; seeded per image "
+            f"(seed [{NOISE_SEED}, crc32(name)]). Fitted on the training pairs: {noise}. "
+            "Target: the 512x512 ground truth. Bicubic: "
+            "`torch.nn.functional.interpolate(mode='bicubic', align_corners=False)`. "
+            "`care_bicubic` trains care(upscale=1) on the low-resolution training pairs "
+            "(target: the downsampled ground truth) with the "
+            "same steps, batch and network patch size as `care_2x`.", ""]
+    lines, si_sr = _table("sr", list(SR_ROWS), scored, models, None)
+    out += lines + [""]
+    for rival in ("care_bicubic", "classical_bicubic", "bicubic"):
+        p_got, s_got = paired("sr", "care_2x", rival, "psnr"), paired("sr", "care_2x", rival)
+        if p_got and s_got:
+            ok = p_got[0] > p_got[1] and s_got[0] > s_got[1]
+            checks.append(f"- care_2x beats {rival} (n = {p_got[2]}): PSNR {p_got[0]:.2f} vs "
+                          f"{p_got[1]:.2f}, SI-PSNR {s_got[0]:.2f} vs {s_got[1]:.2f} dB: "
+                          f"**{'met' if ok else 'NOT met'}**")
+    out += ["## Targets", "", *checks, ""]
+    if selects:
+        out += ["## Classical candidates on the training FOVs", "",
+                "Mean SI-PSNR (dB) over the 10 selection images (one per training FOV, "
+                "channel = FOV mod 3); the chosen one in bold.", "",
+                "| task | filter | parameter: SI-PSNR |", "|---|---|---|"]
+        groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        for r in selects:
+            groups.setdefault((r["task"], r["method"], r["param"]), []).append(
+                (float(r["value"]), float(r["si_psnr"])))
+        for task in ("denoise", "sr"):
+            top = max((v[1] for k, vs in groups.items() if k[0] == task for v in vs),
+                      default=None)
+            for (t, method, param), values in groups.items():
+                if t != task:
+                    continue
+                cells = [f"**{v:g}: {si:.2f}**" if si == top else f"{v:g}: {si:.2f}"
+                         for v, si in sorted(values)]
+                out.append(f"| {task} | {method} ({param}) | {', '.join(cells)} |")
+        out.append("")
+    notes = RESULTS / "w2s_care_notes.md"  # the reading of the numbers, written by hand
+    if notes.exists():
+        out += [notes.read_text().strip(), ""]
+    text = "\n".join(out)
+    if args.out:
+        Path(args.out).write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--rows", nargs="+", choices=[*DENOISE_ROWS, *SR_ROWS], required=True)
+    r.add_argument("--data-root", type=Path, default=None)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--steps", type=int, default=400, help="training steps of every CARE model")
+    r.add_argument("--steps-per-epoch", type=int, default=40)
+    r.add_argument("--batch", type=int, default=8)
+    r.add_argument("--patch", type=int, default=64, help="network (output) patch side")
+    r.add_argument("--tag", default="", help="CSV name suffix; one per concurrent run")
+    t = sub.add_parser("table")
+    t.add_argument("--out", default=None)
+    t.add_argument("--commands", nargs="*", default=[], help="the run commands, for the record")
+    args = parser.parse_args()
+    if args.cmd == "run":
+        run(args)
+    else:
+        print(table(args))
+
+
+if __name__ == "__main__":
+    main()
