@@ -190,3 +190,18 @@ def test_bad_input_says_what_to_do() -> None:
         create("care", upscale=2).fit(noisy[0][:, :16], clean[0])
     with pytest.raises(InputError, match="upscale must be 1"):
         create("care", upscale=3)
+
+
+def test_continuing_without_improvement_keeps_the_weights_it_started_from() -> None:
+    import dataclasses
+
+    noisy, clean = _pairs(2, (32, 32))
+    model = create("care", **{**TINY, "epochs": 2, "steps_per_epoch": 3}).fit(noisy, clean)
+    before = model.denoise(noisy[0])
+    # Continue with a fresh optimizer at a learning rate that wrecks every epoch.
+    model.config = dataclasses.replace(model.config, lr=50.0)
+    model._train_state = {}
+    model.fit(noisy, clean)
+    assert len(model.history) == 4
+    assert all(h["val_loss"] > model.best for h in model.history[2:])
+    np.testing.assert_array_equal(model.denoise(noisy[0]), before)

@@ -294,6 +294,12 @@ class CARE(Denoiser):
             return self.loss(net, batch.to(device))
 
         best_net, stale = None, 0
+        held = math.inf  # validation loss of best_net, on this run's validation patches
+        if self.epoch > 0 and cfg.keep == "best":
+            # Continuing: the weights we start from are the ones to beat (a loaded
+            # model's best), so an epoch that does not improve on them cannot replace them.
+            held = validate(net, lambda b: self.loss(net, b.to(device)), val_batches)
+            best_net = to_cpu(net.state_dict())
         try:
             for _ in range(self.epoch, stop):
                 train_loss = train_epoch(net, optimizer, batch_loss, steps=cfg.steps_per_epoch,
@@ -304,9 +310,10 @@ class CARE(Denoiser):
                 improved = val_loss < self.best
                 if improved:
                     self.best, stale = val_loss, 0
-                    best_net = to_cpu(net.state_dict())
                 else:
                     stale += 1
+                if val_loss < held:
+                    held, best_net = val_loss, to_cpu(net.state_dict())
                 self.history.append({"epoch": float(self.epoch), "loss": train_loss,
                                      "val_loss": val_loss,
                                      "lr": float(optimizer.param_groups[0]["lr"])})
