@@ -4,6 +4,15 @@ Same conventions as :mod:`microdenoise.methods.classical` (float32 images scaled
 about [0, 1], one 2D plane at a time, J-invariant calibration of ``PARAM``, the
 pipeline fits each image). NLM, wavelet and BM3D estimate the noise level once per
 fitted image (``USES_SIGMA``) so that tiles share it.
+
+``vst`` (NLM, wavelet, BM3D): with "gat" (the default) ``fit`` estimates a
+Poisson-Gaussian model var = a*y + b of the image
+(:func:`microdenoise.vst.estimate_poisson_gaussian`); the filter then runs in the
+generalized Anscombe domain at noise std 1 and the result is mapped back with the
+exact unbiased inverse (Makitalo & Foi 2013), as FMD ran its BM3D baseline. "none"
+filters the image as it is, with sigma estimated by the wavelet MAD; giving
+``sigma`` implies "none". On the FMD tuning captures ``_1`` "gat" gains 2.8 (NLM),
+1.5 (wavelet) and 3.2 dB (BM3D) (``benchmarks/results/fmd_fm2s.md``).
 """
 
 from __future__ import annotations
@@ -108,13 +117,7 @@ class NLMeans(_Filter):
     calibrate : bool
         Choose ``h_factor`` from ``GRID`` = (0.4, 0.6, 0.8, 1, 1.3, 1.6).
     vst : {"none", "gat"}
-        "gat" (default): fit a Poisson-Gaussian model var = a*y + b to the image
-        (:func:`microdenoise.vst.estimate_poisson_gaussian`), filter in the generalized
-        Anscombe domain with noise std 1 and invert with the exact unbiased inverse
-        (Makitalo & Foi 2013), as FMD ran its BM3D baseline; "none": the image as it
-        is, with sigma estimated by the wavelet MAD. Giving ``sigma`` implies "none".
-        On the FMD tuning captures ``_1`` "gat" gains 2.8 (NLM), 1.5 (wavelet) and
-        3.2 dB (BM3D) (``benchmarks/results/fmd_fm2s.md``).
+        Variance stabilisation ("gat", default) or none; see the module notes.
 
     References
     ----------
@@ -230,13 +233,7 @@ class Wavelet(_Filter):
     calibrate : bool
         Choose ``sigma_scale`` from ``GRID`` = (0.5, 0.75, 1, 1.5, 2).
     vst : {"none", "gat"}
-        "gat" (default): fit a Poisson-Gaussian model var = a*y + b to the image
-        (:func:`microdenoise.vst.estimate_poisson_gaussian`), filter in the generalized
-        Anscombe domain with noise std 1 and invert with the exact unbiased inverse
-        (Makitalo & Foi 2013), as FMD ran its BM3D baseline; "none": the image as it
-        is, with sigma estimated by the wavelet MAD. Giving ``sigma`` implies "none".
-        On the FMD tuning captures ``_1`` "gat" gains 2.8 (NLM), 1.5 (wavelet) and
-        3.2 dB (BM3D) (``benchmarks/results/fmd_fm2s.md``).
+        Variance stabilisation ("gat", default) or none; see the module notes.
 
     References
     ----------
@@ -292,13 +289,7 @@ class BM3D(_Filter):
         Choose ``sigma_scale`` from ``GRID`` = (0.5, 0.7, 1, 1.4, 2), on a central
         128-pixel crop with one mask, as BM3D is slow.
     vst : {"none", "gat"}
-        "gat" (default): fit a Poisson-Gaussian model var = a*y + b to the image
-        (:func:`microdenoise.vst.estimate_poisson_gaussian`), filter in the generalized
-        Anscombe domain with noise std 1 and invert with the exact unbiased inverse
-        (Makitalo & Foi 2013), as FMD ran its BM3D baseline; "none": the image as it
-        is, with sigma estimated by the wavelet MAD. Giving ``sigma`` implies "none".
-        On the FMD tuning captures ``_1`` "gat" gains 2.8 (NLM), 1.5 (wavelet) and
-        3.2 dB (BM3D) (``benchmarks/results/fmd_fm2s.md``).
+        Variance stabilisation ("gat", default) or none; see the module notes.
 
     References
     ----------
