@@ -168,6 +168,13 @@ class CLIDiM(Denoiser):
         """Half-width bound of the generator's receptive field (1020 px for unet_256)."""
         return pix2pix_receptive_field(self.config.num_downs)
 
+    @property
+    def tile_multiple(self) -> int:
+        """1: the generator pads each input centred to its multiple, so the pooling grid
+        moves with the tile size whatever the tile starts are; aligning them would only
+        force tiles of at least 2 x 1020 + 256 px."""
+        return 1
+
     def build(self, features: int | None) -> tuple[UnetGenerator, NLayerDiscriminator,
                                                    ProjectionHead | None]:
         """Fresh G, D and (for the contrastive variants) a head on ``features`` inputs."""
