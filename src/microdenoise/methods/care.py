@@ -12,9 +12,10 @@ validation loss, and the best weights by validation loss kept at the end.
 Differences, all options: intensities are normalized by percentiles (1 / 99.8)
 computed once over the training inputs and, separately, the training targets
 and stored in the model (CSBDeep: per image), or by the mean/std of the training
-inputs applied to inputs and targets (``normalization="meanstd"``); prediction
-averages the network over its pooling phases (``shift_average``), which makes
-tiled output equal untiled output.
+inputs applied to inputs and targets (``normalization="meanstd"``);
+``shift_average=True`` averages the network over its pooling phases (16x the
+prediction cost at depth 2; off by default, as CSBDeep: tiles start on the pooling
+grid, :attr:`Denoiser.tile_multiple`, so tiled output equals untiled output anyway).
 
 ``upscale=2`` restores and super-resolves jointly, as CSBDeep's
 ``UpsamplingCARE``: the low-resolution input is upsampled 2x by linear
@@ -89,7 +90,7 @@ class CAREConfig:
     val_patches: int = 32
     n_train: int | None = None
     keep: Literal["best", "last"] = "best"
-    shift_average: bool = True
+    shift_average: bool = False
     seed: int = 42
     checkpoint_dir: str | None = None
     resume: str | None = None
