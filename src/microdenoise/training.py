@@ -155,6 +155,25 @@ def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool
         save(method, folder / "best.pt")
 
 
+def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
+              gen: torch.Generator, bar: Any, train_loss: float, val_loss: float,
+              improved: bool) -> None:
+    """Record a finished epoch of a loss-validated method (care, n2v, deconoising).
+
+    Appends to ``method.history``, stores the optimizer/scheduler/RNG state that
+    resuming needs in ``method._train_state``, shows the losses on ``bar`` and, with
+    ``checkpoint_dir`` set, writes ``last.pt`` (and ``best.pt`` when ``improved``).
+    """
+    method.history.append({"epoch": float(method.epoch), "loss": train_loss,
+                           "val_loss": val_loss,
+                           "lr": float(optimizer.param_groups[0]["lr"])})
+    method._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
+                           "scheduler": scheduler.state_dict(), "rng": gen.get_state()}
+    bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
+    if method.config.checkpoint_dir:
+        write_checkpoints(method, method.config.checkpoint_dir, improved=improved)
+
+
 def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None
                        ) -> list[np.ndarray]:
     """Read image files or folders for training; each file's planes become samples."""

@@ -41,6 +41,7 @@ from ..networks import Net, UNet, receptive_field
 from ..normalize import MeanStd, Normalizer, Percentile, normalizer_from_dict
 from ..registry import Denoiser, register
 from ..training import (
+    end_epoch,
     generator,
     make_optimizer,
     progress_bar,
@@ -49,7 +50,6 @@ from ..training import (
     to_cpu,
     train_epoch,
     validate,
-    write_checkpoints,
 )
 
 __all__ = ["CARE", "CAREConfig", "CARENet", "fit_normalizers"]
@@ -315,15 +315,8 @@ class CARE(Denoiser):
                     stale += 1
                 if val_loss < held:
                     held, best_net = val_loss, to_cpu(net.state_dict())
-                self.history.append({"epoch": float(self.epoch), "loss": train_loss,
-                                     "val_loss": val_loss,
-                                     "lr": float(optimizer.param_groups[0]["lr"])})
-                self._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
-                                     "scheduler": scheduler.state_dict(),
-                                     "rng": gen.get_state()}
-                bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
-                if cfg.checkpoint_dir:
-                    write_checkpoints(self, cfg.checkpoint_dir, improved=improved)
+                end_epoch(self, optimizer=optimizer, scheduler=scheduler, gen=gen, bar=bar,
+                          train_loss=train_loss, val_loss=val_loss, improved=improved)
                 if cfg.stop_patience and stale >= cfg.stop_patience:
                     bar.write(f"{self.key}: early stop after epoch {self.epoch} (no better "
                               f"validation loss for {stale} epochs)", file=sys.stderr)

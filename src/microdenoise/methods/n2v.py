@@ -40,6 +40,7 @@ from ..losses import masked_mse
 from ..networks import Net, UNet, receptive_field
 from ..registry import Denoiser, register
 from ..training import (
+    end_epoch,
     generator,
     make_optimizer,
     progress_bar,
@@ -47,7 +48,6 @@ from ..training import (
     to_cpu,
     train_epoch,
     validate,
-    write_checkpoints,
 )
 
 MAX_PIXELS = 2**21  # pixels per prediction forward pass (phases are batched up to this)
@@ -227,15 +227,8 @@ class BlindSpotMethod(Denoiser):
                 self.epoch += 1
                 improved = val_loss < self.best
                 self.best = min(self.best, val_loss)
-                self.history.append({"epoch": float(self.epoch), "loss": train_loss,
-                                     "val_loss": val_loss,
-                                     "lr": float(optimizer.param_groups[0]["lr"])})
-                self._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
-                                     "scheduler": scheduler.state_dict(),
-                                     "rng": gen.get_state()}
-                bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
-                if cfg.checkpoint_dir:
-                    write_checkpoints(self, cfg.checkpoint_dir, improved=improved)
+                end_epoch(self, optimizer=optimizer, scheduler=scheduler, gen=gen, bar=bar,
+                          train_loss=train_loss, val_loss=val_loss, improved=improved)
         finally:
             bar.close()
             net.eval()
