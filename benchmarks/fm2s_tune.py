@@ -4,6 +4,12 @@ Tuning set: capture ``_1`` of each of the 12 FMD test-mix configurations and the
 W2S *training* FOV 001 (3 channels). The final FMD table (benchmarks/fmd_fm2s.py)
 uses captures ``_3`` and ``_4``, which no setting here has seen.
 
+``validate`` scores two candidates image by image on a second held-out set that no
+earlier choice used: FMD capture ``_2`` (12 images) and W2S training FOVs 002-005
+(12 images), to decide between candidates whose tuning scores are within noise:
+
+    .venv/bin/python benchmarks/fm2s_tune.py validate --only J M
+
 W2S 8-bit noisy and clean frames were rescaled separately, so W2S is scored with
 scale-invariant PSNR (affine fit); FMD with plain PSNR (8-bit range, rounded output).
 
@@ -26,6 +32,7 @@ import torch
 
 from microdenoise import create, datasets, metrics
 
+RESULTS = Path(__file__).parent / "results"
 CANDIDATES: dict[str, dict[str, object]] = {
     "A 400 steps, crop 128x2, lr 4e-3": {"fast_steps": 400, "tta": "off"},
     "B A + bf16": {"fast_steps": 400, "fast_bf16": True, "tta": "off"},
@@ -37,6 +44,8 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "J C + 8-fold flip/rotation averaging": {"fast_steps": 800, "tta": "d8"},
     "K 1200 steps + 8-fold averaging": {"fast_steps": 1200, "tta": "d8"},
     "L 1600 steps + 8-fold averaging": {"fast_steps": 1600, "tta": "d8"},
+    "M 1600 steps + bf16 + 8-fold averaging": {"fast_steps": 1600, "fast_bf16": True,
+                                               "tta": "d8"},
 }
 
 
@@ -78,12 +87,15 @@ sampling 7.5 ms per step either way).
 """
 
 
-def tuning_pairs(root: Path | None) -> list[tuple[str, str, datasets.Pair]]:
-    """(preset, metric, pair) for the tuning images."""
+def tuning_pairs(root: Path | None, *, validate: bool = False
+                 ) -> list[tuple[str, str, datasets.Pair]]:
+    """(preset, metric, pair) for the tuning (or, ``validate``, the validation) images."""
     out = []
-    for pair in datasets.fmd_test_mix(root, names=["*_1"]):
+    fmd = ["*_2"] if validate else ["*_1"]
+    w2s = [f"00{k}_*" for k in (2, 3, 4, 5)] if validate else ["001_*"]
+    for pair in datasets.fmd_test_mix(root, names=fmd):
         out.append((pair.group.lower(), "psnr", pair))
-    for pair in datasets.w2s_8bit(root, split="train", names=["001_*"]):
+    for pair in datasets.w2s_8bit(root, split="train", names=w2s):
         out.append(("widefield", "si_psnr", pair))
     return out
 
@@ -105,8 +117,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="candidate letters to run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time "
                         "is not inflated by thread spinning on a shared machine)")
+    parser.add_argument("mode", nargs="?", choices=["tune", "validate"], default="tune")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.mode == "validate":
+        validate(args)
+        return
     pairs = tuning_pairs(args.data_root)
     log = args.out.with_suffix(".csv")
     rows = []
@@ -152,6 +168,81 @@ def main() -> None:
     ]
     lines += [f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.1f} |" for r in rows]
     args.out.write_text("\n".join(lines) + "\n" + DECISION)
+
+
+VALIDATION_RULE = """
+## Rule (written before this run)
+
+Tuning left J (800 steps) and M (1600 steps, bf16 where the CPU has it natively) within
+noise of each other: M +0.11 dB on FMD `_1`, -0.03 dB SI-PSNR on W2S FOV 001 (3 images).
+M becomes the `schedule=fast` default if its mean per-image gain over J, pooled over
+all 24 validation images here, is > 0; otherwise J stays. No test image (FMD `_3`/`_4`)
+is used for this choice (but a single-pass 1600-step bf16 variant was already on the
+FMD test table before this rule was written: 34.13 vs J's 34.07 dB).
+"""
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Per-image scores of the ``--only`` candidates on the validation images."""
+    pairs = tuning_pairs(args.data_root, validate=True)
+    log = RESULTS / "fm2s_fast_validation.csv"
+    fields = ["candidate", "image", "metric", "score", "cpu_s"]
+    done: list[dict[str, str]] = list(csv.DictReader(log.open())) if log.exists() else []
+    letters = args.only or ["J", "M"]
+    chosen = {label.split()[0]: (label, params) for label, params in CANDIDATES.items()
+              if label.split()[0] in letters}
+    for letter, (_label, params) in chosen.items():
+        for preset, kind, pair in pairs:
+            if any(r["candidate"] == letter and r["image"] == pair.name for r in done):
+                continue
+            m = create("fm2s", preset=preset, **params)
+            x = pair.noisy.astype(np.float32) / 255.0
+            c0 = time.process_time()
+            out = m.fit(x).denoise(x)
+            row = {"candidate": letter, "image": pair.name, "metric": kind,
+                   "score": f"{score(out, pair, kind):.4f}",
+                   "cpu_s": f"{time.process_time() - c0:.1f}"}
+            new = not log.exists()
+            with log.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            done.append(row)
+            print(f"{letter} {pair.name:<28} {row['score']} {row['cpu_s']} CPU s", flush=True)
+    first, second = letters[0], letters[-1]
+    lines = ["# FM2S fast schedule: validation of the final two candidates", "",
+             f"Date {date.today()}, machine {platform.machine()} (2 cores, CPU torch, one "
+             "torch thread), command `.venv/bin/python benchmarks/fm2s_tune.py validate "
+             f"--only {' '.join(letters)}`. Per-image rows: `fm2s_fast_validation.csv`.", "",
+             "Validation images: FMD test-mix capture `_2` (12, PSNR) and W2S training FOVs "
+             "002-005 (12, SI-PSNR); neither was used by any earlier choice nor by the final "
+             "tables.", "",
+             "| candidate | FMD `_2` PSNR | W2S 002-005 SI-PSNR | median CPU s |",
+             "|---|---|---|---|"]
+    for letter, (label, _) in chosen.items():
+        rows = [r for r in done if r["candidate"] == letter]
+        fmd = [float(r["score"]) for r in rows if r["metric"] == "psnr"]
+        w2s = [float(r["score"]) for r in rows if r["metric"] == "si_psnr"]
+        cpu = statistics.median(float(r["cpu_s"]) for r in rows)
+        lines.append(f"| {label} | {statistics.mean(fmd):.2f} | {statistics.mean(w2s):.2f} "
+                     f"| {cpu:.1f} |")
+    by = {(r["candidate"], r["image"]): float(r["score"]) for r in done}
+    diffs = {kind: [by[(second, p.name)] - by[(first, p.name)] for _, k, p in pairs
+                    if k == kind] for kind in ("psnr", "si_psnr")}
+    pooled = diffs["psnr"] + diffs["si_psnr"]
+    lines += ["", f"Per-image {second} - {first} (mean +- s.e.): FMD `_2` "
+              f"{_mean_se(diffs['psnr'])}, W2S {_mean_se(diffs['si_psnr'])}, pooled "
+              f"{_mean_se(pooled)} dB ({sum(d > 0 for d in pooled)} of {len(pooled)} "
+              "images better).", VALIDATION_RULE,
+              f"Outcome: pooled mean {statistics.mean(pooled):+.3f} dB, so "
+              f"{second if statistics.mean(pooled) > 0 else first} is the default."]
+    (RESULTS / "fm2s_fast_validation.md").write_text("\n".join(lines) + "\n")
+
+
+def _mean_se(values: list[float]) -> str:
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):+.3f} +- {se:.3f}"
 
 
 if __name__ == "__main__":
