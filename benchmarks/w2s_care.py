@@ -11,7 +11,9 @@ on the training FOVs, never on the test FOVs:
     CPU budget); ``care_k4`` .. ``care_k30`` (``n_train=K`` of the 30 training pairs,
     validation carved from those K pairs by CARE's ``val_fraction=0.1``; the same
     steps, batch and patch for every K); ``care_k30_800`` (care_k30 trained on for as
-    many steps again: outside the equal budget, it shows what more training gives).
+    many steps again: outside the equal budget, it shows what more training gives);
+    ``care_k16_long`` and ``care_k30_long`` (care_k16 and care_k30_800 trained on up
+    to ``--long-steps`` steps in all, 3200 by default: an equal longer budget for both).
 ``sr``
     Joint denoising + 2x super-resolution built from the avg400 images: target = gt
     (512x512), input = gt 2x area-downsampled (256x256) plus heteroscedastic Gaussian
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import platform
 import statistics
@@ -65,7 +68,11 @@ from microdenoise.registry import create
 RESULTS = Path(__file__).parent / "results"
 MODELS = Path(__file__).parents[1] / "runs" / "w2s_care"
 KS = (4, 8, 16, 30)
-DENOISE_ROWS = ("noisy", "classical", "fm2s", *(f"care_k{k}" for k in KS), "care_k30_800")
+DENOISE_ROWS = ("noisy", "classical", "fm2s", *(f"care_k{k}" for k in KS), "care_k30_800",
+                "care_k16_long", "care_k30_long")
+# Rows whose model continues another row's training (their logged time includes it).
+CONTINUES = {"care_k30_800": "care_k30", "care_k16_long": "care_k16",
+             "care_k30_long": "care_k30_800"}
 SR_ROWS = ("bicubic", "classical_bicubic", "care_bicubic", "care_2x", "clean_bicubic")
 FIELDS = ["task", "row", "image", "spec", "psnr", "si_psnr", "ssim", "nrmse", "cpu_s"]
 MODEL_FIELDS = ["task", "row", "pairs", "steps", "batch", "patch", "train_cpu_s",
@@ -331,6 +338,23 @@ def run(args: argparse.Namespace) -> None:
                                start_cpu=done["care_k30"])
             score_row("denoise", row, "care:n_train=30, 2x steps", test,
                       lambda p: denoise_array(p.noisy, model))
+        elif row in ("care_k16_long", "care_k30_long"):
+            k = int(row[len("care_k"):-len("_long")])
+            parent = CONTINUES[row]
+            if parent not in {r["row"] for r in read_csv("w2s_care_models*.csv")}:
+                raise SystemExit(f"{row} continues {parent}: run that row first")
+            first = train_care("denoise", parent, [p.noisy for p in train],
+                               [p.clean for p in train], args, n_train=k)
+            done = {r["row"]: float(r["train_cpu_s"]) for r in read_csv("w2s_care_models*.csv")
+                    if r["task"] == "denoise"}
+            # Train on until --long-steps steps in all: epochs counts the whole run.
+            first.config = dataclasses.replace(
+                first.config, epochs=args.long_steps // first.config.steps_per_epoch)
+            model = train_care("denoise", row, [p.noisy for p in train],
+                               [p.clean for p in train], args, start=first,
+                               start_cpu=done[parent])
+            score_row("denoise", row, f"care:n_train={k}, {args.long_steps} steps", test,
+                      lambda p: denoise_array(p.noisy, model))
         elif row == "bicubic":
             score_row("sr", row, "bicubic", test, lambda p: bicubic(lr(p)[0]))
         elif row == "clean_bicubic":
@@ -389,10 +413,10 @@ def table(args: argparse.Namespace) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     budget = next(iter(models.values()), None)
-    # care_k30_800's time includes care_k30's, which it continued.
-    train_total = sum(float(m["train_cpu_s"]) for m in models.values()) - (
-        float(models[("denoise", "care_k30")]["train_cpu_s"])
-        if ("denoise", "care_k30_800") in models and ("denoise", "care_k30") in models else 0.0)
+    # A continued model's time includes its parent's.
+    train_total = sum(float(m["train_cpu_s"]) for m in models.values()) - sum(
+        float(models[("denoise", parent)]["train_cpu_s"]) for row, parent in CONTINUES.items()
+        if ("denoise", row) in models and ("denoise", parent) in models)
     predict_total = sum(float(r["cpu_s"]) for r in scored)
     select_total = sum(float(r["cpu_s"]) for r in selects)
     out = [
@@ -462,7 +486,7 @@ def table(args: argparse.Namespace) -> str:
                 statistics.mean(other[i] for i in both), len(both))
 
     checks = ["Paired means over the test images both rows scored (n).", ""]
-    for row in ("care_k30", "care_k30_800"):
+    for row in ("care_k30", "care_k30_800", "care_k30_long"):
         for rival in ("noisy", "classical", "fm2s"):
             got = paired("denoise", row, rival)
             if got:
@@ -470,11 +494,13 @@ def table(args: argparse.Namespace) -> str:
                 verdict = "met" if a > b else "NOT met"
                 checks.append(f"- {row} beats {rival} (SI-PSNR, n = {n}): {a:.2f} vs {b:.2f} "
                               f"dB: **{verdict}**")
-    got = paired("denoise", "care_k16", "care_k30")
-    if got:
-        a, b, n = got
-        checks.append(f"- care_k16 within 0.5 dB of care_k30 (SI-PSNR, n = {n}): {a:.2f} vs "
-                      f"{b:.2f} dB, gap {b - a:+.2f}: **{'met' if b - a <= 0.5 else 'NOT met'}**")
+    for suffix in ("", "_long"):
+        got = paired("denoise", f"care_k16{suffix}", f"care_k30{suffix}")
+        if got:
+            a, b, n = got
+            checks.append(f"- care_k16{suffix} within 0.5 dB of care_k30{suffix} (SI-PSNR, "
+                          f"n = {n}): {a:.2f} vs {b:.2f} dB, gap {b - a:+.2f}: "
+                          f"**{'met' if b - a <= 0.5 else 'NOT met'}**")
     # SR.
     out += ["## Joint denoising + 2x super-resolution, test FOVs 081-100", ""]
     noise_file = RESULTS / "w2s_care_noise.txt"
@@ -535,6 +561,8 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--steps", type=int, default=400, help="training steps of every CARE model")
     r.add_argument("--steps-per-epoch", type=int, default=40)
+    r.add_argument("--long-steps", type=int, default=3200,
+                   help="total steps of the *_long rows (they continue shorter models)")
     r.add_argument("--batch", type=int, default=8)
     r.add_argument("--patch", type=int, default=64, help="network (output) patch side")
     r.add_argument("--tag", default="", help="CSV name suffix; one per concurrent run")

@@ -199,8 +199,8 @@ def coerce(value: Any, hint: Any, *, name: str) -> Any:
             try:
                 return coerce(value, arg, name=name)
             except InputError as exc:
-                errors.append(str(exc))
-        raise InputError(f"parameter {name}: cannot use {value!r}")
+                errors.append(str(exc).removeprefix(f"parameter {name} ").split(", not ")[0])
+        raise InputError(f"parameter {name} {', or '.join(errors)}, not {value!r}")
     if origin is typing.Literal:
         if value in args:
             return value

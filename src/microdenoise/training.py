@@ -155,6 +155,29 @@ def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool
         save(method, folder / "best.pt")
 
 
+def start_run(method: Any, net: torch.nn.Module, *, steps_per_epoch: int
+              ) -> tuple[torch.Generator, torch.optim.Optimizer, Any, int, Any]:
+    """Set up (or resume) a loss-validated training run (care, n2v, deconoising).
+
+    Returns the training generator (seeded with ``config.seed``, or at the resumed
+    state), Adam with reduce-on-plateau (restored when resuming), the epoch to stop
+    after (a fresh or cut run goes up to ``config.epochs``; a finished one trains
+    ``config.epochs`` more) and a progress bar over the steps to go.
+    """
+    cfg = method.config
+    gen = generator(cfg.seed)
+    if "rng" in method._train_state:
+        gen.set_state(method._train_state["rng"])
+    optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
+                                          patience=cfg.lr_patience)
+    if "optimizer" in method._train_state:
+        optimizer.load_state_dict(method._train_state["optimizer"])
+        scheduler.load_state_dict(method._train_state["scheduler"])
+    stop = cfg.epochs if method.epoch < cfg.epochs else method.epoch + cfg.epochs
+    bar = progress_bar((stop - method.epoch) * steps_per_epoch, f"training {method.key}")
+    return gen, optimizer, scheduler, stop, bar
+
+
 def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
               gen: torch.Generator, bar: Any, train_loss: float, val_loss: float,
               improved: bool) -> None:

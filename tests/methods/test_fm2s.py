@@ -143,3 +143,18 @@ def test_paper_schedule_predicts_once_like_the_official_code(clean_noisy) -> Non
         x = torch.from_numpy(plane)[None, None].repeat(1, m.config.n_chan, 1, 1)
         once = m.net(x).clamp(0, 1).mean(dim=1)[0].numpy()
     np.testing.assert_array_equal(m.denoise(plane), once)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("false", False), ("on", True)])
+def test_fast_bf16_takes_auto_or_a_boolean(value: str, expected: object) -> None:
+    from microdenoise.registry import parse_params
+
+    assert create("fm2s", **parse_params([f"fast_bf16={value}"])).config.fast_bf16 == expected
+
+
+def test_fast_bf16_auto_is_bf16_only_on_a_cpu_with_native_bf16() -> None:
+    cpu = torch.device("cpu")
+    assert fm2s.use_bf16("auto", cpu) is fm2s.native_cpu_bf16()
+    assert fm2s.use_bf16("auto", torch.device("cuda")) is False
+    assert fm2s.use_bf16(True, torch.device("cuda")) is True
+    assert fm2s.use_bf16(False, cpu) is False

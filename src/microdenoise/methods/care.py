@@ -43,10 +43,9 @@ from ..registry import Denoiser, register
 from ..training import (
     end_epoch,
     generator,
-    make_optimizer,
-    progress_bar,
     resolve_device,
     resume_state,
+    start_run,
     to_cpu,
     train_epoch,
     validate,
@@ -277,16 +276,8 @@ class CARE(Denoiser):
         val_batches = [data.sample_pairs(val_x, val_y, min(cfg.batch_size, cfg.val_patches - i),
                                          patch, step=s, gen=val_gen)
                        for i in range(0, cfg.val_patches, cfg.batch_size)]
-        gen = generator(cfg.seed)
-        if "rng" in self._train_state:
-            gen.set_state(self._train_state["rng"])
-        optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
-                                              patience=cfg.lr_patience)
-        if "optimizer" in self._train_state:
-            optimizer.load_state_dict(self._train_state["optimizer"])
-            scheduler.load_state_dict(self._train_state["scheduler"])
-        stop = cfg.epochs if self.epoch < cfg.epochs else self.epoch + cfg.epochs
-        bar = progress_bar((stop - self.epoch) * cfg.steps_per_epoch, f"training {self.key}")
+        gen, optimizer, scheduler, stop, bar = start_run(self, net,
+                                                         steps_per_epoch=cfg.steps_per_epoch)
 
         def batch_loss() -> torch.Tensor:
             batch = data.sample_pairs(train_x, train_y, cfg.batch_size, patch, step=s, gen=gen)

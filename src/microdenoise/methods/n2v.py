@@ -42,9 +42,8 @@ from ..registry import Denoiser, register
 from ..training import (
     end_epoch,
     generator,
-    make_optimizer,
-    progress_bar,
     resolve_device,
+    start_run,
     to_cpu,
     train_epoch,
     validate,
@@ -199,17 +198,8 @@ class BlindSpotMethod(Denoiser):
             patches = data.sample_patches(held or train, n, patch, val_gen)
             masked = self._mask(patches, val_gen)
             val_batches.append((masked, patches))
-        gen = generator(cfg.seed)
-        if "rng" in self._train_state:
-            gen.set_state(self._train_state["rng"])
-        optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
-                                              patience=cfg.lr_patience)
-        if "optimizer" in self._train_state:
-            optimizer.load_state_dict(self._train_state["optimizer"])
-            scheduler.load_state_dict(self._train_state["scheduler"])
         steps = cfg.steps_per_epoch or self._auto_steps(train, patch)
-        stop = cfg.epochs if self.epoch < cfg.epochs else self.epoch + cfg.epochs
-        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}")
+        gen, optimizer, scheduler, stop, bar = start_run(self, net, steps_per_epoch=steps)
 
         def batch_loss() -> torch.Tensor:
             patches = data.sample_patches(train, cfg.batch_size, patch, gen)
