@@ -178,6 +178,15 @@ def network_params(key: str, extra: dict[str, Any], args: argparse.Namespace) ->
             "val_patches": 16, "shift_average": False, "seed": args.seed, **extra}
 
 
+def use_tag(tag: str) -> None:
+    """Point the scores, training log and models at the study called ``tag``."""
+    global SCORES, TRAINING, MODELS
+    if tag:
+        SCORES = RESULTS / f"blindspot_scores_{tag}.csv"
+        TRAINING = RESULTS / f"blindspot_training_{tag}.csv"
+        MODELS = RESULTS / "blindspot_models" / tag
+
+
 def trained(study: Study, row: str, args: argparse.Namespace) -> Denoiser:
     """The network of ``row`` trained on ``study.train`` (loaded if trained before)."""
     path = MODELS / f"{study.name.replace(':', '_')}_{row}.pt"
@@ -360,8 +369,8 @@ def table(args: argparse.Namespace) -> str:
         "# Blind-spot study: filters vs N2V vs DecoNoising (PSF sigma 0.5 / 1.0 / 1.5)", "",
         f"Generated {date.today()} by `benchmarks/blindspot.py` on {platform.machine()} "
         f"(2 cores shared with other jobs, one torch thread), torch {torch.__version__}, "
-        f"commit {commit}. Per-image scores: `blindspot_scores.csv`; training: "
-        "`blindspot_training.csv`.", "",
+        f"commit {commit}. Per-image scores: `{SCORES.name}`; training: "
+        f"`{TRAINING.name}`.", "",
         "Layout of the source's Table 1 (real noisy data) and Table 2 (a clean image plus "
         "synthetic Gaussian noise, with SNR). Self-supervised protocol: every network "
         "trains on the noisy images of its set only and is scored on them; no ground truth "
@@ -396,12 +405,14 @@ def table(args: argparse.Namespace) -> str:
         "had not converged), so these rows say which PSF trains fastest here, not which "
         "is best at convergence. FMD WideField_BPAE_B_1 and _2 are the same frame in the "
         "test mix (so box3d on _1 averages two identical captures).", "",
-        "Commands: `run --set fmd:Confocal --net-images '*_1' '*_3'`, `run --set "
-        "fmd:WideField --net-images '*_1' '*_3'`, `run --set w2s --images '08[1-4]_*' "
-        "--net-images '08[12]_*'`, `run --set synthetic --images '08[12]_*'` (default "
-        "`--steps 60 --batch 16 --patch 64`), then `table`. Filters ran on every image "
-        "of those selections; the tables compare every row on the images the networks "
-        "were scored on.", "",
+        ("Commands: " + ", ".join(f"`{c}`" for c in args.commands) + ", then `table "
+         f"--tag {args.tag}`." if args.commands else
+         "Commands: `run --set fmd:Confocal --net-images '*_1' '*_3'`, `run --set "
+         "fmd:WideField --net-images '*_1' '*_3'`, `run --set w2s --images '08[1-4]_*' "
+         "--net-images '08[12]_*'`, `run --set synthetic --images '08[12]_*'` (default "
+         "`--steps 60 --batch 16 --patch 64`), then `table`.")
+        + " Filters ran on every image of those selections; the tables compare every row "
+        "on the images the networks were scored on.", "",
     ]
     lines += _overview(sets, scores)
     for name in sets:
@@ -427,9 +438,17 @@ def main() -> None:
     r.add_argument("--patch", type=int, default=64)
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--tag", default="", help="a separate study (another budget): its own "
+                   "scores, training log and models, suffixed with the tag")
     t = sub.add_parser("table")
-    t.add_argument("--out", default=str(RESULTS / "blindspot.md"))
+    t.add_argument("--out", default=None, help="default results/blindspot[_TAG].md")
+    t.add_argument("--tag", default="")
+    t.add_argument("--commands", nargs="*", default=None,
+                   help="the run commands of a tagged study, for the record")
     args = parser.parse_args()
+    use_tag(args.tag)
+    if args.cmd == "table" and args.out is None:
+        args.out = str(RESULTS / f"blindspot{'_' + args.tag if args.tag else ''}.md")
     if args.cmd == "run":
         run(args)
     else:

@@ -155,6 +155,24 @@ def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool
         save(method, folder / "best.pt")
 
 
+def trained_planes(method: Any, image: np.ndarray, *, trained: bool, train_args: str,
+                   fit_hint: str = "m.fit(noisy, clean) in Python") -> np.ndarray:
+    """``image`` as float32 (..., Y, X) planes, after checking that ``method`` is trained.
+
+    An untrained model or an array of fewer than 2 dimensions is an :class:`InputError`
+    that says how to train (``microdenoise train --method KEY TRAIN_ARGS``).
+    """
+    if not trained:
+        raise InputError(
+            f"{method.key} is not trained: train it first: microdenoise train --method "
+            f"{method.key} {train_args} --out model.pt, then microdenoise denoise --model "
+            f"model.pt INPUT... -o OUTDIR (or {fit_hint})")
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim < 2:
+        raise InputError(f"{method.key} restores 2D planes; got shape {arr.shape}")
+    return arr
+
+
 def start_run(method: Any, net: torch.nn.Module, *, steps_per_epoch: int
               ) -> tuple[torch.Generator, torch.optim.Optimizer, Any, int, Any]:
     """Set up (or resume) a loss-validated training run (care, n2v, deconoising).

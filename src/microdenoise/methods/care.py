@@ -48,6 +48,7 @@ from ..training import (
     start_run,
     to_cpu,
     train_epoch,
+    trained_planes,
     validate,
 )
 
@@ -334,15 +335,9 @@ class CARE(Denoiser):
         Any size works (reflection padding to the U-Net's multiple, cropped back).
         The output has the input's shape, Y and X times ``upscale``.
         """
-        if self.net is None or self.norm_in is None or self.norm_out is None:
-            raise InputError(
-                f"{self.key} is not trained: train it first: microdenoise train --method "
-                f"{self.key} --input NOISY_DIR --target CLEAN_DIR --out model.pt, then "
-                f"microdenoise denoise --model model.pt INPUT... -o OUTDIR (or "
-                f"m.fit(noisy, clean) in Python)")
-        arr = np.asarray(image, dtype=np.float32)
-        if arr.ndim < 2:
-            raise InputError(f"{self.key} restores 2D planes; got shape {arr.shape}")
+        ready = all(x is not None for x in (self.net, self.norm_in, self.norm_out))
+        arr = trained_planes(self, image, trained=ready,
+                             train_args="--input NOISY_DIR --target CLEAN_DIR")
         s = self.upscale
         out = np.stack([self._denoise_plane(p) for p in arr.reshape(-1, *arr.shape[-2:])])
         return out.reshape(*arr.shape[:-2], arr.shape[-2] * s, arr.shape[-1] * s)

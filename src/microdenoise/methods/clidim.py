@@ -56,6 +56,7 @@ from ..training import (
     resolve_device,
     resume_state,
     to_cpu,
+    trained_planes,
     write_checkpoints,
 )
 from .clidim_train import TrainState, train_step
@@ -353,16 +354,11 @@ class CLIDiM(Denoiser):
     @torch.no_grad()
     def denoise(self, image: np.ndarray) -> np.ndarray:
         """Denoise a 2D image (or each plane of a stack) in raw intensity units; any size."""
-        if self.net is None or self.norm_in is None or self.norm_out is None:
-            raise InputError(
-                f"{self.key} is not trained: train it first: microdenoise train --method "
-                f"{self.key} --input NOISY_DIR --target CLEAN_DIR --n-train 16 --out "
-                f"model.pt, then microdenoise denoise --model model.pt INPUT... -o OUTDIR "
-                f"(or m.fit(noisy, clean) in Python)")
-        arr = np.asarray(image, dtype=np.float32)
-        if arr.ndim < 2:
-            raise InputError(f"{self.key} restores 2D planes; got shape {arr.shape}")
+        ready = all(x is not None for x in (self.net, self.norm_in, self.norm_out))
+        arr = trained_planes(self, image, trained=ready,
+                             train_args="--input NOISY_DIR --target CLEAN_DIR --n-train 16")
         norm_in, norm_out = self.norm_in, self.norm_out
+        assert norm_in is not None and norm_out is not None
         planes = [norm_out.inverse((self._forward(2 * norm_in(p) - 1) + 1) / 2)
                   for p in arr.reshape(-1, *arr.shape[-2:])]
         return np.stack(planes).reshape(arr.shape).astype(np.float32)

@@ -46,6 +46,7 @@ from ..training import (
     start_run,
     to_cpu,
     train_epoch,
+    trained_planes,
     validate,
 )
 
@@ -260,15 +261,10 @@ class BlindSpotMethod(Denoiser):
     @torch.no_grad()
     def denoise(self, image: np.ndarray) -> np.ndarray:
         """Denoise a 2D image (or each plane of a stack) in raw intensity units."""
-        if self.net is None:
-            raise InputError(
-                f"{self.key} is not trained: train it first: microdenoise train --method "
-                f"{self.key} --input NOISY... --out model.pt, then microdenoise denoise "
-                f"--model model.pt INPUT... -o OUTDIR (or m.fit(noisy) in Python; or "
-                f"--param fit_per_image=true to train on each image)")
-        arr = np.asarray(image, dtype=np.float32)
-        if arr.ndim < 2:
-            raise InputError(f"{self.key} denoises 2D planes; got shape {arr.shape}")
+        arr = trained_planes(self, image, trained=self.net is not None,
+                             train_args="--input NOISY...",
+                             fit_hint="m.fit(noisy) in Python; or --param "
+                             "fit_per_image=true to train on each image")
         planes = arr.reshape(-1, *arr.shape[-2:])
         out = np.stack([self._denoise_plane(p) for p in planes])
         return out.reshape(arr.shape).astype(np.float32)
