@@ -158,10 +158,11 @@ def run_careamics(args: argparse.Namespace, noisy: np.ndarray, *, seed: int
         return np.load(Path(tmp) / "out.npy"), info
 
 
-def run_ours(args: argparse.Namespace, noisy: np.ndarray, *, seed: int, steps_per_epoch: int
-             ) -> dict[str, Any]:
+def run_ours(args: argparse.Namespace, noisy: np.ndarray, *, seed: int, steps_per_epoch: int,
+             precision: str) -> dict[str, Any]:
     model = create("n2v", epochs=args.epochs, steps_per_epoch=steps_per_epoch,
-                   batch_size=args.batch, patch_size=args.patch, seed=seed)
+                   batch_size=args.batch, patch_size=args.patch, seed=seed,
+                   precision=precision)
     model.device = "cpu"  # type: ignore[attr-defined]
     c0, w0 = time.process_time(), time.perf_counter()
     model.fit(noisy)
@@ -193,51 +194,60 @@ def run(args: argparse.Namespace) -> None:
     noisy_psnr, noisy_ssim = score(noisy, gt)
     rows = [f"| noisy input | - | - | {noisy_psnr:.2f} | {noisy_ssim:.3f} | - | - | - | - |"]
     theirs_all: list[dict[str, Any]] = []
-    ours_all: list[dict[str, Any]] = []
+    ours_all: dict[str, list[dict[str, Any]]] = {p: [] for p in args.precisions}
     for seed in args.seeds:
         out, info = run_careamics(args, noisy, seed=seed)
         info["psnr"], info["ssim"] = score(out, gt)
         # CAREamics' num_steps caps an epoch at its patches / batch (e.g. 16 batches for
         # 4 512x512 frames of 64x64 patches): give ours the steps CAREamics really ran.
         per_epoch = max(1, round(info["steps"] / args.epochs))
-        ours = run_ours(args, noisy, seed=seed, steps_per_epoch=per_epoch)
-        ours["psnr"], ours["ssim"] = score(ours.pop("out"), gt)
         theirs_all.append(info)
-        ours_all.append(ours)
-        for name, r in ((f"CAREamics {info['version']}", info), ("microdenoise n2v", ours)):
+        runs = [(f"CAREamics {info['version']}", info)]
+        for precision in args.precisions:
+            ours = run_ours(args, noisy, seed=seed, steps_per_epoch=per_epoch,
+                            precision=precision)
+            ours["psnr"], ours["ssim"] = score(ours.pop("out"), gt)
+            ours_all[precision].append(ours)
+            runs.append((f"microdenoise n2v, precision={precision}", ours))
+        for name, r in runs:
             rows.append(f"| {name} | {seed} | {r['steps']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                         f"{r['train_wall']:.0f} | {r['predict_wall']:.0f} | "
                         f"{r['train_cpu']:.0f} | {r['predict_cpu']:.0f} |")
-        print(rows[-2], rows[-1], sep="\n", flush=True)
+            print(rows[-1], flush=True)
 
     def total(r: dict[str, Any], kind: str) -> float:
         return float(r[f"train_{kind}"] + r[f"predict_{kind}"])
 
-    d_psnr = [o["psnr"] - t["psnr"] for o, t in zip(ours_all, theirs_all, strict=True)]
-    ratio = [total(o, "wall") / total(t, "wall") for o, t in zip(ours_all, theirs_all,
-                                                                  strict=True)]
-    ok_psnr = statistics.mean(d_psnr) >= -0.1
-    ok_wall = statistics.mean(ratio) <= 0.5
-    summary = [
-        "| model | PSNR (mean +- sd over seeds) | SSIM | total wall s | total CPU s "
-        "(main process) |", "|---|---|---|---|---|",
-        *(f"| {name} | {_ms([r['psnr'] for r in runs])} | "
-          f"{_ms([r['ssim'] for r in runs], '.3f')} | "
-          f"{_ms([total(r, 'wall') for r in runs], '.0f')} | "
-          f"{_ms([total(r, 'cpu') for r in runs], '.0f')} |"
-          for name, runs in (("CAREamics", theirs_all), ("microdenoise n2v", ours_all))),
-        "",
-        f"Paired over {len(d_psnr)} seeds: PSNR ours - CAREamics {_ms(d_psnr)} dB "
-        f"(target >= -0.1: **{'met' if ok_psnr else 'NOT met'}**); wall ours / CAREamics "
-        f"{_ms(ratio)} (target <= 0.5: **{'met' if ok_wall else 'NOT met'}**)."]
+    summary = ["| model | PSNR (mean +- sd over seeds) | SSIM | total wall s | total CPU s "
+               "(main process) |", "|---|---|---|---|---|"]
+    verdicts = []
+    for name, group in (("CAREamics", theirs_all),
+                        *((f"microdenoise n2v, precision={p}", g) for p, g in ours_all.items())):
+        summary.append(f"| {name} | {_ms([r['psnr'] for r in group])} | "
+                       f"{_ms([r['ssim'] for r in group], '.3f')} | "
+                       f"{_ms([total(r, 'wall') for r in group], '.0f')} | "
+                       f"{_ms([total(r, 'cpu') for r in group], '.0f')} |")
+    for precision, group in ours_all.items():
+        d_psnr = [o["psnr"] - t["psnr"] for o, t in zip(group, theirs_all, strict=True)]
+        ratio = [total(o, "wall") / total(t, "wall")
+                 for o, t in zip(group, theirs_all, strict=True)]
+        ok_psnr = statistics.mean(d_psnr) >= -0.1
+        ok_wall = statistics.mean(ratio) <= 0.5
+        verdicts.append(
+            f"- precision={precision}, paired over {len(d_psnr)} seeds: PSNR ours - CAREamics "
+            f"{_ms(d_psnr)} dB (target >= -0.1: **{'met' if ok_psnr else 'NOT met'}**); wall "
+            f"ours / CAREamics {_ms(ratio)} (target <= 0.5: "
+            f"**{'met' if ok_wall else 'NOT met'}**).")
+    summary += ["", *verdicts]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     info = theirs_all[-1]
     text = "\n".join([
         "# microdenoise n2v vs CAREamics 0.3.5 N2V", "",
         f"Generated {date.today()} by `benchmarks/vs_careamics.py run --seeds "
-        f"{' '.join(map(str, args.seeds))} --epochs {args.epochs} --steps-per-epoch "
-        f"{args.steps_per_epoch}` on {platform.machine()} ({os.cpu_count()} cores), commit "
+        f"{' '.join(map(str, args.seeds))} --precisions {' '.join(args.precisions)} --epochs "
+        f"{args.epochs} --steps-per-epoch {args.steps_per_epoch}` on {platform.machine()} "
+        f"({os.cpu_count()} cores), commit "
         f"{commit}; ours on torch {torch.__version__}, CAREamics {info['version']} on torch "
         f"{info['torch']} in its own virtualenv with a stub torchvision package (CAREamics "
         "pins torchvision <= 0.26, which needs torch <= 2.11; its N2V path never calls "
@@ -280,6 +290,8 @@ def main() -> None:
     r.add_argument("--batch", type=int, default=16)
     r.add_argument("--patch", type=int, default=64)
     r.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    r.add_argument("--precisions", nargs="+", default=["auto", "fp32"],
+                   choices=["auto", "fp32", "bf16"], help="ours, trained once per value")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", default=str(RESULTS / "vs_careamics.md"))
     r.add_argument("--append", action="store_true", help="add this run below those in --out")

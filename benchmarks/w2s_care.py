@@ -429,7 +429,8 @@ def table(args: argparse.Namespace) -> str:
         "Commands (runs side by side, one torch thread each, sharing rows and images through "
         "claim files; a run was stopped once its remaining rows were taken by another):", "",
         "```", *args.commands, "```", "",
-        "**Budget**: about 55 CPU core-minutes in all (one torch thread, `time.process_time`)."
+        f"**Budget**: {(train_total + predict_total + select_total) / 60:.0f} CPU "
+        "core-minutes in all (one torch thread, `time.process_time`)."
         f" Used: training {train_total / 60:.1f} min, prediction and scoring "
         f"{predict_total / 60:.1f} min, classical selection {select_total / 60:.1f} min. "
         + (f"Every CARE model trains {budget['steps']} steps of {budget['batch']} patches of "
@@ -438,7 +439,9 @@ def table(args: argparse.Namespace) -> str:
            "4e-4, residual, percentile normalization over the training set), the best "
            "weights by validation loss kept; validation = CARE's `val_fraction=0.1` carved "
            "from the model's own training pairs (K = 4: a strip of each image; otherwise "
-           "the last 10 % of the pairs). CSBDeep trains 40 000 steps of 16: these models "
+           "the last 10 % of the pairs). Rows `care_k30_800` and `*_long` continue "
+           "shorter models to 800 and 3,200 steps in all (their CPU time includes the "
+           "shorter run's). CSBDeep trains 40 000 steps of 16: these models "
            "are far from converged. Prediction without shift averaging (one pass)."
            if budget else ""), "",
         "Nothing is chosen on the test FOVs (081-100): the classical filter and its "

@@ -44,6 +44,37 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_bf16(setting: bool | str, device: torch.device) -> bool:
+    """Resolve a precision setting: ``auto`` is bf16 only on a CPU with native bfloat16.
+
+    ``setting`` is a bool or ``"auto"``/``"bf16"``/``"fp32"``.
+    """
+    if setting in ("bf16", "fp32"):
+        return setting == "bf16"
+    if setting != "auto":
+        return bool(setting)
+    return device.type == "cpu" and native_cpu_bf16()
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+class Autocast(torch.nn.Module):
+    """``module`` run under bfloat16 autocast, its output returned in float32."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.module(x.contiguous(memory_format=torch.channels_last)).float()
+
+
 def generator(seed: int, device: torch.device | None = None) -> torch.Generator:
     """A torch generator seeded with ``seed`` on ``device`` (CPU by default)."""
     gen = torch.Generator(device=device if device is not None else "cpu")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from microdenoise import create, metrics
+from microdenoise import create, metrics, training
 from microdenoise.methods import fm2s
 from microdenoise.methods.fm2s import inject_noise, noise_maps
 
@@ -154,7 +154,7 @@ def test_fast_bf16_takes_auto_or_a_boolean(value: str, expected: object) -> None
 
 def test_fast_bf16_auto_is_bf16_only_on_a_cpu_with_native_bf16() -> None:
     cpu = torch.device("cpu")
-    assert fm2s.use_bf16("auto", cpu) is fm2s.native_cpu_bf16()
-    assert fm2s.use_bf16("auto", torch.device("cuda")) is False
-    assert fm2s.use_bf16(True, torch.device("cuda")) is True
-    assert fm2s.use_bf16(False, cpu) is False
+    assert training.use_bf16("auto", cpu) is training.native_cpu_bf16()
+    assert training.use_bf16("auto", torch.device("cuda")) is False
+    assert training.use_bf16(True, torch.device("cuda")) is True
+    assert training.use_bf16(False, cpu) is False

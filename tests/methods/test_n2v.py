@@ -112,6 +112,16 @@ def test_variants_train(pair, params) -> None:
         assert model.replacement == "median"
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_train_and_denoise(pair, precision) -> None:
+    clean, noisy = pair
+    model = create("n2v", **{**TINY, "epochs": 3, "precision": precision}).fit(noisy)
+    assert all(p.is_contiguous() for p in model.net.parameters())  # back from channels-last
+    gain = psnr(model.denoise(noisy), clean, data_range=1.0) - psnr(noisy, clean,
+                                                                    data_range=1.0)
+    assert gain > 3.0
+
+
 def test_untrained_model_says_train_it_first(pair) -> None:
     with pytest.raises(InputError, match="train it first: microdenoise train --method n2v"):
         denoise_array(pair[1], "n2v")

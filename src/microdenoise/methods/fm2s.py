@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..registry import Denoiser, register
-from ..training import generator, resolve_device
+from ..training import generator, resolve_device, use_bf16
 
 # (g_map, p_map, lam_p) per FMD noise level, from the FM2S README / supplementary.
 _LEVELS = {
@@ -326,20 +326,6 @@ class FM2S(Denoiser):
         net = FM2SNet(self.config.n_chan)
         net.load_state_dict(state["net"])
         self.net = net.eval()
-
-
-def use_bf16(setting: bool | str, device: torch.device) -> bool:
-    """Resolve ``fast_bf16``: ``auto`` is True only on a CPU with native bfloat16."""
-    if setting != "auto":
-        return bool(setting)
-    return device.type == "cpu" and native_cpu_bf16()
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def _check_plane(image: np.ndarray) -> np.ndarray:

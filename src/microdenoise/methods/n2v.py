@@ -40,6 +40,7 @@ from ..losses import masked_mse
 from ..networks import Net, UNet, receptive_field
 from ..registry import Denoiser, register
 from ..training import (
+    Autocast,
     end_epoch,
     generator,
     resolve_device,
@@ -47,6 +48,7 @@ from ..training import (
     to_cpu,
     train_epoch,
     trained_planes,
+    use_bf16,
     validate,
 )
 
@@ -66,6 +68,10 @@ class BlindSpotConfig:
     it shift-equivariant, at 4**pools x the prediction cost. It is off by default:
     tiled prediction starts tiles on multiples of the pooling grid
     (:attr:`Denoiser.tile_multiple`), so tiled output equals untiled output without it.
+    ``precision``: the training steps' arithmetic; ``auto`` is bfloat16 autocast (with
+    channels-last convolutions) on CPUs with native bf16 (AVX512-BF16 or AMX), about
+    2x cheaper steps there, and float32 elsewhere; ``fp32`` is CAREamics' (and the
+    official DecoNoising code's) arithmetic. Validation and prediction run in float32.
     """
 
     patch_size: int = 64
@@ -90,6 +96,7 @@ class BlindSpotConfig:
     checkpoint_dir: str | None = None
     resume: str | None = None
     fit_per_image: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     calibrate: bool = False  # deprecated alias of fit_per_image
 
     def __post_init__(self) -> None:
@@ -202,11 +209,18 @@ class BlindSpotMethod(Denoiser):
         steps = cfg.steps_per_epoch or self._auto_steps(train, patch)
         gen, optimizer, scheduler, stop, bar = start_run(self, net, steps_per_epoch=steps)
 
+        # bf16 autocast for the training steps where the CPU has it (fp32 outputs, so
+        # the losses stay in float32); validation and prediction use ``net`` as is.
+        step_net: nn.Module = net
+        if use_bf16(cfg.precision, device):
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            step_net = Autocast(net)
+
         def batch_loss() -> torch.Tensor:
             patches = data.sample_patches(train, cfg.batch_size, patch, gen)
             if cfg.augment:
                 patches = data.augment(patches, gen)
-            return self._loss_on(net, self._mask(patches, gen), patches, device)
+            return self._loss_on(step_net, self._mask(patches, gen), patches, device)
 
         try:
             for _ in range(self.epoch, stop):
@@ -222,7 +236,7 @@ class BlindSpotMethod(Denoiser):
                           train_loss=train_loss, val_loss=val_loss, improved=improved)
         finally:
             bar.close()
-            net.eval()
+            net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
         return self
 
     def _mask(self, patches: torch.Tensor, gen: torch.Generator) -> data.Masked:
