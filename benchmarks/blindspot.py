@@ -175,7 +175,8 @@ def network_params(key: str, extra: dict[str, Any], args: argparse.Namespace) ->
     epochs = max(1, args.steps // args.steps_per_epoch)
     return {"epochs": epochs, "steps_per_epoch": args.steps_per_epoch,
             "batch_size": args.batch, "patch_size": args.patch, "val_fraction": 0.1,
-            "val_patches": 16, "shift_average": False, "seed": args.seed, **extra}
+            "val_patches": 16, "shift_average": False, "seed": args.seed,
+            "precision": args.precision, **extra}
 
 
 def use_tag(tag: str) -> None:
@@ -438,6 +439,8 @@ def main() -> None:
     r.add_argument("--patch", type=int, default=64)
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="training arithmetic of the networks (the untagged study: fp32)")
     r.add_argument("--tag", default="", help="a separate study (another budget): its own "
                    "scores, training log and models, suffixed with the tag")
     t = sub.add_parser("table")
