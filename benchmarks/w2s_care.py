@@ -250,7 +250,7 @@ def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndar
     model = start if start is not None else create(
         "care", epochs=epochs, steps_per_epoch=steps // epochs, batch_size=args.batch,
         patch_size=args.patch // params.get("upscale", 1), val_patches=16,
-        shift_average=False, **params)
+        shift_average=False, precision="fp32", **params)  # fp32: as these rows were run
     assert isinstance(model, CARE)
     model.device = "cpu"
     c0 = time.process_time()
@@ -349,7 +349,8 @@ def run(args: argparse.Namespace) -> None:
                     if r["task"] == "denoise"}
             # Train on until --long-steps steps in all: epochs counts the whole run.
             first.config = dataclasses.replace(
-                first.config, epochs=args.long_steps // first.config.steps_per_epoch)
+                first.config, epochs=args.long_steps // first.config.steps_per_epoch,
+                precision="fp32")
             model = train_care("denoise", row, [p.noisy for p in train],
                                [p.clean for p in train], args, start=first,
                                start_cpu=done[parent])

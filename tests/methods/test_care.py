@@ -102,6 +102,18 @@ def test_training_lowers_validation_loss_and_beats_the_noisy_input(trained: CARE
     assert psnr(out, clean, data_range=1.0) > psnr(noisy, clean, data_range=1.0) + 1.5
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_train_and_denoise(precision: str) -> None:
+    noisy, clean = _pairs(4)
+    model = create("care", **{**TINY, "precision": precision}).fit(noisy, clean)
+    assert all(p.is_contiguous() for p in model.net.parameters())  # back from channels-last
+    test_clean = blobs((64, 64), seed=99)
+    test_noisy = poisson_gaussian(test_clean, seed=98)
+    gain = psnr(model.denoise(test_noisy), test_clean, data_range=1.0) - psnr(
+        test_noisy, test_clean, data_range=1.0)
+    assert gain > 1.5
+
+
 def test_save_load_reproduces_outputs(trained: CARE, tmp_path) -> None:
     noisy = poisson_gaussian(blobs((48, 40), seed=5), seed=6)
     loaded = load(save(trained, tmp_path / "care.pt"))

@@ -41,6 +41,7 @@ from ..networks import Net, UNet, receptive_field
 from ..normalize import MeanStd, Normalizer, Percentile, normalizer_from_dict
 from ..registry import Denoiser, register
 from ..training import (
+    Autocast,
     end_epoch,
     generator,
     resolve_device,
@@ -49,6 +50,7 @@ from ..training import (
     to_cpu,
     train_epoch,
     trained_planes,
+    use_bf16,
     validate,
 )
 
@@ -66,6 +68,9 @@ class CAREConfig:
     seeded shuffle (few-shot); each YX plane of a stack is a pair. ``stop_patience=N``
     stops after N epochs without a better validation loss (0: never). ``keep`` is
     the weights ``fit`` ends with: ``"best"`` by validation loss or ``"last"``.
+    ``precision``: training-step arithmetic; ``auto`` is bfloat16 autocast (channels-last)
+    on CPUs with native bf16, ~2x cheaper steps there, float32 elsewhere; ``fp32`` is
+    CSBDeep's. Validation and prediction run in float32.
     """
 
     depth: int = 2
@@ -92,6 +97,7 @@ class CAREConfig:
     keep: Literal["best", "last"] = "best"
     shift_average: bool = False
     seed: int = 42
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_dir: str | None = None
     resume: str | None = None
 
@@ -280,11 +286,16 @@ class CARE(Denoiser):
         gen, optimizer, scheduler, stop, bar = start_run(self, net,
                                                          steps_per_epoch=cfg.steps_per_epoch)
 
+        step_net: nn.Module = net  # bf16 training steps where the CPU has it natively
+        if use_bf16(cfg.precision, device):
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            step_net = Autocast(net)
+
         def batch_loss() -> torch.Tensor:
             batch = data.sample_pairs(train_x, train_y, cfg.batch_size, patch, step=s, gen=gen)
             if cfg.augment:
                 batch = data.augment(batch, gen)  # the same view of input and target
-            return self.loss(net, batch.to(device))
+            return self.loss(step_net, batch.to(device))
 
         best_net, stale = None, 0
         held = math.inf  # validation loss of best_net, on this run's validation patches
@@ -317,7 +328,7 @@ class CARE(Denoiser):
             bar.close()
             if cfg.keep == "best" and best_net is not None:
                 net.load_state_dict(best_net)
-            net.eval()
+            net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
         return self
 
     def loss(self, net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
