@@ -409,7 +409,8 @@ def table(args: argparse.Namespace) -> str:
         ("Commands: " + ", ".join(f"`{c}`" for c in args.commands) + ", then `table "
          f"--tag {args.tag}`." if args.commands else
          "Commands: `run --set fmd:Confocal --net-images '*_1' '*_3'`, `run --set "
-         "fmd:WideField --net-images '*_1' '*_3'`, `run --set w2s --images '08[1-4]_*' "
+         "fmd:WideField --net-images '*_1' '*_3'`, `run --set fmd:TwoPhoton --net-images "
+         "'*_1' '*_3'` (session 3), `run --set w2s --images '08[1-4]_*' "
          "--net-images '08[12]_*'`, `run --set synthetic --images '08[12]_*'` (default "
          "`--steps 60 --batch 16 --patch 64`), then `table`.")
         + " Filters ran on every image of those selections; the tables compare every row "
