@@ -61,7 +61,7 @@ def test_defaults_follow_the_official_script_and_paper_preset() -> None:
         (200, 10, 1e-3, 0.5, 10)
     assert (cfg.psf_sigma, cfg.positivity, cfg.tv, cfg.output) == (1.0, 1.0, 0.0, "denoised")
     paper = create("deconoising", preset="paper").config
-    assert (paper.batch_size, paper.accumulate) == (1, 20)
+    assert (paper.batch_size, paper.accumulate, paper.precision) == (1, 20, "fp32")
     patches = torch.rand(200, 1, 100, 100, generator=generator(0))
     masked = blind_spot_mask(patches, percentage=cfg.masked_percentage, radius=2,
                              gen=generator(1))
