@@ -75,6 +75,19 @@ class Autocast(torch.nn.Module):
             return self.module(x.contiguous(memory_format=torch.channels_last)).float()
 
 
+def step_module(net: torch.nn.Module, precision: bool | str, device: torch.device
+                ) -> torch.nn.Module:
+    """The module training steps call: ``net`` itself, or, where :func:`use_bf16` says
+    so, ``net`` in channels-last layout wrapped in :class:`Autocast`.
+
+    Undo the layout after training with ``net.to(memory_format=torch.contiguous_format)``.
+    """
+    if not use_bf16(precision, device):
+        return net
+    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return Autocast(net)
+
+
 def generator(seed: int, device: torch.device | None = None) -> torch.Generator:
     """A torch generator seeded with ``seed`` on ``device`` (CPU by default)."""
     gen = torch.Generator(device=device if device is not None else "cpu")

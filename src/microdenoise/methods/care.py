@@ -41,16 +41,15 @@ from ..networks import Net, UNet, receptive_field
 from ..normalize import MeanStd, Normalizer, Percentile, normalizer_from_dict
 from ..registry import Denoiser, register
 from ..training import (
-    Autocast,
     end_epoch,
     generator,
     resolve_device,
     resume_state,
     start_run,
+    step_module,
     to_cpu,
     train_epoch,
     trained_planes,
-    use_bf16,
     validate,
 )
 
@@ -286,10 +285,7 @@ class CARE(Denoiser):
         gen, optimizer, scheduler, stop, bar = start_run(self, net,
                                                          steps_per_epoch=cfg.steps_per_epoch)
 
-        step_net: nn.Module = net  # bf16 training steps where the CPU has it natively
-        if use_bf16(cfg.precision, device):
-            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            step_net = Autocast(net)
+        step_net = step_module(net, cfg.precision, device)  # bf16 where the CPU has it
 
         def batch_loss() -> torch.Tensor:
             batch = data.sample_pairs(train_x, train_y, cfg.batch_size, patch, step=s, gen=gen)

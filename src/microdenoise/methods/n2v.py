@@ -40,15 +40,14 @@ from ..losses import masked_mse
 from ..networks import Net, UNet, receptive_field
 from ..registry import Denoiser, register
 from ..training import (
-    Autocast,
     end_epoch,
     generator,
     resolve_device,
     start_run,
+    step_module,
     to_cpu,
     train_epoch,
     trained_planes,
-    use_bf16,
     validate,
 )
 
@@ -211,10 +210,7 @@ class BlindSpotMethod(Denoiser):
 
         # bf16 autocast for the training steps where the CPU has it (fp32 outputs, so
         # the losses stay in float32); validation and prediction use ``net`` as is.
-        step_net: nn.Module = net
-        if use_bf16(cfg.precision, device):
-            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            step_net = Autocast(net)
+        step_net = step_module(net, cfg.precision, device)
 
         def batch_loss() -> torch.Tensor:
             patches = data.sample_patches(train, cfg.batch_size, patch, gen)
