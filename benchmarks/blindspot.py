@@ -50,7 +50,6 @@ import csv
 import fnmatch
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import git_commit
 
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
@@ -364,8 +364,7 @@ def table(args: argparse.Namespace) -> str:
                   key=lambda n: (n == "synthetic", n == "w2s", n))
     budgets = sorted({(t["steps"], t["batch"], t["patch"]) for t in training})
     budget = "; ".join(f"{s} steps x batch {b} x {p}x{p} patches" for s, b, p in budgets)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = git_commit()
     lines = [
         "# Blind-spot study: filters vs N2V vs DecoNoising (PSF sigma 0.5 / 1.0 / 1.5)", "",
         f"Generated {date.today()} by `benchmarks/blindspot.py` on {platform.machine()} "

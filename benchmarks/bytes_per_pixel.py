@@ -28,6 +28,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from _common import git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"bm3d": (128, 256), "nlm": (256, 512), "care": (256, 512), "clidim": (256, 512)}
 DEFAULT_SIZES = (512, 1024)
@@ -123,8 +125,7 @@ def main(argv: list[str]) -> int:
         row = {"method": name, **json.loads(done.stdout.strip().splitlines()[-1])}
         print(row, flush=True)
         rows.append(row)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT, check=False).stdout.strip()
+    commit = git_commit()
     lines = [
         "# Peak working memory per tile pixel (`bytes_per_pixel`)",
         "",

@@ -40,7 +40,6 @@ import csv
 import math
 import platform
 import statistics
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import git_commit
 
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
@@ -299,8 +299,7 @@ def table(args: argparse.Namespace) -> str:
         if not any(label.startswith(other) for label in care):
             lines.append(f"| {other} | | see w2s_care.md | | | | | | |")
     lines.append("")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = git_commit()
     header = [
         "# CLIDiM ablation on W2S 8-bit", "",
         f"Generated {date.today()} on {platform.machine()}, torch {torch.__version__}, "

@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402  (after the thread settings)
+from _common import git_commit  # noqa: E402  (after the thread settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT.parent / "shared" / "data" / "fmd_test_mix" / "raw"
@@ -122,8 +122,7 @@ def main() -> int:
             rows.append((label, times))
             print(label, [f"{t:.2f}" for t in times], flush=True)
         diff = check_same(tmpdir / "plain", tmpdir / f"local:{workers[-1]}_end_to_end")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT, check=False).stdout.strip()
+    commit = git_commit()
     base = statistics.median(rows[0][1])
     lines = [
         "# Batch throughput: one process vs Dask workers",

@@ -25,7 +25,6 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402  (after the thread settings)
+from _common import git_commit  # noqa: E402  (after the thread settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fmd_test_mix"
@@ -94,8 +94,7 @@ def main() -> int:
 def write(rows: list[tuple[str, str, float, float, list[float], float]], fovs: list[str],
           torch_version: str) -> None:
     done = sorted({r[0] for r in rows}, key=fovs.index)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=ROOT, check=False).stdout.strip()
+    commit = git_commit()
     lines = [
         "# `fit_on`: one FM2S fit per plane vs one fit for the whole stack",
         "",

@@ -22,13 +22,13 @@ import argparse
 import csv
 import platform
 import statistics
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import git_commit
 
 from microdenoise import create, datasets, metrics
 
@@ -158,8 +158,7 @@ def main() -> None:
         rows.append(row)
         with log.open("a", newline="") as fh:  # one line per candidate, so a cut run resumes
             csv.writer(fh).writerow([label, f"{row[1]:.4f}", f"{row[2]:.4f}", f"{row[3]:.2f}"])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     lines = [
         "# FM2S fast schedule: tuning run",
         "",

@@ -23,13 +23,13 @@ import argparse
 import csv
 import platform
 import statistics
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import git_commit
 
 from microdenoise import datasets, denoise_array, metrics
 from microdenoise.evaluate import auto_preset, parse_spec, quantize
@@ -147,8 +147,7 @@ def table(args: argparse.Namespace) -> str:
                          f" | {_mean(mine, 'psnr'):.2f} / {_mean(mine, 'ssim'):.3f} | "
                          f"{_mean(mine, 'psnr_trunc'):.2f} | {cpu:.1f} | {wall:.1f} |")
         lines.append("")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = git_commit()
     header = [f"# FM2S benchmark on {args.dataset}", "",
               f"Generated {date.today()} on {platform.machine()} (2 cores shared with other "
               f"jobs), torch {torch.__version__}, commit {commit}. Per-image scores: "

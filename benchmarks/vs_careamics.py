@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import git_commit
 
 from microdenoise import create, datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -239,8 +240,7 @@ def run(args: argparse.Namespace) -> None:
             f"ours / CAREamics {_ms(ratio)} (target <= 0.5: "
             f"**{'met' if ok_wall else 'NOT met'}**).")
     summary += ["", *verdicts]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = git_commit()
     info = theirs_all[-1]
     text = "\n".join([
         "# microdenoise n2v vs CAREamics 0.3.5 N2V", "",

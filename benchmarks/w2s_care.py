@@ -48,7 +48,6 @@ import dataclasses
 import os
 import platform
 import statistics
-import subprocess
 import time
 import zlib
 from collections.abc import Callable
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import git_commit
 
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
@@ -411,8 +411,7 @@ def table(args: argparse.Namespace) -> str:
     scored = read_csv("w2s_care_scores*.csv")
     models = {(r["task"], r["row"]): r for r in read_csv("w2s_care_models*.csv")}
     selects = read_csv("w2s_care_select.csv")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = git_commit()
     budget = next(iter(models.values()), None)
     # A continued model's time includes its parent's.
     train_total = sum(float(m["train_cpu_s"]) for m in models.values()) - sum(
