@@ -25,10 +25,18 @@ on the training FOVs, never on the test FOVs:
     bicubic), ``care_bicubic`` (care(upscale=1) trained on the low-resolution pairs,
     then bicubic), ``care_2x`` (care(upscale=2)), and ``clean_bicubic`` (bicubic of the
     noise-free input: the interpolation limit, for reference).
+``*_40k`` rows and ``n2v`` / ``deconoising`` (meant for a GPU, ``--device cuda``)
+    ``care_k4_40k`` .. ``care_k30_40k``, ``care_bicubic_40k`` and ``care_2x_40k``: the
+    same models trained from scratch for CSBDeep's length, 100 epochs of 400 steps of
+    16 patches (40,000 steps; the network patch stays 64x64, as in the CPU rows).
+    ``n2v`` and ``deconoising``: the methods' own defaults, trained on the 30 noisy
+    training images (no targets). Times of runs on a GPU are wall seconds.
 
     .venv/bin/python benchmarks/w2s_care.py run --rows care_k30 care_k16 --tag a
     .venv/bin/python benchmarks/w2s_care.py run --rows noisy classical fm2s --tag b
     .venv/bin/python benchmarks/w2s_care.py table --out benchmarks/results/w2s_care.md
+    # on a GPU: CSBDeep-length rows, one process per row
+    python3 benchmarks/w2s_care.py run --device cuda --rows care_k30_40k --tag gpu_k30
 
 Rows append per-image scores to ``results/w2s_care_scores[_TAG].csv`` and skip images
 already scored, so an interrupted run resumes; runs side by side share the rows and
@@ -68,15 +76,24 @@ from microdenoise.registry import create
 RESULTS = Path(__file__).parent / "results"
 MODELS = Path(__file__).parents[1] / "runs" / "w2s_care"
 KS = (4, 8, 16, 30)
-DENOISE_ROWS = ("noisy", "classical", "fm2s", *(f"care_k{k}" for k in KS), "care_k30_800",
-                "care_k16_long", "care_k30_long")
+LONG_ROWS = tuple(f"care_k{k}_40k" for k in KS)
+SELF_ROWS = ("n2v", "deconoising")  # trained on the noisy training images alone
+DENOISE_ROWS = ("noisy", "classical", "fm2s", *SELF_ROWS, *(f"care_k{k}" for k in KS),
+                "care_k30_800", "care_k16_long", "care_k30_long", *LONG_ROWS)
 # Rows whose model continues another row's training (their logged time includes it).
 CONTINUES = {"care_k30_800": "care_k30", "care_k16_long": "care_k16",
              "care_k30_long": "care_k30_800"}
-SR_ROWS = ("bicubic", "classical_bicubic", "care_bicubic", "care_2x", "clean_bicubic")
-FIELDS = ["task", "row", "image", "spec", "psnr", "si_psnr", "ssim", "nrmse", "cpu_s"]
+SR_ROWS = ("bicubic", "classical_bicubic", "care_bicubic", "care_2x", "care_bicubic_40k",
+           "care_2x_40k", "clean_bicubic")
+# CSBDeep's CARE training length: train_epochs 100 x train_steps_per_epoch 400, batch 16.
+CSBDEEP = {"steps": 40_000, "steps_per_epoch": 400, "batch": 16}
+# The self-supervised rows: each method's defaults, n2v with a fixed epoch length
+# (its automatic one depends on the split) of 100 steps: 100 x 100 steps of 16 64x64.
+SELF_PARAMS: dict[str, dict[str, Any]] = {"n2v": {"steps_per_epoch": 100}, "deconoising": {}}
+FIELDS = ["task", "row", "image", "spec", "psnr", "si_psnr", "ssim", "nrmse", "cpu_s",
+          "wall_s", "device"]
 MODEL_FIELDS = ["task", "row", "pairs", "steps", "batch", "patch", "train_cpu_s",
-                "best_val_loss", "path"]
+                "best_val_loss", "path", "train_wall_s", "device"]
 # The classical candidates (method, parameter, values), scored on the training FOVs.
 CANDIDATES: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
     ("gaussian", "sigma", (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)),
@@ -227,14 +244,25 @@ def select_classical(task: str, inputs: list[np.ndarray], targets: list[np.ndarr
 
 
 # --- CARE training -----------------------------------------------------------------------
+def device_name(device: str) -> str:
+    """``cpu``, or the GPU's name (``cuda: NVIDIA H100 80GB HBM3``)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return device
+
+
 def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndarray],
                args: argparse.Namespace, *, start: CARE | None = None,
-               start_cpu: float = 0.0, **params: Any) -> CARE:
-    """Train (or load the finished) CARE model of ``row``; log its training CPU time.
+               start_cpu: float = 0.0, budget: dict[str, int] | None = None,
+               **params: Any) -> CARE:
+    """Train (or load the finished) CARE model of ``row``; log its training time.
 
     ``start``: continue this trained model for another ``args.steps`` steps (its
-    ``start_cpu`` seconds are added to the logged time).
+    ``start_cpu`` seconds are added to the logged time). ``budget``: steps,
+    steps_per_epoch and batch instead of the command line's.
     """
+    budget = budget or {"steps": args.steps, "steps_per_epoch": args.steps_per_epoch,
+                        "batch": args.batch}
     path = MODELS / f"{task}_{row}.pt"
     while True:
         logged = {(r["task"], r["row"]) for r in read_csv("w2s_care_models*.csv")}
@@ -245,27 +273,54 @@ def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndar
         if claim(f"train_{task}_{row}"):
             break
         time.sleep(30)  # another run is training it
-    steps = args.steps
-    epochs = max(1, steps // args.steps_per_epoch)
+    steps = budget["steps"]
+    epochs = max(1, steps // budget["steps_per_epoch"])
     model = start if start is not None else create(
-        "care", epochs=epochs, steps_per_epoch=steps // epochs, batch_size=args.batch,
+        "care", epochs=epochs, steps_per_epoch=steps // epochs, batch_size=budget["batch"],
         patch_size=args.patch // params.get("upscale", 1), val_patches=16,
         shift_average=False, precision="fp32", **params)  # fp32: as these rows were run
     assert isinstance(model, CARE)
-    model.device = "cpu"
-    c0 = time.process_time()
+    model.device = args.device
+    c0, w0 = time.process_time(), time.perf_counter()
     model.fit(noisy, clean)
-    cpu = time.process_time() - c0 + start_cpu
-    steps = model.epoch * (steps // epochs)
+    cpu, wall = time.process_time() - c0 + start_cpu, time.perf_counter() - w0
+    log_model(task, row, model, path, args, pairs=params.get("n_train") or len(noisy),
+              steps=model.epoch * (steps // epochs), batch=budget["batch"], patch=args.patch,
+              cpu=cpu, wall=wall)
+    return model
+
+
+def log_model(task: str, row: str, model: Any, path: Path, args: argparse.Namespace, *,
+              pairs: int, steps: int, batch: int, patch: int, cpu: float, wall: float) -> None:
+    """Save a trained model and append its line to ``w2s_care_models[_TAG].csv``."""
     MODELS.mkdir(parents=True, exist_ok=True)
     save(model, path)
     Appender(RESULTS / f"w2s_care_models{args.suffix}.csv", MODEL_FIELDS)(
-        {"task": task, "row": row, "pairs": params.get("n_train") or len(noisy),
-         "steps": steps, "batch": args.batch, "patch": args.patch,
-         "train_cpu_s": f"{cpu:.1f}", "best_val_loss": f"{model.best:.5f}",
-         "path": f"runs/w2s_care/{path.name}"})
-    print(f"trained {task}/{row} in {cpu:.0f} CPU s (best val loss {model.best:.4f})",
-          flush=True)
+        {"task": task, "row": row, "pairs": pairs, "steps": steps, "batch": batch,
+         "patch": patch, "train_cpu_s": f"{cpu:.1f}",
+         "best_val_loss": f"{model.best:.5f}", "path": f"runs/w2s_care/{path.name}",
+         "train_wall_s": f"{wall:.1f}", "device": device_name(args.device)})
+    print(f"trained {task}/{row} in {cpu:.0f} CPU s, {wall:.0f} s wall (best val loss "
+          f"{model.best:.4f})", flush=True)
+
+
+def train_self(row: str, noisy: list[np.ndarray], args: argparse.Namespace) -> Any:
+    """Train (or load) ``n2v`` / ``deconoising`` with its defaults on the noisy images."""
+    path = MODELS / f"denoise_{row}.pt"
+    if path.exists() and ("denoise", row) in {(r["task"], r["row"])
+                                              for r in read_csv("w2s_care_models*.csv")}:
+        return load(path)
+    if not claim(f"train_denoise_{row}"):
+        raise SystemExit(f"another run is training {row}")
+    model: Any = create(row, **SELF_PARAMS[row])
+    model.device = args.device
+    c0, w0 = time.process_time(), time.perf_counter()
+    model.fit(noisy)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    cfg = model.config
+    log_model("denoise", row, model, path, args, pairs=0,
+              steps=model.epoch * cfg.steps_per_epoch, batch=cfg.batch_size,
+              patch=cfg.patch_size, cpu=cpu, wall=wall)
     return model
 
 
@@ -286,11 +341,12 @@ def run(args: argparse.Namespace) -> None:
                         for r in read_csv("w2s_care_scores*.csv")}
             if (task, row, pair.name) in finished or not claim(f"{task}_{row}_{pair.name}"):
                 continue
-            c0 = time.process_time()
+            c0, w0 = time.process_time(), time.perf_counter()
             out = predict(pair)
-            cpu = time.process_time() - c0
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             write({"task": task, "row": row, "image": pair.name, "spec": spec,
-                   **scores(out, pair.clean), "cpu_s": f"{cpu:.2f}"})
+                   **scores(out, pair.clean), "cpu_s": f"{cpu:.2f}", "wall_s": f"{wall:.3f}",
+                   "device": device_name(args.device)})
             print(f"{task:>7} {row:>17} {pair.name} {cpu:6.1f} CPU s", flush=True)
 
     sr_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -327,6 +383,17 @@ def run(args: argparse.Namespace) -> None:
             model = train_care("denoise", row, [p.noisy for p in train],
                                [p.clean for p in train], args, n_train=k)
             score_row("denoise", row, f"care:n_train={k}", test,
+                      lambda p: denoise_array(p.noisy, model))
+        elif row in LONG_ROWS:  # CSBDeep's length, from scratch
+            k = int(row[len("care_k"):-len("_40k")])
+            model = train_care("denoise", row, [p.noisy for p in train],
+                               [p.clean for p in train], args, budget=CSBDEEP, n_train=k)
+            score_row("denoise", row, f"care:n_train={k}, 40000 steps of 16", test,
+                      lambda p: denoise_array(p.noisy, model))
+        elif row in SELF_ROWS:
+            model = train_self(row, [p.noisy for p in train], args)
+            spec = f"{row}:{','.join(f'{k}={v}' for k, v in SELF_PARAMS[row].items())}"
+            score_row("denoise", row, spec.rstrip(":"), test,
                       lambda p: denoise_array(p.noisy, model))
         elif row == "care_k30_800":  # care_k30 trained on: 2x the steps (not the K budget)
             first = train_care("denoise", "care_k30", [p.noisy for p in train],
@@ -377,6 +444,16 @@ def run(args: argparse.Namespace) -> None:
                                args, upscale=2)
             score_row("sr", row, "care(upscale=2)", test,
                       lambda p: denoise_array(lr(p)[0], model))
+        elif row == "care_bicubic_40k":
+            model = train_care("sr", row, [lr(p)[0] for p in train], [lr(p)[1] for p in train],
+                               args, budget=CSBDEEP)
+            score_row("sr", row, "care(upscale=1) + bicubic, 40000 steps of 16", test,
+                      lambda p: bicubic(denoise_array(lr(p)[0], model)))
+        elif row == "care_2x_40k":
+            model = train_care("sr", row, [lr(p)[0] for p in train], [p.clean for p in train],
+                               args, budget=CSBDEEP, upscale=2)
+            score_row("sr", row, "care(upscale=2), 40000 steps of 16", test,
+                      lambda p: denoise_array(lr(p)[0], model))
 
     for row in args.rows:
         do_row(row)
@@ -387,11 +464,16 @@ def _mean(rows: list[dict[str, str]], key: str) -> float:
     return statistics.mean(float(r[key]) for r in rows)
 
 
+def _on_gpu(row: dict[str, str]) -> bool:
+    """Whether a CSV row (model or score) ran on a GPU (older rows have no device)."""
+    return (row.get("device") or "cpu").startswith("cuda")
+
+
 def _table(task: str, rows: list[str], scored: list[dict[str, str]],
            models: dict[tuple[str, str], dict[str, str]], images: set[str] | None
            ) -> tuple[list[str], dict[str, float]]:
-    lines = ["| row | spec | n | PSNR raw | SI-PSNR | SSIM | NRMSE | train CPU s | "
-             "predict CPU s/image |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | spec | n | PSNR raw | SI-PSNR | SSIM | NRMSE | train s | "
+             "predict s/image |", "|---|---|---|---|---|---|---|---|---|"]
     si: dict[str, float] = {}
     for row in rows:
         mine = [r for r in scored if r["task"] == task and r["row"] == row
@@ -400,10 +482,18 @@ def _table(task: str, rows: list[str], scored: list[dict[str, str]],
             continue
         si[row] = _mean(mine, "si_psnr")
         model = models.get((task, row))
-        train_s = f"{float(model['train_cpu_s']):.0f}" if model else "-"
+        train_s = "-"
+        if model and _on_gpu(model):
+            train_s = f"{float(model['train_wall_s']):.0f} GPU"
+        elif model:
+            train_s = f"{float(model['train_cpu_s']):.0f}"
+        if _on_gpu(mine[0]):
+            predict = f"{statistics.median(float(r['wall_s']) for r in mine):.2f} GPU"
+        else:
+            predict = f"{statistics.median(float(r['cpu_s']) for r in mine):.1f}"
         lines.append(f"| {row} | `{mine[0]['spec']}` | {len(mine)} | {_mean(mine, 'psnr'):.2f} "
                      f"| {si[row]:.2f} | {_mean(mine, 'ssim'):.3f} | {_mean(mine, 'nrmse'):.4f} "
-                     f"| {train_s} | {statistics.median(float(r['cpu_s']) for r in mine):.1f} |")
+                     f"| {train_s} | {predict} |")
     return lines, si
 
 
@@ -413,17 +503,19 @@ def table(args: argparse.Namespace) -> str:
     selects = read_csv("w2s_care_select.csv")
     commit = git_commit()
     budget = next(iter(models.values()), None)
-    # A continued model's time includes its parent's.
-    train_total = sum(float(m["train_cpu_s"]) for m in models.values()) - sum(
+    # The CPU budget; a continued model's time includes its parent's.
+    train_total = sum(float(m["train_cpu_s"]) for m in models.values() if not _on_gpu(m)) - sum(
         float(models[("denoise", parent)]["train_cpu_s"]) for row, parent in CONTINUES.items()
         if ("denoise", row) in models and ("denoise", parent) in models)
-    predict_total = sum(float(r["cpu_s"]) for r in scored)
+    predict_total = sum(float(r["cpu_s"]) for r in scored if not _on_gpu(r))
+    gpus = sorted({m["device"][len("cuda: "):] for m in models.values() if _on_gpu(m)})
     select_total = sum(float(r["cpu_s"]) for r in selects)
     out = [
         "# CARE on W2S (8-bit): few-shot denoising and joint denoising + 2x SR", "",
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
-        f"({platform.processor() or 'CPU'}; 2 cores shared with other jobs, no GPU), "
+        f"({platform.processor() or 'CPU'}; 2 cores shared with other jobs), "
         f"torch {torch.__version__}, commit {commit} (plus uncommitted work). "
+        + (f"Rows marked GPU ran on {', '.join(gpus)} (see below). " if gpus else "") +
         "Per-image scores: `w2s_care_scores*.csv`; models: `w2s_care_models*.csv`; "
         "classical choice: `w2s_care_select.csv`.", "",
         "Commands (runs side by side, one torch thread each, sharing rows and images through "
@@ -442,7 +534,10 @@ def table(args: argparse.Namespace) -> str:
            "the last 10 % of the pairs). Rows `care_k30_800` and `*_long` continue "
            "shorter models to 800 and 3,200 steps in all (their CPU time includes the "
            "shorter run's). CSBDeep trains 40 000 steps of 16: these models "
-           "are far from converged. Prediction without shift averaging (one pass)."
+           "are far from converged; the `*_40k` rows train that long from scratch (100 "
+           "epochs of 400 steps of 16, the same network patch) on a GPU. `n2v` and "
+           "`deconoising` use each method's defaults (n2v: 100 epochs of 100 steps) on the "
+           "30 noisy training images. Prediction without shift averaging (one pass)."
            if budget else ""), "",
         "Nothing is chosen on the test FOVs (081-100): the classical filter and its "
         "parameter are chosen by mean SI-PSNR on 10 training images (one per training "
@@ -451,8 +546,9 @@ def table(args: argparse.Namespace) -> str:
         "**Metrics**: 0..255 scale, data_range 255, outputs clipped and rounded. "
         "PSNR raw; SI-PSNR = PSNR after a per-image least-squares affine fit of the output "
         "to the ground truth (`metrics.si_psnr`); SSIM (skimage defaults) and NRMSE "
-        "(euclidean) raw. Means over images; CPU times: training per model, prediction "
-        "median per image.", "",
+        "(euclidean) raw. Means over images; times: training per model, prediction "
+        "median per image, in CPU seconds of one thread, or wall seconds where marked GPU.",
+        "",
         "**The 8-bit rescaling**: the W2S 8-bit copies rescaled each noisy frame and each "
         "ground truth to 0..255 separately, so their intensity scales differ. Supervised "
         "methods (CARE) learn the mapping to the ground truth's scale, unsupervised ones "
@@ -474,7 +570,9 @@ def table(args: argparse.Namespace) -> str:
                 "= FOV mod 3)", ""]
         lines, si_sub = _table("denoise", list(DENOISE_ROWS), scored, models, fm2s_names)
         out += lines + [""]
-    out += ["`n2v`: not run (CPU budget; `deconoising` likewise).", ""]
+    missing = [r for r in SELF_ROWS if r not in si_all]
+    if missing:
+        out += [f"Not run: {', '.join(missing)}.", ""]
     # Checks: paired means over the images both rows scored.
     def paired(task: str, row: str, rival: str, key: str = "si_psnr"
                ) -> tuple[float, float, int] | None:
@@ -489,15 +587,15 @@ def table(args: argparse.Namespace) -> str:
                 statistics.mean(other[i] for i in both), len(both))
 
     checks = ["Paired means over the test images both rows scored (n).", ""]
-    for row in ("care_k30", "care_k30_800", "care_k30_long"):
-        for rival in ("noisy", "classical", "fm2s"):
+    for row in ("care_k30", "care_k30_800", "care_k30_long", "care_k30_40k"):
+        for rival in ("noisy", "classical", "fm2s", *SELF_ROWS):
             got = paired("denoise", row, rival)
             if got:
                 a, b, n = got
                 verdict = "met" if a > b else "NOT met"
                 checks.append(f"- {row} beats {rival} (SI-PSNR, n = {n}): {a:.2f} vs {b:.2f} "
                               f"dB: **{verdict}**")
-    for suffix in ("", "_long"):
+    for suffix in ("", "_long", "_40k"):
         got = paired("denoise", f"care_k16{suffix}", f"care_k30{suffix}")
         if got:
             a, b, n = got
@@ -519,11 +617,12 @@ def table(args: argparse.Namespace) -> str:
             "same steps, batch and network patch size as `care_2x`.", ""]
     lines, si_sr = _table("sr", list(SR_ROWS), scored, models, None)
     out += lines + [""]
-    for rival in ("care_bicubic", "classical_bicubic", "bicubic"):
-        p_got, s_got = paired("sr", "care_2x", rival, "psnr"), paired("sr", "care_2x", rival)
+    for row, rival in [(f"care_2x{s}", r) for s in ("", "_40k")
+                       for r in (f"care_bicubic{s}", "classical_bicubic", "bicubic")]:
+        p_got, s_got = paired("sr", row, rival, "psnr"), paired("sr", row, rival)
         if p_got and s_got:
             ok = p_got[0] > p_got[1] and s_got[0] > s_got[1]
-            checks.append(f"- care_2x beats {rival} (n = {p_got[2]}): PSNR {p_got[0]:.2f} vs "
+            checks.append(f"- {row} beats {rival} (n = {p_got[2]}): PSNR {p_got[0]:.2f} vs "
                           f"{p_got[1]:.2f}, SI-PSNR {s_got[0]:.2f} vs {s_got[1]:.2f} dB: "
                           f"**{'met' if ok else 'NOT met'}**")
     out += ["## Targets", "", *checks, ""]
@@ -569,6 +668,7 @@ def main() -> None:
     r.add_argument("--batch", type=int, default=8)
     r.add_argument("--patch", type=int, default=64, help="network (output) patch side")
     r.add_argument("--tag", default="", help="CSV name suffix; one per concurrent run")
+    r.add_argument("--device", default="cpu", help="cpu or cuda (the *_40k rows: a GPU)")
     t = sub.add_parser("table")
     t.add_argument("--out", default=None)
     t.add_argument("--commands", nargs="*", default=[], help="the run commands, for the record")

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The work of one lease on a GPU machine (the device tool), run in the background so
+# that it outlasts one 10-minute device command; later commands poll and collect it.
+#
+#   bash benchmarks/gpu_session.sh start       # install, launch the jobs (setsid), poll
+#   bash benchmarks/gpu_session.sh poll 560    # wait up to 560 s, report, pack results
+#   bash benchmarks/gpu_session.sh kill NAME   # stop one job (NAME as in the job list)
+#
+# Needs, carried with the working tree: the W2S 8-bit data in .gpu_data/w2s_8bit and
+# the PyWavelets wheel in .whl/ (the machine has torch, numpy, scipy, scikit-image and
+# tifffile, but no PyWavelets, and reaches no package index). Results (the results
+# folder and the logs; models stay there) are packed into $OUT/gpu_results.tgz at
+# every poll.
+#
+# The jobs run in a copy of the tree under /tmp: every device command first syncs the
+# working tree with this machine's, which deletes files the jobs wrote into tracked
+# folders (2026-11-23: a results CSV written between two commands was lost that way).
+# They share one GPU by time slicing: seven processes made each CARE model take
+# ~1,230 s of wall time, so per-model GPU timings need a run of their own.
+set -u
+LOGS=/tmp/gpu_logs
+WORK=/tmp/md_work
+export PYTHONPATH=$WORK/src:/tmp/site PYTHONUNBUFFERED=1
+mkdir -p "$LOGS"
+
+W2S="python3 benchmarks/w2s_care.py run --device cuda --threads 2 --data-root .gpu_data"
+CLIDIM="python3 benchmarks/clidim_ablation.py --data-root .gpu_data run --device cuda --threads 2 \
+--iterations 2400 --batch 128 --steps-per-epoch 3 --model-dir /tmp/clidim_models"
+declare -A JOBS=(
+  [care_k30]="$W2S --rows care_k30_40k --tag gpu_k30"
+  [care_k16]="$W2S --rows care_k16_40k --tag gpu_k16"
+  [care_k8_k4]="$W2S --rows care_k8_40k care_k4_40k --tag gpu_k8"
+  [care_sr]="$W2S --rows care_2x_40k care_bicubic_40k --tag gpu_sr"
+  [self]="$W2S --rows n2v deconoising --tag gpu_self"
+  [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
+  [clidim_base]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_base"
+)
+
+start() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  python3 -c "import torch, pywt; print(torch.__version__, torch.cuda.get_device_name())" \
+    || exit 1
+  mkdir -p "$WORK" && cp -r . "$WORK" && cd "$WORK" || exit 1
+  for name in "${!JOBS[@]}"; do
+    setsid nohup bash -c "${JOBS[$name]}; echo \"exit \$?\"" >"$LOGS/$name.log" 2>&1 \
+      </dev/null &
+    echo "$!" >"$LOGS/$name.pid"
+    echo "started $name: ${JOBS[$name]}"
+  done
+}
+
+report() {
+  date -u +%H:%M:%S
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  for log in "$LOGS"/*.log; do
+    # the last progress-bar state or line of each job
+    printf '%-12s %s\n' "$(basename "$log" .log)" \
+      "$(tr '\r' '\n' <"$log" | grep -v '^\s*$' | tail -1 | cut -c1-150)"
+  done
+}
+
+running() {
+  pgrep -f "benchmarks/(w2s_care|clidim_ablation).py" >/dev/null
+}
+
+poll() {
+  local until=$((SECONDS + $1))
+  while ((SECONDS < until)) && running; do
+    report
+    sleep 60
+  done
+  report
+  tar czf "$OUT/gpu_results.tgz" -C "$WORK" benchmarks/results "$LOGS" 2>/dev/null
+  ls -la "$OUT"
+}
+
+case "${1:-}" in
+  start) start && poll "${2:-500}" ;;
+  poll) poll "${2:-560}" ;;
+  kill) pkill -f -- "--tag gpu_${2:?job tag, e.g. self}( |$)"; report ;;
+  *) echo "usage: $0 start|poll SECONDS|kill TAG" >&2; exit 2 ;;
+esac
