@@ -2,9 +2,14 @@
 # The work of one lease on a GPU machine (the device tool), run in the background so
 # that it outlasts one 10-minute device command; later commands poll and collect it.
 #
-#   bash benchmarks/gpu_session.sh start       # install, launch the jobs (setsid), poll
+#   bash benchmarks/gpu_session.sh start SET   # install, launch SET's jobs (setsid), poll
 #   bash benchmarks/gpu_session.sh poll 560    # wait up to 560 s, report, pack results
-#   bash benchmarks/gpu_session.sh kill NAME   # stop one job (NAME as in the job list)
+#   bash benchmarks/gpu_session.sh kill TAG    # stop the job whose --tag is gpu_TAG
+#
+# Job sets: ``lease1`` is what the lease of 2026-11-23 ran (all at once); ``clidim``
+# is the CLIDiM ablation still to do, alone on the GPU, CL+TV+SSIM first; ``w2s_rest``
+# the W2S rows that lease did not finish (care_k4_40k, care_bicubic_40k; the n2v and
+# deconoising GPU scores were lost).
 #
 # Needs, carried with the working tree: the W2S 8-bit data in .gpu_data/w2s_8bit and
 # the PyWavelets wheel in .whl/ (the machine has torch, numpy, scipy, scikit-image and
@@ -26,17 +31,30 @@ mkdir -p "$LOGS"
 W2S="python3 benchmarks/w2s_care.py run --device cuda --threads 2 --data-root .gpu_data"
 CLIDIM="python3 benchmarks/clidim_ablation.py --data-root .gpu_data run --device cuda --threads 2 \
 --iterations 2400 --batch 128 --steps-per-epoch 3 --model-dir /tmp/clidim_models"
-declare -A JOBS=(
-  [care_k30]="$W2S --rows care_k30_40k --tag gpu_k30"
-  [care_k16]="$W2S --rows care_k16_40k --tag gpu_k16"
-  [care_k8_k4]="$W2S --rows care_k8_40k care_k4_40k --tag gpu_k8"
-  [care_sr]="$W2S --rows care_2x_40k care_bicubic_40k --tag gpu_sr"
-  [self]="$W2S --rows n2v deconoising --tag gpu_self"
-  [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
-  [clidim_base]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_base"
-)
+declare -A JOBS
+jobs_of() {
+  case "$1" in
+    lease1) JOBS=(
+      [care_k30]="$W2S --rows care_k30_40k --tag gpu_k30"
+      [care_k16]="$W2S --rows care_k16_40k --tag gpu_k16"
+      [care_k8_k4]="$W2S --rows care_k8_40k care_k4_40k --tag gpu_k8"
+      [care_sr]="$W2S --rows care_2x_40k care_bicubic_40k --tag gpu_sr"
+      [self]="$W2S --rows n2v deconoising --tag gpu_self"
+      [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
+      [clidim_base]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_base") ;;
+    clidim) JOBS=(
+      [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
+      [clidim_rest]="$CLIDIM --variants baseline --n-train 16 --tag gpu_b16; \
+$CLIDIM --variants tv ssim cl --n-train 30 --tag gpu_rest") ;;
+    w2s_rest) JOBS=(
+      [care_rest]="$W2S --rows care_bicubic_40k care_k4_40k --tag gpu_rest"
+      [self]="$W2S --rows n2v deconoising --tag gpu_self") ;;
+    *) echo "unknown job set ${1:-(none)}: lease1, clidim or w2s_rest" >&2; return 2 ;;
+  esac
+}
 
 start() {
+  jobs_of "$1" || exit 2
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   python3 -c "import torch, pywt; print(torch.__version__, torch.cuda.get_device_name())" \
@@ -76,8 +94,8 @@ poll() {
 }
 
 case "${1:-}" in
-  start) start && poll "${2:-500}" ;;
+  start) start "${2:-}" && poll "${3:-500}" ;;
   poll) poll "${2:-560}" ;;
   kill) pkill -f -- "--tag gpu_${2:?job tag, e.g. self}( |$)"; report ;;
-  *) echo "usage: $0 start|poll SECONDS|kill TAG" >&2; exit 2 ;;
+  *) echo "usage: $0 start SET [SECONDS] | poll SECONDS | kill TAG" >&2; exit 2 ;;
 esac
