@@ -7,6 +7,7 @@ One plain PyTorch loop per method lives in its module; what every loop needs
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,26 @@ def progress_bar(total: int, desc: str) -> Any:
 
     return tqdm(total=total, desc=desc, unit="step", disable=None, file=sys.stderr,
                 dynamic_ncols=True)
+
+
+def epoch_status(bar: Any, label: str, epoch: int, stop: int, *, interval: float = 60.0,
+                 **values: str) -> None:
+    """Show a finished epoch's numbers on ``bar`` (from :func:`progress_bar`).
+
+    Where the bar is off (stderr is no terminal: batch jobs, log files), write them as
+    a plain stderr line instead, ``"LABEL: epoch E/STOP k v ..."``, for the first
+    epoch, then at most once every ``interval`` seconds, and for the last epoch, so
+    that a long run on a cluster still shows its progress.
+    """
+    bar.set_postfix(**values)
+    if not getattr(bar, "disable", False):
+        return
+    now, last = time.monotonic(), getattr(bar, "status_time", None)
+    if last is not None and now - last < interval and epoch < stop:
+        return
+    bar.status_time = now
+    text = " ".join(f"{k} {v}" for k, v in values.items())
+    print(f"{label}: epoch {epoch}/{stop} {text}", file=sys.stderr, flush=True)
 
 
 def train_epoch(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -241,12 +262,13 @@ def start_run(method: Any, net: torch.nn.Module, *, steps_per_epoch: int
 
 
 def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
-              gen: torch.Generator, bar: Any, train_loss: float, val_loss: float,
+              gen: torch.Generator, bar: Any, stop: int, train_loss: float, val_loss: float,
               improved: bool) -> None:
     """Record a finished epoch of a loss-validated method (care, n2v, deconoising).
 
     Appends to ``method.history``, stores the optimizer/scheduler/RNG state that
-    resuming needs in ``method._train_state``, shows the losses on ``bar`` and, with
+    resuming needs in ``method._train_state``, shows the losses (:func:`epoch_status`;
+    ``stop``: the run's last epoch) and, with
     ``checkpoint_dir`` set, writes ``last.pt`` (and ``best.pt`` when ``improved``).
     """
     method.history.append({"epoch": float(method.epoch), "loss": train_loss,
@@ -254,7 +276,8 @@ def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
                            "lr": float(optimizer.param_groups[0]["lr"])})
     method._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
                            "scheduler": scheduler.state_dict(), "rng": gen.get_state()}
-    bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
+    epoch_status(bar, f"training {method.key}", method.epoch, stop, loss=f"{train_loss:.4g}",
+                 val=f"{val_loss:.4g}")
     if method.config.checkpoint_dir:
         write_checkpoints(method, method.config.checkpoint_dir, improved=improved)
 

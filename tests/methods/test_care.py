@@ -217,3 +217,14 @@ def test_continuing_without_improvement_keeps_the_weights_it_started_from() -> N
     assert len(model.history) == 4
     assert all(h["val_loss"] > model.best for h in model.history[2:])
     np.testing.assert_array_equal(model.denoise(noisy[0]), before)
+
+
+def test_without_a_terminal_each_epoch_status_goes_to_stderr_as_a_line(capsys) -> None:
+    """Batch jobs and log files get plain progress lines (the bar is off there): the
+    first epoch, then at most one a minute, and the last one."""
+    noisy, clean = _pairs(2)
+    create("care", **{**TINY, "epochs": 3, "steps_per_epoch": 2}).fit(noisy, clean)
+    lines = [s for s in capsys.readouterr().err.splitlines() if ": epoch " in s]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("training care: epoch 1/3 loss ") and " val " in lines[0]
+    assert lines[1].startswith("training care: epoch 3/3 loss ")

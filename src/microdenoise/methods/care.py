@@ -315,7 +315,8 @@ class CARE(Denoiser):
                 if val_loss < held:
                     held, best_net = val_loss, to_cpu(net.state_dict())
                 end_epoch(self, optimizer=optimizer, scheduler=scheduler, gen=gen, bar=bar,
-                          train_loss=train_loss, val_loss=val_loss, improved=improved)
+                          stop=stop, train_loss=train_loss, val_loss=val_loss,
+                          improved=improved)
                 if cfg.stop_patience and stale >= cfg.stop_patience:
                     bar.write(f"{self.key}: early stop after epoch {self.epoch} (no better "
                               f"validation loss for {stale} epochs)", file=sys.stderr)

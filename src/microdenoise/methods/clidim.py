@@ -51,6 +51,7 @@ from ..networks import NLayerDiscriminator, UnetGenerator, pix2pix_receptive_fie
 from ..normalize import Normalizer, Percentile, normalizer_from_dict
 from ..registry import Denoiser, register
 from ..training import (
+    epoch_status,
     generator,
     progress_bar,
     resolve_device,
@@ -310,8 +311,9 @@ class CLIDiM(Denoiser):
                         best_g = to_cpu(state.g.state_dict())
                 self.history.append(row)
                 self._train_state = {**state.optimizer_state(), "rng": gen.get_state()}
-                bar.set_postfix(g=f"{row['loss_g']:.4g}", d=f"{row['loss_d']:.4g}",
-                                val=f"{row.get('val_psnr', float('nan')):.2f}")
+                epoch_status(bar, f"training {self.key}", self.epoch, stop,
+                             g=f"{row['loss_g']:.4g}", d=f"{row['loss_d']:.4g}",
+                             val=f"{row.get('val_psnr', float('nan')):.2f}")
                 if cfg.checkpoint_dir and (improved or self.epoch % cfg.checkpoint_every == 0):
                     self._with_optimizer = True
                     try:

@@ -229,7 +229,8 @@ class BlindSpotMethod(Denoiser):
                 improved = val_loss < self.best
                 self.best = min(self.best, val_loss)
                 end_epoch(self, optimizer=optimizer, scheduler=scheduler, gen=gen, bar=bar,
-                          train_loss=train_loss, val_loss=val_loss, improved=improved)
+                          stop=stop, train_loss=train_loss, val_loss=val_loss,
+                          improved=improved)
         finally:
             bar.close()
             net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
