@@ -25,7 +25,7 @@ on the training FOVs, never on the test FOVs:
     bicubic), ``care_bicubic`` (care(upscale=1) trained on the low-resolution pairs,
     then bicubic), ``care_2x`` (care(upscale=2)), and ``clean_bicubic`` (bicubic of the
     noise-free input: the interpolation limit, for reference).
-``*_40k`` rows and ``n2v`` / ``deconoising`` (meant for a GPU, ``--device cuda``)
+``*_40k`` rows (meant for a GPU, ``--device cuda``), ``n2v`` and ``deconoising``
     ``care_k4_40k`` .. ``care_k30_40k``, ``care_bicubic_40k`` and ``care_2x_40k``: the
     same models trained from scratch for CSBDeep's length, 100 epochs of 400 steps of
     16 patches (40,000 steps; the network patch stays 64x64, as in the CPU rows).
