@@ -251,6 +251,12 @@ def device_name(device: str) -> str:
     return device
 
 
+def finished(task: str, row: str, path: Path) -> bool:
+    """Whether ``row``'s model is saved at ``path`` and logged in a models CSV."""
+    return path.exists() and (task, row) in {(r["task"], r["row"])
+                                             for r in read_csv("w2s_care_models*.csv")}
+
+
 def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndarray],
                args: argparse.Namespace, *, start: CARE | None = None,
                start_cpu: float = 0.0, budget: dict[str, int] | None = None,
@@ -265,8 +271,7 @@ def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndar
                         "batch": args.batch}
     path = MODELS / f"{task}_{row}.pt"
     while True:
-        logged = {(r["task"], r["row"]) for r in read_csv("w2s_care_models*.csv")}
-        if path.exists() and (task, row) in logged:
+        if finished(task, row, path):
             model = load(path)
             assert isinstance(model, CARE)
             return model
@@ -307,8 +312,7 @@ def log_model(task: str, row: str, model: Any, path: Path, args: argparse.Namesp
 def train_self(row: str, noisy: list[np.ndarray], args: argparse.Namespace) -> Any:
     """Train (or load) ``n2v`` / ``deconoising`` with its defaults on the noisy images."""
     path = MODELS / f"denoise_{row}.pt"
-    if path.exists() and ("denoise", row) in {(r["task"], r["row"])
-                                              for r in read_csv("w2s_care_models*.csv")}:
+    if finished("denoise", row, path):
         return load(path)
     if not claim(f"train_denoise_{row}"):
         raise SystemExit(f"another run is training {row}")
@@ -366,6 +370,9 @@ def run(args: argparse.Namespace) -> None:
         return sr_cache[pair.name]
 
     def do_row(row: str) -> None:
+        # A *_40k row is its base row trained from scratch for CSBDeep's length.
+        base, budget = row.removesuffix("_40k"), (CSBDEEP if row.endswith("_40k") else None)
+        length = f", {CSBDEEP['steps']} steps of {CSBDEEP['batch']}" if budget else ""
         if row == "noisy":
             score_row("denoise", row, "input", test, lambda p: p.noisy.astype(np.float64))
         elif row == "classical":
@@ -378,17 +385,11 @@ def run(args: argparse.Namespace) -> None:
         elif row == "fm2s":
             score_row("denoise", row, "fm2s:preset=widefield", fm2s_subset(test),
                       lambda p: denoise_array(p.noisy, "fm2s", preset="widefield", seed=3407))
-        elif row in [f"care_k{k}" for k in KS]:
-            k = int(row[len("care_k"):])
+        elif base in [f"care_k{k}" for k in KS]:
+            k = int(base[len("care_k"):])
             model = train_care("denoise", row, [p.noisy for p in train],
-                               [p.clean for p in train], args, n_train=k)
-            score_row("denoise", row, f"care:n_train={k}", test,
-                      lambda p: denoise_array(p.noisy, model))
-        elif row in LONG_ROWS:  # CSBDeep's length, from scratch
-            k = int(row[len("care_k"):-len("_40k")])
-            model = train_care("denoise", row, [p.noisy for p in train],
-                               [p.clean for p in train], args, budget=CSBDEEP, n_train=k)
-            score_row("denoise", row, f"care:n_train={k}, 40000 steps of 16", test,
+                               [p.clean for p in train], args, budget=budget, n_train=k)
+            score_row("denoise", row, f"care:n_train={k}{length}", test,
                       lambda p: denoise_array(p.noisy, model))
         elif row in SELF_ROWS:
             model = train_self(row, [p.noisy for p in train], args)
@@ -434,25 +435,15 @@ def run(args: argparse.Namespace) -> None:
             spec = f"{method}:{':'.join(f'{k}={v}' for k, v in params.items())} + bicubic"
             score_row("sr", row, spec, test,
                       lambda p: bicubic(denoise_array(lr(p)[0], method, params=params)))
-        elif row == "care_bicubic":
+        elif base == "care_bicubic":
             model = train_care("sr", row, [lr(p)[0] for p in train], [lr(p)[1] for p in train],
-                               args)
-            score_row("sr", row, "care(upscale=1) + bicubic", test,
+                               args, budget=budget)
+            score_row("sr", row, f"care(upscale=1) + bicubic{length}", test,
                       lambda p: bicubic(denoise_array(lr(p)[0], model)))
-        elif row == "care_2x":
+        elif base == "care_2x":
             model = train_care("sr", row, [lr(p)[0] for p in train], [p.clean for p in train],
-                               args, upscale=2)
-            score_row("sr", row, "care(upscale=2)", test,
-                      lambda p: denoise_array(lr(p)[0], model))
-        elif row == "care_bicubic_40k":
-            model = train_care("sr", row, [lr(p)[0] for p in train], [lr(p)[1] for p in train],
-                               args, budget=CSBDEEP)
-            score_row("sr", row, "care(upscale=1) + bicubic, 40000 steps of 16", test,
-                      lambda p: bicubic(denoise_array(lr(p)[0], model)))
-        elif row == "care_2x_40k":
-            model = train_care("sr", row, [lr(p)[0] for p in train], [p.clean for p in train],
-                               args, budget=CSBDEEP, upscale=2)
-            score_row("sr", row, "care(upscale=2), 40000 steps of 16", test,
+                               args, budget=budget, upscale=2)
+            score_row("sr", row, f"care(upscale=2){length}", test,
                       lambda p: denoise_array(lr(p)[0], model))
 
     for row in args.rows:
