@@ -52,6 +52,7 @@ from _common import git_commit
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
 from microdenoise.methods.clidim import CLIDiM
+from microdenoise.training import resolve_device, use_bf16
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("baseline", "tv", "ssim", "cl", "cl+tv+ssim")
@@ -117,6 +118,13 @@ def schedule(iterations: int, steps_per_epoch: int) -> dict[str, int]:
             "val_every": 1}
 
 
+def device_label(device: str, precision: str) -> str:
+    """``cuda``, ``cpu`` (float32 steps) or ``cpu/bf16`` (bf16 autocast steps): the
+    models CSV's device column, part of a table's budget."""
+    bf16 = use_bf16(precision, resolve_device(device))
+    return f"{device}/bf16" if bf16 else device
+
+
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     train = datasets.w2s_8bit(args.data_root, split="train")
@@ -143,7 +151,8 @@ def run(args: argparse.Namespace) -> None:
         else:
             method = CLIDiM(variant=variant, n_train=n, lambda_l1=args.lambda_l1,
                             batch_size=args.batch, crop=args.crop, seed=args.seed,
-                            keep="best", **schedule(args.iterations, args.steps_per_epoch))
+                            keep="best", precision=args.precision,
+                            **schedule(args.iterations, args.steps_per_epoch))
             method.device = args.device
             c0, w0 = time.process_time(), time.perf_counter()
             method.fit([p.noisy for p in train], [p.clean for p in train])
@@ -159,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
                 "best_val_psnr": f"{method.best:.4f}",
                 "best_epoch": int(best["epoch"]) if "val_psnr" in best else "",
                 "train_cpu_s": f"{cpu:.1f}", "train_wall_s": f"{wall:.1f}",
-                "device": args.device})
+                "device": device_label(args.device, args.precision)})
             print(f"trained {name}: {cpu:.0f} cpu-s, best val PSNR {method.best:.2f} "
                   f"at epoch {best.get('epoch')}", flush=True)
         method.device = args.device
@@ -364,6 +373,9 @@ def main() -> None:
     r.add_argument("--crop", type=int, default=256)
     r.add_argument("--steps-per-epoch", type=int, default=5)
     r.add_argument("--device", default="cpu")
+    r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training-step arithmetic (CLIDiMConfig.precision); the 40- and "
+                   "120-iteration CPU rows and the GPU rows were float32")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--test-stride", type=int, default=1,

@@ -93,6 +93,22 @@ def test_one_iteration_updates_g_and_d_and_the_head_only_if_trainable(trainable:
     assert all(p.requires_grad for p in state.d.parameters())  # restored after the G step
 
 
+def test_bf16_steps_match_fp32_and_release_restores_the_layout() -> None:
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        method = create("clidim", precision=precision, **TINY)
+        torch.manual_seed(0)
+        state = _state(method)  # type: ignore[arg-type]
+        assert (state.g_step is state.g) == (precision == "fp32")
+        torch.manual_seed(2)  # the same dropout masks
+        losses[precision] = train_step(state, _batch(), torch.Generator().manual_seed(1))
+        state.release()
+        assert all(p.is_contiguous() for p in state.g.parameters())
+        assert not state.g.training and not state.d.training
+    for key, value in losses["fp32"].items():
+        assert losses["bf16"][key] == pytest.approx(value, rel=0.05), key
+
+
 @pytest.fixture(scope="module")
 def trained() -> CLIDiM:
     noisy, clean = _pairs(3)

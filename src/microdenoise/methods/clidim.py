@@ -80,6 +80,10 @@ class CLIDiMConfig:
     no validation ran). Every ``checkpoint_every`` epochs ``last.pt`` is written to
     ``checkpoint_dir`` (``best.pt`` on a better validation PSNR), with the optimizers'
     state for ``resume``; a model saved after ``fit`` holds no optimizer state.
+    ``precision``: training-step arithmetic of G and D; ``auto`` is bfloat16 autocast
+    (channels-last) on CPUs with native bf16, about 1.7x cheaper iterations there,
+    float32 elsewhere; ``fp32`` is the official code's. Losses, validation and
+    prediction run in float32.
     """
 
     variant: Variant = "cl+tv+ssim"
@@ -111,6 +115,7 @@ class CLIDiMConfig:
     n_train: int | None = None
     keep: Literal["best", "last"] = "best"
     seed: int = 42
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_dir: str | None = None
     checkpoint_every: int = 10
     resume: str | None = None
@@ -322,10 +327,9 @@ class CLIDiM(Denoiser):
                         self._with_optimizer = False
         finally:
             bar.close()
+            state.release()
             if cfg.keep == "best" and best_g is not None:
                 state.g.load_state_dict(best_g)
-            state.g.eval()
-            state.d.eval()
 
     @torch.no_grad()
     def validate(self, inputs: list[np.ndarray], targets: list[np.ndarray]) -> float:

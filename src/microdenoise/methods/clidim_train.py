@@ -17,6 +17,7 @@ from torch import nn
 from ..contrastive import ProjectionHead, augment_pairs
 from ..losses import anisotropic_tv, gan_loss, info_nce, ssim_loss
 from ..networks import NLayerDiscriminator, UnetGenerator
+from ..training import step_module
 
 if TYPE_CHECKING:
     from .clidim import CLIDiM, CLIDiMConfig
@@ -35,6 +36,8 @@ class TrainState:
     opt_g: torch.optim.Adam
     opt_d: torch.optim.Adam
     device: torch.device
+    g_step: nn.Module  # g itself, or g under bf16 autocast (``precision``)
+    d_step: nn.Module
 
     @classmethod
     def create(cls, method: CLIDiM, device: torch.device) -> TrainState:
@@ -58,7 +61,13 @@ class TrainState:
         if "opt_g" in saved and "opt_d" in saved:
             opt_g.load_state_dict(saved["opt_g"])
             opt_d.load_state_dict(saved["opt_d"])
-        return cls(cfg, g, d, head, opt_g, opt_d, device)
+        return cls(cfg, g, d, head, opt_g, opt_d, device,
+                   step_module(g, cfg.precision, device), step_module(d, cfg.precision, device))
+
+    def release(self) -> None:
+        """End of training: both networks back in the default layout, in eval mode."""
+        for net in (self.g, self.d):
+            net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
 
     def set_lr(self, lr: float) -> None:
         """Set the learning rate of both optimizers (the linear-decay schedule)."""
@@ -91,10 +100,12 @@ def contrastive_loss(d: nn.Module, head: ProjectionHead, pairs: torch.Tensor,
 def train_step(state: TrainState, batch: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
     """One iteration on a (n, 2, h, w) batch of (noisy, clean) crops in [-1, 1].
 
+    G and D run through ``state.g_step`` / ``state.d_step`` (bf16 autocast where the
+    config's ``precision`` says so); their outputs, and so every loss, are float32.
     Returns the losses (``loss_g``, ``loss_d`` and, for contrastive variants,
     ``loss_cl``) as floats.
     """
-    cfg, g, d = state.config, state.g, state.d
+    cfg, g, d = state.config, state.g_step, state.d_step
     terms = cfg.terms
     g.train()
     d.train()
@@ -117,7 +128,7 @@ def train_step(state: TrainState, batch: torch.Tensor, gen: torch.Generator) -> 
     loss_d = 0.5 * (gan_loss(d(fake_ab), False) + gan_loss(d(real_ab), True))
     loss_d.backward()
     state.opt_d.step()
-    _set_grad(d, False)
+    _set_grad(state.d, False)
     try:
         state.opt_g.zero_grad(set_to_none=True)
         loss_g = cfg.lambda_gan * gan_loss(d(torch.cat([a, fake], dim=1)), True)
@@ -129,7 +140,7 @@ def train_step(state: TrainState, batch: torch.Tensor, gen: torch.Generator) -> 
         loss_g.backward()
         state.opt_g.step()
     finally:
-        _set_grad(d, True)
+        _set_grad(state.d, True)
     out["loss_d"] = float(loss_d.detach())
     out["loss_g"] = float(loss_g.detach())
     return out
