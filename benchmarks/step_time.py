@@ -2,10 +2,13 @@
 
 One optimizer step (forward, backward, Adam) of ``care``, ``n2v`` and ``deconoising``
 at their default network and batch, on random patches, through the same
-``training.step_module`` the methods train with. The two precisions are timed in
-alternating rounds in one process (one torch thread by default), so that a drift of
-the shared machine hits both alike; the table gives the median over rounds and the
-ratio. bf16 is only offered where it is native (AVX512-BF16 / AMX on a CPU, or a GPU).
+``training.step_module`` the methods train with; and one whole CLIDiM iteration
+(``clidim_train.train_step``: G forward, contrastive D step, D step, G step) of the
+pix2pix baseline and of CL+TV+SSIM on 4 crops of 256x256 (the CPU ablation's batch).
+The two precisions are timed in alternating rounds in one process (one torch
+thread by default), so that a drift of the shared machine hits both alike; the table
+gives the median over rounds and the ratio. bf16 is only offered where it is native
+(AVX512-BF16 / AMX on a CPU, or a GPU).
 
     .venv/bin/python benchmarks/step_time.py --out benchmarks/results/step_time.md
 """
@@ -24,30 +27,47 @@ import torch
 import torch.nn.functional as F
 from _common import git_commit
 
+from microdenoise.methods.clidim_train import TrainState, train_step
 from microdenoise.registry import create
 from microdenoise.training import native_cpu_bf16, resolve_device, step_module
 
 # (method, patch side, batch): each method's own defaults, CARE also at W2S's 64 px.
 CASES: tuple[tuple[str, int, int], ...] = (("care", 128, 16), ("care", 64, 16),
-                                           ("n2v", 64, 16), ("deconoising", 100, 20))
+                                           ("n2v", 64, 16), ("deconoising", 100, 20),
+                                           ("clidim baseline", 256, 4),
+                                           ("clidim cl+tv+ssim", 256, 4))
 
 
 def step_seconds(method: str, patch: int, batch: int, precision: str, *, steps: int,
                  device: torch.device) -> float:
     """Median seconds of ``steps`` optimizer steps (after 3 warm-up steps)."""
-    net: Any = create(method).build_net().to(device)  # type: ignore[attr-defined]
-    run = step_module(net, precision, device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, patch, patch, generator=gen).to(device)
+    if method.startswith("clidim"):
+        x = (2 * torch.rand(batch, 2, patch, patch, generator=gen) - 1).to(device)
+        clidim: Any = create("clidim", variant=method.split()[1], batch_size=batch,
+                             crop=patch, precision=precision)
+        clidim.net, clidim.disc, clidim.head = clidim.build((patch // 8 - 2) ** 2)
+        state = TrainState.create(clidim, device)
+
+        def step() -> None:
+            train_step(state, x, gen)
+    else:
+        net: Any = create(method).build_net().to(device)  # type: ignore[attr-defined]
+        run = step_module(net, precision, device)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        x = torch.randn(batch, 1, patch, patch, generator=gen).to(device)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.mse_loss(run(x).float(), x).backward()
+            opt.step()
+
     times = []
     for i in range(steps + 3):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.mse_loss(run(x).float(), x).backward()
-        opt.step()
+        step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 3:
@@ -89,7 +109,8 @@ def main() -> None:
         f"--device {args.device} --threads {args.threads} --rounds {args.rounds} "
         f"--steps {args.steps}`.", "",
         "One optimizer step (forward, backward, Adam) of each method's default network "
-        "on random patches, through `training.step_module` (what `precision` selects). "
+        "on random patches, through `training.step_module` (what `precision` selects); "
+        "for CLIDiM one whole iteration (G forward, contrastive D step, D step, G step). "
         f"Median over {args.rounds} alternating rounds of the per-round median of "
         f"{args.steps} steps; ratio = fp32 / bf16 (read the ratio, not the absolute "
         "times, on a shared machine).", "",
