@@ -57,6 +57,7 @@ def test_defaults_are_the_official_command() -> None:
     assert (cfg.n_epochs, cfg.n_epochs_decay, cfg.steps_per_epoch) == (500, 300, 3)
     assert cfg.variant == "cl+tv+ssim" and cfg.terms == {"cl", "tv", "ssim"}
     assert cfg.cl_head_trainable and cfg.percentiles == (1.0, 99.8)
+    assert cfg.target_percentiles == (0.0, 100.0)
     assert create("clidim", preset="paper").config.lambda_l1 == 1.0
     assert create("clidim").receptive_field == 1020
     assert CLIDiM.needs == "pairs"
@@ -141,6 +142,10 @@ def test_normalization_uses_training_percentiles_not_the_ground_truth(trained: C
     low, high = np.percentile(np.concatenate([p.ravel() for p in inputs]), [1.0, 99.8])
     assert trained.norm_in.to_dict()["low"] == pytest.approx(low, rel=1e-4)  # type: ignore[union-attr]
     assert trained.norm_in.to_dict()["high"] == pytest.approx(high, rel=1e-4)  # type: ignore[union-attr]
+    # Targets by their min/max: every training target is inside Tanh's [-1, 1].
+    mapped = [2 * trained.norm_out(t) - 1 for t in targets]  # type: ignore[misc]
+    assert min(m.min() for m in mapped) == pytest.approx(-1, abs=1e-5)
+    assert max(m.max() for m in mapped) == pytest.approx(1, abs=1e-5)
     # Denoising uses the stored statistics only: no target is needed.
     assert np.isfinite(trained.denoise(noisy[0])).all()
 

@@ -21,17 +21,23 @@ networks", CVPR 2017). As the official code does it:
   defaults (500 + 300 epochs of 3 iterations at batch 128, about 2.4k iterations)
   match the official run (one epoch = one pass over ~300 crops at batch 128).
 
-Differences, by design: (1) the official code scales each batch by the joint
-min/max of the noisy input *and the ground truth*, which uses the ground truth at
-test time; here inputs are scaled by the 1/99.8 percentiles of the training
-inputs and targets by those of the training targets (stored in the model),
-mapped to [-1, 1]. (2) The official projection head is never trained (it is
-built after the optimizers); it is trained by default here,
-``cl_head_trainable=False`` reproduces the code. (3) Model selection uses a
-validation split of the training pairs (the official code selects on the test
-set): the generator weights with the best validation PSNR (G in eval mode) are
-kept. (4) Any image size works at inference: reflection padding to a multiple
-of ``2**num_downs``, cropped back (the official code tests on 512x512 images).
+Differences, by design: (1) the official code scales each batch by the joint min/max
+of the noisy input *and the ground truth*, which uses the ground truth at test time;
+here inputs are scaled by the 1/99.8 percentiles of the training inputs
+(``percentiles``) and targets by the min/max of the training targets
+(``target_percentiles`` 0/100, so that every target lies in Tanh's range, as in the
+official code), both stored in the model and mapped to [-1, 1]. (2) The official
+projection head is never trained (it is built after the optimizers); it is trained
+by default here, ``cl_head_trainable=False`` reproduces the code. (3) Model
+selection uses a validation split of the training pairs (the official code selects
+on the test set, and only among epochs whose output beats the input): the generator
+weights with the best validation PSNR (G in eval mode) are kept. (4) Any image size
+works at inference: reflection padding to a multiple of ``2**num_downs``, cropped
+back (the official code tests on 512x512 images). (5) The schedule is pix2pix's,
+``n_epochs + n_epochs_decay`` epochs; the CLIDiM fork starts its epoch count at 0
+and so runs one more epoch at the constant rate (801 in all). An epoch draws
+``steps_per_epoch`` batches of random crops (with replacement), not one pass over a
+fixed set of crops.
 """
 
 from __future__ import annotations
@@ -69,7 +75,8 @@ Variant = Literal["baseline", "tv", "ssim", "cl", "cl+tv+ssim"]
 
 @dataclass(frozen=True)
 class CLIDiMConfig:
-    """CLIDiM parameters; defaults are the official training command (module docstring).
+    """CLIDiM parameters; defaults are the official training command (module docstring),
+    but for ``precision`` (bf16 training steps on CPUs with native bf16; see below).
 
     ``variant`` picks the paper's ablation rows: ``"baseline"`` (pix2pix: GAN + L1),
     ``"tv"``, ``"ssim"``, ``"cl"`` (baseline plus that term) or ``"cl+tv+ssim"``.
@@ -109,6 +116,7 @@ class CLIDiMConfig:
     cl_dim: int = 128
     cl_head_trainable: bool = True
     percentiles: tuple[float, float] = (1.0, 99.8)
+    target_percentiles: tuple[float, float] = (0.0, 100.0)
     val_fraction: float = 0.1
     val_from: int = 150
     val_every: int = 1
@@ -222,13 +230,12 @@ class CLIDiM(Denoiser):
 
     def _normalizers(self, inputs: list[np.ndarray],
                      targets: list[np.ndarray]) -> tuple[Percentile, Percentile]:
-        low, high = self.config.percentiles
+        def fit(planes: list[np.ndarray], percents: tuple[float, float]) -> Percentile:
+            return Percentile.fit(np.concatenate([p.ravel() for p in planes]),
+                                  p_low=percents[0], p_high=percents[1])
 
-        def fit(planes: list[np.ndarray]) -> Percentile:
-            return Percentile.fit(np.concatenate([p.ravel() for p in planes]), p_low=low,
-                                  p_high=high)
-
-        return fit(inputs), fit(targets)
+        return fit(inputs, self.config.percentiles), fit(targets,
+                                                         self.config.target_percentiles)
 
     # --- training -------------------------------------------------------------------
     def fit(self, noisy: Any, clean: Any = None) -> Self:
