@@ -59,7 +59,7 @@ def test_train_refuses_bad_requests(noisy_dir: Path, tmp_path: Path, capsys) -> 
     assert main([*base, "--method", "fm2s"]) == 2
     assert "fitted on each image" in capsys.readouterr().err
     assert main([*base, "--param", "dims=3"]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert "no Z (or T) axis" in capsys.readouterr().err  # YX files, 3D network
     model.write_bytes(b"")
     assert main([*base, *TINY]) == 2
     assert "--overwrite" in capsys.readouterr().err

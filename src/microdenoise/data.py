@@ -53,43 +53,73 @@ def as_planes(data: Any, *, name: str = "the training data") -> list[np.ndarray]
         An empty list, an item that is not a numeric array (e.g. a nested list of
         differently shaped images), fewer than 2 dimensions, NaN/Inf, or constant data.
     """
+    return _samples(data, name=name, ndim=2)
+
+
+def as_volumes(data: Any, *, name: str = "the training data") -> list[np.ndarray]:
+    """Validate training data for a 3D network and return its ZYX volumes (float32).
+
+    ``data`` is a ZYX stack, an array whose axes before ZYX are samples, or a list of
+    such arrays (the volumes may differ in size). Errors as :func:`as_planes`, and a
+    2D image is refused (a 3D network needs a Z axis).
+    """
+    return _samples(data, name=name, ndim=3)
+
+
+def _samples(data: Any, *, name: str, ndim: int) -> list[np.ndarray]:
     items = list(data) if isinstance(data, list | tuple) else [data]
     if not items:
         raise InputError(f"{name} is an empty list; pass at least one image")
-    planes: list[np.ndarray] = []
+    samples: list[np.ndarray] = []
     for i, item in enumerate(items):
         label = name if len(items) == 1 else f"{name} (item {i})"
         if not isinstance(item, np.ndarray) or item.dtype.kind not in "uifb":
             kind = getattr(item, "dtype", type(item).__name__)
             raise InputError(f"{label} must be a numeric array (one image or stack), got "
                              f"{kind}; pass a list of arrays, not nested lists")
-        if item.ndim < 2:
-            raise InputError(f"{label} has shape {item.shape}; an image needs 2 dimensions (YX)")
-        stack = item.reshape(-1, *item.shape[-2:]).astype(np.float32)
+        if item.ndim < ndim:
+            raise InputError(f"{label} has shape {item.shape}; " + (
+                "an image needs 2 dimensions (YX)" if ndim == 2 else
+                "a 3D network (dims=3) needs ZYX stacks; train 2D images with dims=2"))
+        stack = item.reshape(-1, *item.shape[-ndim:]).astype(np.float32)
         bad = int(np.count_nonzero(~np.isfinite(stack)))
         if bad:
             raise InputError(f"{label} has {bad} NaN/Inf pixel(s); replace them (e.g. by the "
                              "median of their neighbours) before training")
-        planes.extend(stack)
-    low, high = min(float(p.min()) for p in planes), max(float(p.max()) for p in planes)
+        samples.extend(stack)
+    low, high = min(float(p.min()) for p in samples), max(float(p.max()) for p in samples)
     if low == high:
         raise InputError(f"{name} is constant ({low:g} everywhere): there is nothing to "
                          "learn from; check the file")
-    return planes
+    return samples
 
 
 def choose_patch(planes: Sequence[np.ndarray], patch: int, *, multiple: int = 1) -> int:
     """The patch size used: ``patch``, or the smallest plane side if that is smaller.
 
     Rounded down to a multiple of ``multiple`` (the network's); it must stay at
-    least :data:`MIN_PATCH` (16) pixels, else an :class:`InputError`.
+    least :data:`MIN_PATCH` (16) pixels, else an :class:`InputError`. Only the last
+    two axes (Y, X) count (see :func:`choose_depth` for the Z of volumes).
     """
-    side = min(min(p.shape) for p in planes)
+    side = min(min(p.shape[-2:]) for p in planes)
     size = min(patch, side) // multiple * multiple
     if size < MIN_PATCH:
         raise InputError(f"the training images are too small ({side} px on their shortest "
                          f"side): training needs patches of at least {MIN_PATCH}x{MIN_PATCH} "
                          "pixels; use larger images")
+    return size
+
+
+def choose_depth(volumes: Sequence[np.ndarray], depth: int, *, multiple: int = 1) -> int:
+    """The Z size of training patches from ZYX ``volumes``: ``depth``, or the smallest
+    volume's Z if that is smaller, rounded down to a multiple of ``multiple``, which
+    it must reach (else an :class:`InputError`)."""
+    z = min(v.shape[0] for v in volumes)
+    size = min(depth, z) // multiple * multiple
+    if size < multiple:
+        raise InputError(f"the training stacks have {z} slice(s) along Z; the 3D network "
+                         f"needs at least {multiple} (a multiple of 2**depth); use taller "
+                         "stacks or dims=2")
     return size
 
 
@@ -101,7 +131,7 @@ def hold_out(planes: Sequence[np.ndarray], *, fraction: float,
     back. Otherwise every plane whose longer side fits two patches gives a strip
     of ``fraction`` of that side (at least one patch) at its end. If nothing can be
     held back (one small image), the validation list is empty and the caller
-    validates on the training data.
+    validates on the training data. ZYX volumes are split the same way, along Y or X.
     """
     n_val = round(fraction * len(planes))
     if fraction <= 0:
@@ -112,7 +142,7 @@ def hold_out(planes: Sequence[np.ndarray], *, fraction: float,
     train: list[np.ndarray] = []
     val: list[np.ndarray] = []
     for plane in planes:
-        axis = int(plane.shape[1] > plane.shape[0])
+        axis = plane.ndim - 2 + int(plane.shape[-1] > plane.shape[-2])
         length = plane.shape[axis]
         if length < 2 * patch:
             train.append(plane)
@@ -125,17 +155,26 @@ def hold_out(planes: Sequence[np.ndarray], *, fraction: float,
 
 
 def sample_patches(planes: Sequence[np.ndarray], n: int, size: int,
-                   gen: torch.Generator) -> torch.Tensor:
-    """``n`` random ``size`` x ``size`` patches, (n, 1, size, size); planes weighted by area."""
-    usable = [p for p in planes if min(p.shape) >= size]
+                   gen: torch.Generator, *, depth: int = 0) -> torch.Tensor:
+    """``n`` random ``size`` x ``size`` patches, (n, 1, size, size); planes weighted by area.
+
+    With ``depth`` > 0, ``planes`` are ZYX volumes and the patches ``depth`` x ``size``
+    x ``size`` (n, 1, depth, size, size), volumes weighted by their number of voxels.
+    """
+    shape = (depth, size, size) if depth else (size, size)
+    usable = [p for p in planes
+              if all(a >= b for a, b in zip(p.shape, shape, strict=True))]
     weights = torch.tensor([float(p.size) for p in usable], dtype=torch.float64)
     which = torch.multinomial(weights, n, replacement=True, generator=gen).tolist()
-    out = np.empty((n, 1, size, size), dtype=np.float32)
+    out = np.empty((n, 1, *shape), dtype=np.float32)
     for k, i in enumerate(which):
-        h, w = usable[i].shape
-        y = int(torch.randint(0, h - size + 1, (1,), generator=gen))
-        x = int(torch.randint(0, w - size + 1, (1,), generator=gen))
-        out[k, 0] = usable[i][y:y + size, x:x + size]
+        corner = [int(torch.randint(0, a - b + 1, (1,), generator=gen))
+                  for a, b in zip(usable[i].shape[-2:], shape[-2:], strict=True)]
+        if depth:  # Z last, so that 2D draws are unchanged
+            corner.insert(0, int(torch.randint(0, usable[i].shape[0] - depth + 1, (1,),
+                                               generator=gen)))
+        out[k, 0] = usable[i][tuple(slice(c, c + b) for c, b in zip(corner, shape,
+                                                                        strict=True))]
     return torch.from_numpy(out)
 
 
@@ -150,36 +189,52 @@ def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(views)
 
 
-def stratified_coords(n: int, shape: tuple[int, int], percentage: float,
-                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Blind-spot positions: one uniform point per cell of a grid of spacing (100/p)^(1/2).
+def stratified_coords(n: int, shape: tuple[int, ...], percentage: float,
+                      gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Blind-spot positions: one uniform point per cell of a grid of spacing
+    (100/p)^(1/d) in d = 2 (YX) or 3 (ZYX) dimensions (CAREamics' stratified grid).
 
-    Returns ``(b, y, x)`` index tensors, each pixel once; points falling outside
-    ``shape`` are dropped, so the fraction of masked pixels is about ``percentage`` %.
+    Returns ``(b, y, x)`` (or ``(b, z, y, x)``) index tensors, each pixel once; points
+    outside ``shape`` are dropped, so the fraction of masked pixels is about
+    ``percentage`` %.
     """
-    step = math.sqrt(100.0 / percentage)
-    h, w = shape
-    ny, nx = math.ceil(h / step), math.ceil(w / step)
-    jitter = torch.rand((n, ny, nx, 2), generator=gen, dtype=torch.float64)
-    gy = ((torch.arange(ny, dtype=torch.float64)[None, :, None] + jitter[..., 0]) * step).long()
-    gx = ((torch.arange(nx, dtype=torch.float64)[None, None, :] + jitter[..., 1]) * step).long()
-    b = torch.arange(n)[:, None, None].expand(n, ny, nx)
-    keep = (gy < h) & (gx < w)
+    d = len(shape)
+    step = (100.0 / percentage) ** (1.0 / d) if d != 2 else math.sqrt(100.0 / percentage)
+    cells = [math.ceil(side / step) for side in shape]
+    jitter = torch.rand((n, *cells, d), generator=gen, dtype=torch.float64)
+    points = []
+    for axis, count in enumerate(cells):
+        view = [1] * (d + 1)
+        view[axis + 1] = count
+        grid = torch.arange(count, dtype=torch.float64).reshape(view)
+        points.append(((grid + jitter[..., axis]) * step).long())
+    b = torch.arange(n).reshape(n, *([1] * d)).expand(n, *cells)
+    keep = torch.ones_like(b, dtype=torch.bool)
+    for g, side in zip(points, shape, strict=True):
+        keep = keep & (g < side)
+    flat = b[keep]
+    for g, side in zip(points, shape, strict=True):
+        flat = flat * side + g[keep]
     # Neighbouring cells can floor to the same pixel: keep it once.
-    flat = torch.unique((b[keep] * h + gy[keep]) * w + gx[keep])
-    return flat // (h * w), flat // w % h, flat % w
+    flat = torch.unique(flat)
+    coords = []
+    for side in reversed(shape):
+        coords.append(flat % side)
+        flat = flat // side
+    return (flat, *reversed(coords))
 
 
 @dataclass(frozen=True)
 class Masked:
     """A masked batch: network ``inputs``, boolean ``mask`` of the blind spots,
-    their ``coords`` ``(b, y, x)`` and, for uniform replacement, the ``sources``
-    ``(y, x)`` whose values were copied (``None`` for median replacement)."""
+    their ``coords`` ``(b, y, x)`` (``(b, z, y, x)`` for volumes) and, for uniform
+    replacement, the ``sources`` ``(y, x)`` (``(z, y, x)``) whose values were copied
+    (``None`` for median replacement)."""
 
     inputs: torch.Tensor
     mask: torch.Tensor
-    coords: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    sources: tuple[torch.Tensor, torch.Tensor] | None
+    coords: tuple[torch.Tensor, ...]
+    sources: tuple[torch.Tensor, ...] | None
 
 
 def _on_line(dy: torch.Tensor, dx: torch.Tensor, axis: str, half: int) -> torch.Tensor:
@@ -209,7 +264,15 @@ def blind_spot_mask(patches: torch.Tensor, *, percentage: float, radius: int,
         on each blind spot (structN2V); ``"none"``: plain N2V.
     gen
         CPU generator (the same seed gives the same mask).
+
+    Volumes (n, 1, z, y, x) get 3D blind spots with uniform replacement from the
+    (2 radius + 1)^3 cube around each, centre excluded (CAREamics' 3D N2V);
+    ``replacement="median"`` and structN2V are 2D only.
     """
+    if patches.ndim == 5:
+        if replacement != "uniform" or struct_axis != "none":
+            raise ValueError("3D blind spots use uniform replacement and no struct mask")
+        return _blind_spot_mask_3d(patches, percentage=percentage, radius=radius, gen=gen)
     n, _, h, w = patches.shape
     b, y, x = stratified_coords(n, (h, w), percentage, gen)
     half = struct_span // 2 if struct_axis != "none" else 0
@@ -255,6 +318,30 @@ def blind_spot_mask(patches: torch.Tensor, *, percentage: float, radius: int,
     mask = torch.zeros_like(patches, dtype=torch.bool)
     mask[b, 0, y, x] = True
     return Masked(inputs=inputs, mask=mask, coords=(b, y, x), sources=sources)
+
+
+def _blind_spot_mask_3d(patches: torch.Tensor, *, percentage: float, radius: int,
+                        gen: torch.Generator) -> Masked:
+    n, _, depth, h, w = patches.shape
+    b, z, y, x = stratified_coords(n, (depth, h, w), percentage, gen)
+    centre = (z, y, x)
+    sizes = (depth, h, w)
+    lows = [(-c).clamp(min=-radius) for c in centre]
+    highs = [(s - 1 - c).clamp(max=radius) for c, s in zip(centre, sizes, strict=True)]
+    offsets = [torch.zeros_like(z) for _ in range(3)]
+    todo = torch.ones_like(z, dtype=torch.bool)
+    while bool(todo.any()):  # rejection sampling: never the centre itself
+        for k in range(3):
+            u = torch.rand(z.shape, generator=gen, dtype=torch.float64)
+            pick = lows[k] + (u * (highs[k] - lows[k] + 1)).long()
+            offsets[k] = torch.where(todo, pick, offsets[k])
+        todo = (offsets[0] == 0) & (offsets[1] == 0) & (offsets[2] == 0)
+    sources = (z + offsets[0], y + offsets[1], x + offsets[2])
+    inputs = patches.clone()
+    inputs[b, 0, z, y, x] = patches[b, 0, *sources]
+    mask = torch.zeros_like(patches, dtype=torch.bool)
+    mask[b, 0, z, y, x] = True
+    return Masked(inputs=inputs, mask=mask, coords=(b, z, y, x), sources=sources)
 
 
 def upsample(image: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:

@@ -83,19 +83,22 @@ class Net(nn.Module):
 class ConvBlock(nn.Module):
     """conv3x3 [-> BN] -> ReLU -> conv3x3 [-> BN] -> ReLU (CAREamics ``Conv_Block``).
 
-    ``kernel`` sets the convolutions' side (odd; ``same`` zero padding).
+    ``kernel`` sets the convolutions' side (odd; ``same`` zero padding); ``dims=3``
+    makes them 3D (``kernel`` cubed).
     """
 
     def __init__(self, cin: int, cout: int, *, mid: int | None = None,
-                 batch_norm: bool = True, kernel: int = 3) -> None:
+                 batch_norm: bool = True, kernel: int = 3, dims: int = 2) -> None:
         super().__init__()
         mid = cout if mid is None else mid
-        layers: list[nn.Module] = [nn.Conv2d(cin, mid, kernel, padding=kernel // 2)]
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        norm = nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
+        layers: list[nn.Module] = [conv(cin, mid, kernel, padding=kernel // 2)]
         if batch_norm:
-            layers.append(nn.BatchNorm2d(mid))
-        layers += [nn.ReLU(), nn.Conv2d(mid, cout, kernel, padding=kernel // 2)]
+            layers.append(norm(mid))
+        layers += [nn.ReLU(), conv(mid, cout, kernel, padding=kernel // 2)]
         if batch_norm:
-            layers.append(nn.BatchNorm2d(cout))
+            layers.append(norm(cout))
         layers.append(nn.ReLU())
         self.body = nn.Sequential(*layers)
 
@@ -139,11 +142,14 @@ class UNet(Net):
         Side of the convolution kernels, odd (3; CSBDeep's CARE: 5).
     upsample
         ``"bilinear"`` (CAREamics) or ``"nearest"`` (CSBDeep's ``UpSampling2D``).
+    dims
+        2 (YX planes, (n, c, y, x)) or 3 (ZYX volumes, (n, c, z, y, x): 3D convolutions,
+        2x2x2 max-pooling and trilinear upsampling, as CAREamics' 3D U-Net).
     """
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, depth: int = 2,
                  filters: int = 32, batch_norm: bool = True, n2v2: bool = False,
-                 kernel_size: int = 3, upsample: str = "bilinear") -> None:
+                 kernel_size: int = 3, upsample: str = "bilinear", dims: int = 2) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError("depth must be >= 1")
@@ -151,18 +157,24 @@ class UNet(Net):
             raise ValueError("kernel_size must be odd and >= 1")
         if upsample not in ("bilinear", "nearest"):
             raise ValueError("upsample must be 'bilinear' or 'nearest'")
-        self.depth, self.n2v2, self.upsample = depth, n2v2, upsample
+        if dims not in (2, 3) or (dims == 3 and n2v2):
+            raise ValueError("dims must be 2 or 3 (n2v2's max-blur-pool is 2D only)")
+        self.depth, self.n2v2, self.dims = depth, n2v2, dims
+        self.upsample = "trilinear" if dims == 3 and upsample == "bilinear" else upsample
         self.multiple = 2**depth
         self.receptive_field = receptive_field(depth, blur=n2v2, upsample=upsample,
                                                kernel=kernel_size)
         k = kernel_size
-        self.pool: nn.Module = MaxBlurPool() if n2v2 else nn.MaxPool2d(2)
+        self.pool: nn.Module = MaxBlurPool() if n2v2 else (nn.MaxPool3d(2) if dims == 3
+                                                           else nn.MaxPool2d(2))
         self.down = nn.ModuleList()
         cin = in_channels
         for n in range(depth):
-            self.down.append(ConvBlock(cin, filters * 2**n, batch_norm=batch_norm, kernel=k))
+            self.down.append(ConvBlock(cin, filters * 2**n, batch_norm=batch_norm, kernel=k,
+                                       dims=dims))
             cin = filters * 2**n
-        self.bottleneck = ConvBlock(cin, cin, mid=2 * cin, batch_norm=batch_norm, kernel=k)
+        self.bottleneck = ConvBlock(cin, cin, mid=2 * cin, batch_norm=batch_norm, kernel=k,
+                                    dims=dims)
         self.up = nn.ModuleList()
         for n in range(depth):
             width = filters * 2 ** (depth - n - 1)
@@ -170,8 +182,8 @@ class UNet(Net):
             cin = width if (n2v2 and last) else 2 * width
             cout = width if last else width // 2
             self.up.append(ConvBlock(cin, cout, mid=cout if last else 2 * cout,
-                                     batch_norm=batch_norm, kernel=k))
-        self.head = nn.Conv2d(filters, out_channels, 1)
+                                     batch_norm=batch_norm, kernel=k, dims=dims))
+        self.head = (nn.Conv3d if dims == 3 else nn.Conv2d)(filters, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

@@ -41,7 +41,7 @@ class Denoiser(ABC):
     ``zero_shot``      the pipeline fits the method on each image before denoising it
     ``normalization``  ``"unit"``: [0, 1] by the 8-bit range for uint8 data and by the
                        image's own min/max otherwise; ``"percentile"``: 1/99.8 percentiles
-    ``supports_3d``    ``denoise`` accepts a ZYX volume
+    ``supports_3d``    (property) ``denoise`` accepts a ZYX volume
     ``bytes_per_pixel`` peak working memory of ``denoise`` per pixel of a float32 tile
                        (measured, see ``benchmarks/bytes_per_pixel.py``); ``--max-memory``
                        picks the tile size from it
@@ -53,7 +53,6 @@ class Denoiser(ABC):
     needs: ClassVar[str] = "nothing"
     zero_shot: ClassVar[bool] = False
     normalization: ClassVar[str] = "unit"
-    supports_3d: ClassVar[bool] = False
     bytes_per_pixel: ClassVar[int] = 2048  # conservative, for unmeasured methods (n2v: 1120)
     Config: ClassVar[type[Any]]
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -64,6 +63,11 @@ class Denoiser(ABC):
         elif params:
             config = dataclasses.replace(config, **params)
         self.config = config
+
+    @property
+    def supports_3d(self) -> bool:
+        """Whether ``denoise`` takes ZYX volumes (the pipeline then passes them whole)."""
+        return False
 
     @property
     def receptive_field(self) -> int:

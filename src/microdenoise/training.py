@@ -72,8 +72,9 @@ class Autocast(torch.nn.Module):
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            return self.module(x.contiguous(memory_format=torch.channels_last)).float()
+            return self.module(x.contiguous(memory_format=layout)).float()
 
 
 def step_module(net: torch.nn.Module, precision: bool | str, device: torch.device
@@ -83,9 +84,18 @@ def step_module(net: torch.nn.Module, precision: bool | str, device: torch.devic
 
     Undo the layout after training with ``net.to(memory_format=torch.contiguous_format)``.
     """
+    volumetric = getattr(net, "dims", 2) == 3
+    if volumetric and device.type == "cpu" and precision in ("auto", "bf16", True):
+        # torch 2.13's oneDNN bf16 3D convolutions on the CPU are not reproducible and
+        # turned the loss into NaN in 1 of 3 identical seeded runs: float32 there.
+        if precision == "auto":
+            return net
+        raise InputError("precision=bf16 is not offered for 3D networks on the CPU (its "
+                         "bf16 3D convolutions are not reproducible); use precision=auto")
     if not use_bf16(precision, device):
         return net
-    net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    layout = torch.channels_last_3d if volumetric else torch.channels_last
+    net.to(memory_format=layout)  # type: ignore[call-overload]
     return Autocast(net)
 
 
@@ -282,12 +292,30 @@ def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
         write_checkpoints(method, method.config.checkpoint_dir, improved=improved)
 
 
-def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None
-                       ) -> list[np.ndarray]:
-    """Read image files or folders for training; each file's planes become samples."""
-    from . import io
+def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None,
+                       volumes: bool = False) -> list[np.ndarray]:
+    """Read image files or folders for training; each file's planes become samples.
 
-    return [io.read_image(path, axes=axes).data for path in io.list_images(inputs)]
+    With ``volumes`` (3D networks) each file's Z axis (else T) is moved in front of
+    YX, so its ZYX volumes become the samples; a file with neither is an
+    :class:`InputError`.
+    """
+    from . import io
+    from .pipeline import _volume_axis
+
+    arrays = []
+    for path in io.list_images(inputs):
+        image = io.read_image(path, axes=axes)
+        data = image.data
+        if volumes:
+            vax = _volume_axis(image.axes)
+            if vax is None:
+                raise InputError(f"{path}: axes {image.axes!r} have no Z (or T) axis, but "
+                                 "a 3D network (dims=3) trains on ZYX stacks; give the "
+                                 "axes with --axes (e.g. ZYX) or use dims=2")
+            data = np.moveaxis(data, vax, -3)
+        arrays.append(data)
+    return arrays
 
 
 def read_training_pairs(inputs: Iterable[str | Path], target: str | Path, *,
@@ -419,7 +447,8 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
         noisy, clean = read_training_pairs(inputs, target, scale=model.upscale, axes=axes)
         model.fit(noisy, clean)
     else:
-        images: Any = read_training_data(inputs, axes=axes)  # a list: sizes may differ
+        images: Any = read_training_data(  # a list: sizes may differ
+            inputs, axes=axes, volumes=model.supports_3d)
         model.fit(images)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save(model, out)

@@ -42,7 +42,7 @@ def assert_same(a: np.ndarray, b: np.ndarray, name: str) -> None:
 
 
 def _data(name: str) -> tuple[np.ndarray, np.ndarray]:
-    if method_class(name).supports_3d:
+    if create(name).supports_3d:
         clean = np.stack([blobs((64, 64), seed=0)] * 4)
     else:
         clean = blobs((64, 64), seed=0)
@@ -113,7 +113,7 @@ TILE_ATOL = {"bilateral": 1e-3}
 
 
 def test_tiled_equals_untiled_at_the_receptive_field(name: str) -> None:
-    if name in GLOBAL or method_class(name).supports_3d:
+    if name in GLOBAL or create(name).supports_3d:
         pytest.skip(f"{name} is not a local 2D method: tiles cannot equal the whole image")
     clean = blobs((96, 80), seed=4)
     noisy = poisson_gaussian(clean, seed=5)

@@ -171,8 +171,8 @@ def test_bad_training_data(data, words) -> None:
 
 
 def test_bad_parameters() -> None:
-    with pytest.raises(InputError, match="3D U-Net.*not supported yet"):
-        create("n2v", dims=3)
+    with pytest.raises(InputError, match="dims must be 2"):
+        create("n2v", dims=1)
     with pytest.raises(InputError, match="struct_span"):
         create("n2v", struct_span=4)
     with pytest.raises(InputError, match="patch_size"):

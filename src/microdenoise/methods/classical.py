@@ -366,10 +366,13 @@ class Box3D(_Filter):
     """
 
     Config = Box3DConfig
-    supports_3d = True
     IMAGE_NDIM = 3
     PARAM = "size"
     GRID = (3, 5, 7, 9)
+
+    @property
+    def supports_3d(self) -> bool:
+        return True
 
     def _check(self, image: np.ndarray) -> np.ndarray:
         image = np.asarray(image)

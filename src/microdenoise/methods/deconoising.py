@@ -98,6 +98,9 @@ class DecoNoisingConfig(BlindSpotConfig):
         super().__post_init__()
         if not 2 <= self.depth <= 6 or self.filters < 1:
             raise ValueError("depth must be in 2..6 and filters >= 1")
+        if self.dims != 2:
+            raise ValueError("deconoising convolves with a 2D PSF: dims=3 is not supported; "
+                             "stacks are trained and denoised plane by plane (dims=2)")
         if not self.psf_sigma > 0 or self.positivity < 0 or self.tv < 0:
             raise ValueError("psf_sigma must be > 0, positivity and tv >= 0")
         if gaussian_psf(self.psf_sigma).shape[0] > self.patch_size:

@@ -39,6 +39,7 @@ from ..errors import InputError
 from ..losses import masked_mse
 from ..networks import Net, UNet, receptive_field
 from ..registry import Denoiser, register
+from ..tiling import denoise_tiled
 from ..training import (
     end_epoch,
     generator,
@@ -71,9 +72,13 @@ class BlindSpotConfig:
     channels-last convolutions) on CPUs with native bf16 (AVX512-BF16 or AMX), about
     2x cheaper steps there, and float32 elsewhere; ``fp32`` is CAREamics' (and the
     official DecoNoising code's) arithmetic. Validation and prediction run in float32.
+    ``dims=3`` (``n2v`` only) trains a 3D U-Net on ``patch_size_z`` x ``patch_size`` x
+    ``patch_size`` ZYX patches with 3D blind spots and denoises whole ZYX volumes; it
+    uses uniform replacement, no struct mask and no shift averaging.
     """
 
     patch_size: int = 64
+    patch_size_z: int = 16
     batch_size: int = 16
     masked_percentage: float = 0.2
     roi_radius: int = 5
@@ -105,8 +110,8 @@ class BlindSpotConfig:
                           stacklevel=3)
             object.__setattr__(self, "fit_per_image", True)
             object.__setattr__(self, "calibrate", False)
-        for name in ("patch_size", "batch_size", "roi_radius", "epochs", "accumulate",
-                     "val_patches"):
+        for name in ("patch_size", "patch_size_z", "batch_size", "roi_radius", "epochs",
+                     "accumulate", "val_patches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.patch_size < data.MIN_PATCH:
@@ -121,9 +126,12 @@ class BlindSpotConfig:
             raise ValueError("val_fraction must be in [0, 1)")
         if not (self.lr > 0 and 0 < self.lr_factor < 1 and self.lr_patience >= 0):
             raise ValueError("lr must be > 0, lr_factor in (0, 1), lr_patience >= 0")
-        if self.dims != 2:
-            raise ValueError("dims=3 (3D U-Net on ZYX patches) is not supported yet; "
-                             "3D stacks are trained and denoised plane by plane (dims=2)")
+        if self.dims not in (2, 3):
+            raise ValueError("dims must be 2 (YX planes) or 3 (ZYX volumes)")
+        if self.dims == 3 and (self.struct_axis != "none" or self.replacement == "median"
+                               or self.shift_average):
+            raise ValueError("dims=3 uses uniform replacement, no struct_axis and no "
+                             "shift_average (those are 2D only)")
 
 
 class BlindSpotMethod(Denoiser):
@@ -167,6 +175,11 @@ class BlindSpotMethod(Denoiser):
     def replacement(self) -> str:
         return "uniform" if self.config.replacement == "auto" else self.config.replacement
 
+    @property
+    def supports_3d(self) -> bool:
+        """``dims=3``: ``denoise`` takes ZYX volumes (the pipeline passes them whole)."""
+        return bool(self.config.dims == 3)
+
     # --- Denoiser API -------------------------------------------------------------------
     @property
     def receptive_field(self) -> int:
@@ -177,12 +190,13 @@ class BlindSpotMethod(Denoiser):
         """Train (or continue training) on ``noisy``; ``clean`` is ignored (self-supervised).
 
         ``noisy`` is a 2D image, a stack whose leading axes are samples, or a list of
-        such arrays. A fresh model trains ``epochs`` epochs; a model that is loaded, or
-        resumed from ``resume``, continues its run up to ``epochs``, and once that is
-        done trains ``epochs`` more, keeping its normalization, optimizer and scheduler.
+        such arrays (with ``dims=3``: ZYX stacks, the axes before ZYX samples). A
+        fresh model trains ``epochs`` epochs; a model that is loaded, or resumed from
+        ``resume``, continues its run up to ``epochs``, and once that is done trains
+        ``epochs`` more, keeping its normalization, optimizer and scheduler.
         """
         cfg = self.config
-        planes = data.as_planes(noisy)
+        planes = data.as_volumes(noisy) if cfg.dims == 3 else data.as_planes(noisy)
         if self.net is None and cfg.resume:
             self._resume(cfg.resume)
         device = resolve_device(self.device)
@@ -196,16 +210,18 @@ class BlindSpotMethod(Denoiser):
             net, mean, std = self.net, self.mean, self.std
         norm = [(p - mean) / std for p in planes]
         patch = data.choose_patch(norm, cfg.patch_size, multiple=net.multiple)
+        depth = (data.choose_depth(norm, cfg.patch_size_z, multiple=net.multiple)
+                 if cfg.dims == 3 else 0)
         self.net, self.mean, self.std = net.to(device), mean, std  # the data are usable
         train, held = data.hold_out(norm, fraction=cfg.val_fraction, patch=patch)
         val_gen = generator(cfg.seed + 1)
         val_batches = []
         for start in range(0, cfg.val_patches, cfg.batch_size):
             n = min(cfg.batch_size, cfg.val_patches - start)
-            patches = data.sample_patches(held or train, n, patch, val_gen)
+            patches = data.sample_patches(held or train, n, patch, val_gen, depth=depth)
             masked = self._mask(patches, val_gen)
             val_batches.append((masked, patches))
-        steps = cfg.steps_per_epoch or self._auto_steps(train, patch)
+        steps = cfg.steps_per_epoch or self._auto_steps(train, patch, depth)
         gen, optimizer, scheduler, stop, bar = start_run(self, net, steps_per_epoch=steps)
 
         # bf16 autocast for the training steps where the CPU has it (fp32 outputs, so
@@ -213,7 +229,7 @@ class BlindSpotMethod(Denoiser):
         step_net = step_module(net, cfg.precision, device)
 
         def batch_loss() -> torch.Tensor:
-            patches = data.sample_patches(train, cfg.batch_size, patch, gen)
+            patches = data.sample_patches(train, cfg.batch_size, patch, gen, depth=depth)
             if cfg.augment:
                 patches = data.augment(patches, gen)
             return self._loss_on(step_net, self._mask(patches, gen), patches, device)
@@ -249,8 +265,9 @@ class BlindSpotMethod(Denoiser):
                                     mask=masked.mask.to(device))
         return self.loss(net, moved, patches.to(device))
 
-    def _auto_steps(self, planes: list[np.ndarray], patch: int) -> int:
-        cells = sum(math.ceil(p.shape[0] / patch) * math.ceil(p.shape[1] / patch)
+    def _auto_steps(self, planes: list[np.ndarray], patch: int, depth: int = 0) -> int:
+        sides = (depth, patch, patch) if depth else (patch, patch)
+        cells = sum(math.prod(math.ceil(n / k) for n, k in zip(p.shape, sides, strict=True))
                     for p in planes)
         return min(max(math.ceil(cells / self.config.batch_size), 50), 400)
 
@@ -271,14 +288,54 @@ class BlindSpotMethod(Denoiser):
 
     @torch.no_grad()
     def denoise(self, image: np.ndarray) -> np.ndarray:
-        """Denoise a 2D image (or each plane of a stack) in raw intensity units."""
+        """Denoise a 2D image (or each plane of a stack) in raw intensity units; with
+        ``dims=3`` a ZYX volume (or each volume of a stack)."""
         arr = trained_planes(self, image, trained=self.net is not None,
                              train_args="--input NOISY...",
                              fit_hint="m.fit(noisy) in Python; or --param "
                              "fit_per_image=true to train on each image")
+        if self.config.dims == 3:
+            if arr.ndim < 3:
+                raise InputError(f"this {self.key} model is 3D (dims=3) and denoises ZYX "
+                                 f"volumes, but got a plane of shape {arr.shape}: give the "
+                                 "stack with its Z (or T) axis, e.g. --axes ZYX")
+            vols = arr.reshape(-1, *arr.shape[-3:])
+            return np.stack([self._denoise_volume(v) for v in vols]).reshape(arr.shape)
         planes = arr.reshape(-1, *arr.shape[-2:])
         out = np.stack([self._denoise_plane(p) for p in planes])
         return out.reshape(arr.shape).astype(np.float32)
+
+    def _denoise_volume(self, volume: np.ndarray) -> np.ndarray:
+        """One ZYX volume (``dims=3``): reflection-padded by the receptive field in Y
+        and X (to the pooling multiple in Z), predicted whole, or in YX tiles of at
+        most :data:`MAX_PIXELS` voxels with the receptive field as overlap (tiles
+        start on the pooling grid, so the result equals the untiled one)."""
+        net = self.net
+        if net is None:
+            raise InputError(f"{self.key} is not trained")
+        device = resolve_device(self.device)
+        net.to(device).eval()
+        m, rf = int(net.multiple), int(net.receptive_field)
+        z = volume.shape[0]
+        ez = -z % m
+
+        def forward(t: np.ndarray) -> np.ndarray:
+            ey, ex = -(t.shape[1] + 2 * rf) % m, -(t.shape[2] + 2 * rf) % m
+            padded = np.pad(t, ((ez // 2, ez - ez // 2), (rf, rf + ey), (rf, rf + ex)),
+                            mode="reflect")
+            batch = torch.from_numpy(padded[None, None].astype(np.float32)).to(device)
+            out = self.predict(net, batch)[0, 0, ez // 2:ez // 2 + z]
+            return out[:, rf:rf + t.shape[1], rf:rf + t.shape[2]].float().cpu().numpy()
+
+        x = ((volume.astype(np.float64) - self.mean) / self.std).astype(np.float32)
+        h, w = x.shape[1:]
+        if (z + ez) * (h + 2 * rf + m) * (w + 2 * rf + m) <= MAX_PIXELS:
+            y = forward(x)
+        else:
+            side = int(math.sqrt(MAX_PIXELS / (z + ez))) // m * m
+            y = denoise_tiled(forward, x, tile=max(side, 2 * rf + 2 * m), overlap=rf,
+                              multiple=m)
+        return self.finish(y.astype(np.float64) * self.std + self.mean).astype(np.float32)
 
     def _denoise_plane(self, plane: np.ndarray) -> np.ndarray:
         net = self.net
@@ -354,6 +411,8 @@ class N2VConfig(BlindSpotConfig):
         super().__post_init__()
         if not 1 <= self.depth <= 5 or self.filters < 1:
             raise ValueError("depth must be in 1..5 and filters >= 1")
+        if self.dims == 3 and self.n2v2:
+            raise ValueError("n2v2 (max-blur-pool) is 2D only; use dims=2 with n2v2")
 
 
 @register("n2v")
@@ -366,7 +425,7 @@ class N2V(BlindSpotMethod):
 
     Config = N2VConfig
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"n2v2": {"n2v2": True}}
-    ARCHITECTURE = ("depth", "filters", "batch_norm", "n2v2")
+    ARCHITECTURE = ("depth", "filters", "batch_norm", "n2v2", "dims")
 
     @property
     def replacement(self) -> str:
@@ -381,7 +440,7 @@ class N2V(BlindSpotMethod):
     def build_net(self) -> UNet:
         cfg = self.config
         return UNet(depth=cfg.depth, filters=cfg.filters, batch_norm=cfg.batch_norm,
-                    n2v2=cfg.n2v2)
+                    n2v2=cfg.n2v2, dims=cfg.dims)
 
     def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
         return masked_mse(net(masked.inputs), target, masked.mask)
