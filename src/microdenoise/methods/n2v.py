@@ -305,17 +305,22 @@ class BlindSpotMethod(Denoiser):
         out = np.stack([self._denoise_plane(p) for p in planes])
         return out.reshape(arr.shape).astype(np.float32)
 
-    def _denoise_volume(self, volume: np.ndarray) -> np.ndarray:
-        """One ZYX volume (``dims=3``): reflection-padded by the receptive field in Y
-        and X (to the pooling multiple in Z), predicted whole, or in YX tiles of at
-        most :data:`MAX_PIXELS` voxels with the receptive field as overlap (tiles
-        start on the pooling grid, so the result equals the untiled one)."""
+    def _prediction_net(self) -> tuple[Net, torch.device, int, int]:
+        """The trained network in eval mode on its device, its pooling multiple and
+        receptive field."""
         net = self.net
         if net is None:
             raise InputError(f"{self.key} is not trained")
         device = resolve_device(self.device)
         net.to(device).eval()
-        m, rf = int(net.multiple), int(net.receptive_field)
+        return net, device, int(net.multiple), int(net.receptive_field)
+
+    def _denoise_volume(self, volume: np.ndarray) -> np.ndarray:
+        """One ZYX volume (``dims=3``): reflection-padded by the receptive field in Y
+        and X (to the pooling multiple in Z), predicted whole, or in YX tiles of at
+        most :data:`MAX_PIXELS` voxels with the receptive field as overlap (tiles
+        start on the pooling grid, so the result equals the untiled one)."""
+        net, device, m, rf = self._prediction_net()
         z = volume.shape[0]
         ez = -z % m
 
@@ -338,12 +343,7 @@ class BlindSpotMethod(Denoiser):
         return self.finish(y.astype(np.float64) * self.std + self.mean).astype(np.float32)
 
     def _denoise_plane(self, plane: np.ndarray) -> np.ndarray:
-        net = self.net
-        if net is None:
-            raise InputError(f"{self.key} is not trained")
-        device = resolve_device(self.device)
-        net.to(device).eval()
-        m, rf = int(net.multiple), int(net.receptive_field)
+        net, device, m, rf = self._prediction_net()
         phases = [(sy, sx) for sy in range(m) for sx in range(m)] \
             if self.config.shift_average else [(0, 0)]
         h, w = plane.shape
