@@ -7,7 +7,9 @@
 #   bash benchmarks/gpu_session.sh kill TAG    # stop the job whose --tag is gpu_TAG
 #
 # Job sets: ``lease1`` is what the lease of 2026-11-23 ran (all at once); ``clidim``
-# is the CLIDiM ablation still to do, alone on the GPU, CL+TV+SSIM first; ``w2s_rest``
+# is the CLIDiM ablation still to do, alone on the GPU, CL+TV+SSIM first (the baseline
+# again: the lease1 one, clidim_ablation_*_gpu_base.csv, mapped targets by their 99.8th
+# percentile; move those CSVs aside when gpu_b2 lands, as both hold baseline_n30); ``w2s_rest``
 # the W2S rows that lease did not finish (care_k4_40k, care_bicubic_40k; the n2v and
 # deconoising GPU scores were lost).
 #
@@ -44,8 +46,8 @@ jobs_of() {
       [clidim_base]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_base") ;;
     clidim) JOBS=(
       [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
-      [clidim_rest]="$CLIDIM --variants baseline --n-train 16 --tag gpu_b16; \
-$CLIDIM --variants tv ssim cl --n-train 30 --tag gpu_rest") ;;
+      [clidim_rest]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_b2; \
+$CLIDIM --variants ssim cl tv --n-train 30 --tag gpu_rest") ;;
     w2s_rest) JOBS=(
       [care_rest]="$W2S --rows care_bicubic_40k care_k4_40k --tag gpu_rest"
       [self]="$W2S --rows n2v deconoising --tag gpu_self") ;;
