@@ -88,7 +88,7 @@ class CLIDiMConfig:
     ``checkpoint_dir`` (``best.pt`` on a better validation PSNR), with the optimizers'
     state for ``resume``; a model saved after ``fit`` holds no optimizer state.
     ``precision``: training-step arithmetic of G and D; ``auto`` is bfloat16 autocast
-    (channels-last) on CPUs with native bf16, about 1.7x cheaper iterations there,
+    (channels-last) on CPUs with native bf16, 1.7x to 1.8x cheaper iterations there,
     float32 elsewhere; ``fp32`` is the official code's. Losses, validation and
     prediction run in float32.
     """
