@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,3 +14,18 @@ def git_commit() -> str:
     """Short hash of the repository's HEAD ("" outside a git checkout)."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, cwd=ROOT, check=False).stdout.strip()
+
+
+def write_table(text: str, out: str | Path | None) -> str:
+    """``text`` written to ``out`` (with a final newline) when one is given; returned."""
+    if out:
+        Path(out).write_text(text + "\n")
+    return text
+
+
+def dispatch(args: Any, run: Callable[[Any], None], table: Callable[[Any], str]) -> None:
+    """The ``run``/``table`` subcommands every benchmark script has."""
+    if args.cmd == "run":
+        run(args)
+    else:
+        print(table(args))

@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import git_commit
+from _common import dispatch, git_commit, write_table
 
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
@@ -419,9 +419,7 @@ def table(args: argparse.Namespace) -> str:
     for name in sets:
         lines += _set_table(name, scores, training)
     text = "\n".join(lines)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return text
+    return write_table(text, args.out)
 
 
 def main() -> None:
@@ -452,10 +450,7 @@ def main() -> None:
     use_tag(args.tag)
     if args.cmd == "table" and args.out is None:
         args.out = str(RESULTS / f"blindspot{'_' + args.tag if args.tag else ''}.md")
-    if args.cmd == "run":
-        run(args)
-    else:
-        print(table(args))
+    dispatch(args, run, table)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import git_commit
+from _common import dispatch, git_commit, write_table
 
 from microdenoise import datasets, denoise_array, metrics
 from microdenoise.evaluate import auto_preset, parse_spec, quantize
@@ -161,9 +161,7 @@ def table(args: argparse.Namespace) -> str:
     if notes.exists():
         lines += [notes.read_text().strip()]
     text = "\n".join(header + lines)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return text
+    return write_table(text, args.out)
 
 
 def main() -> None:
@@ -180,10 +178,7 @@ def main() -> None:
     t.add_argument("--dataset", default="fmd_test_mix")
     t.add_argument("--out", default=None)
     args = parser.parse_args()
-    if args.cmd == "run":
-        run(args)
-    else:
-        print(table(args))
+    dispatch(args, run, table)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import git_commit
+from _common import dispatch, git_commit, write_table
 
 from microdenoise import create, datasets, metrics
 from microdenoise.evaluate import quantize
@@ -134,9 +134,7 @@ def table(args: argparse.Namespace) -> str:
             f"{statistics.median(float(r['cpu_s']) for r in rs):.2f} |")
     text = "\n".join(lines + [""] + (args.notes.read_text().splitlines() if args.notes
                                      else []))
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return text
+    return write_table(text, args.out)
 
 
 def main() -> None:
@@ -150,10 +148,7 @@ def main() -> None:
     t.add_argument("--out", default=None)
     t.add_argument("--notes", type=Path, default=None)
     args = parser.parse_args()
-    if args.cmd == "run":
-        run(args)
-    else:
-        print(table(args))
+    dispatch(args, run, table)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import git_commit
+from _common import dispatch, git_commit
 
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
@@ -664,10 +664,7 @@ def main() -> None:
     t.add_argument("--out", default=None)
     t.add_argument("--commands", nargs="*", default=[], help="the run commands, for the record")
     args = parser.parse_args()
-    if args.cmd == "run":
-        run(args)
-    else:
-        print(table(args))
+    dispatch(args, run, table)
 
 
 if __name__ == "__main__":
