@@ -83,6 +83,8 @@ def step_module(net: torch.nn.Module, precision: bool | str, device: torch.devic
     so, ``net`` in channels-last layout wrapped in :class:`Autocast`.
 
     Undo the layout after training with ``net.to(memory_format=torch.contiguous_format)``.
+    A 3D network (``net.dims == 3``) on the CPU always trains in float32: ``auto``
+    keeps it there and ``bf16`` is an :class:`InputError`.
     """
     volumetric = getattr(net, "dims", 2) == 3
     if volumetric and device.type == "cpu" and precision in ("auto", "bf16", True):
