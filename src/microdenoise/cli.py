@@ -28,6 +28,7 @@ _EPILOG = """examples:
   microdenoise denoise raw/ -o out/ --method fm2s --preset widefield --dtype same
   microdenoise denoise img.png -o out/ --method nlm --param h_factor=0.6
   microdenoise train --method n2v --input raw/ --out n2v.pt   # self-supervised
+  microdenoise train --method n2v --param dims=3 --input zstacks/ --out n2v3d.pt  # 3D
   microdenoise denoise raw/ -o out/ --model n2v.pt
   microdenoise train --method care --input noisy/ --target clean/ --out care.pt  # pairs
   microdenoise evaluate --dataset fmd_test_mix --methods fm2s,median,nlm --images '*_3'
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microdenoise",
         description="Denoise fluorescence microscopy images: classical filters, FM2S "
-                    "(zero-shot, the default), Noise2Void, DecoNoising and CARE under one command.",
+                    "(zero-shot, the default), Noise2Void, DecoNoising, CARE and CLIDiM "
+                    "under one command.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"microdenoise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -417,7 +417,7 @@ class N2VConfig(BlindSpotConfig):
 
 @register("n2v")
 class N2V(BlindSpotMethod):
-    """Noise2Void (Krull et al., CVPR 2019), CAREamics-style; N2V2 and structN2V options.
+    """Noise2Void (Krull et al., CVPR 2019), CAREamics-style; N2V2, structN2V and 3D options.
 
     Train with ``microdenoise train --method n2v`` (or ``fit``), then denoise with the
     saved model. Presets: ``n2v2``.
