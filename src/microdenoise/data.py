@@ -21,7 +21,7 @@ the patch's min and max, for noise correlated along that axis.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +199,7 @@ def stratified_coords(n: int, shape: tuple[int, ...], percentage: float,
     ``percentage`` %.
     """
     d = len(shape)
+    # math.sqrt in 2D: bit for bit the spacing (and so the masks) of the 2D-only version.
     step = (100.0 / percentage) ** (1.0 / d) if d != 2 else math.sqrt(100.0 / percentage)
     cells = [math.ceil(side / step) for side in shape]
     jitter = torch.rand((n, *cells, d), generator=gen, dtype=torch.float64)
@@ -289,19 +290,9 @@ def blind_spot_mask(patches: torch.Tensor, *, percentage: float, radius: int,
         values = torch.where(valid, values, torch.full_like(values, float("nan")))
         inputs[b, 0, y, x] = torch.nanmedian(values, dim=1).values
     else:
-        lo_y, hi_y = (-y).clamp(min=-radius), (h - 1 - y).clamp(max=radius)
-        lo_x, hi_x = (-x).clamp(min=-radius), (w - 1 - x).clamp(max=radius)
-        dy = torch.zeros_like(y)
-        dx = torch.zeros_like(x)
-        todo = torch.ones_like(y, dtype=torch.bool)
-        while bool(todo.any()):  # rejection sampling: never the centre (or the struct line)
-            uy = torch.rand(y.shape, generator=gen, dtype=torch.float64)
-            ux = torch.rand(x.shape, generator=gen, dtype=torch.float64)
-            cy = lo_y + (uy * (hi_y - lo_y + 1)).long()
-            cx = lo_x + (ux * (hi_x - lo_x + 1)).long()
-            dy = torch.where(todo, cy, dy)
-            dx = torch.where(todo, cx, dx)
-            todo = _on_line(dy, dx, struct_axis, half)
+        dy, dx = _neighbour_offsets(
+            (y, x), (h, w), radius, gen,
+            excluded=lambda oy, ox: _on_line(oy, ox, struct_axis, half))
         sources = (y + dy, x + dx)
         inputs[b, 0, y, x] = patches[b, 0, y + dy, x + dx]
     if struct_axis != "none":
@@ -320,22 +311,32 @@ def blind_spot_mask(patches: torch.Tensor, *, percentage: float, radius: int,
     return Masked(inputs=inputs, mask=mask, coords=(b, y, x), sources=sources)
 
 
+def _neighbour_offsets(centre: tuple[torch.Tensor, ...], sizes: tuple[int, ...],
+                       radius: int, gen: torch.Generator,
+                       excluded: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
+    """Uniform offsets within +-``radius`` of each ``centre`` point (one tensor per axis),
+    clipped to the patch ``sizes``, redrawn by rejection where ``excluded(*offsets)``
+    (the centre, or structN2V's line): N2V's uniform replacement, in 2D or 3D."""
+    lows = [(-c).clamp(min=-radius) for c in centre]
+    highs = [(s - 1 - c).clamp(max=radius) for c, s in zip(centre, sizes, strict=True)]
+    offsets = [torch.zeros_like(c) for c in centre]
+    todo = torch.ones_like(centre[0], dtype=torch.bool)
+    while bool(todo.any()):
+        for k, c in enumerate(centre):
+            u = torch.rand(c.shape, generator=gen, dtype=torch.float64)
+            offsets[k] = torch.where(todo, lows[k] + (u * (highs[k] - lows[k] + 1)).long(),
+                                     offsets[k])
+        todo = excluded(*offsets)
+    return offsets
+
+
 def _blind_spot_mask_3d(patches: torch.Tensor, *, percentage: float, radius: int,
                         gen: torch.Generator) -> Masked:
     n, _, depth, h, w = patches.shape
     b, z, y, x = stratified_coords(n, (depth, h, w), percentage, gen)
-    centre = (z, y, x)
-    sizes = (depth, h, w)
-    lows = [(-c).clamp(min=-radius) for c in centre]
-    highs = [(s - 1 - c).clamp(max=radius) for c, s in zip(centre, sizes, strict=True)]
-    offsets = [torch.zeros_like(z) for _ in range(3)]
-    todo = torch.ones_like(z, dtype=torch.bool)
-    while bool(todo.any()):  # rejection sampling: never the centre itself
-        for k in range(3):
-            u = torch.rand(z.shape, generator=gen, dtype=torch.float64)
-            pick = lows[k] + (u * (highs[k] - lows[k] + 1)).long()
-            offsets[k] = torch.where(todo, pick, offsets[k])
-        todo = (offsets[0] == 0) & (offsets[1] == 0) & (offsets[2] == 0)
+    offsets = _neighbour_offsets(  # never the centre itself
+        (z, y, x), (depth, h, w), radius, gen,
+        excluded=lambda oz, oy, ox: (oz == 0) & (oy == 0) & (ox == 0))
     sources = (z + offsets[0], y + offsets[1], x + offsets[2])
     inputs = patches.clone()
     inputs[b, 0, z, y, x] = patches[b, 0, *sources]
