@@ -78,11 +78,10 @@ def measure(name: str) -> dict[str, float]:
     noisy = raw[crop].astype(np.float32) / 255
     clean = gt[crop].astype(np.float32) / 255
     den = create(name, **TRAIN.get(name, {}))
-    if hasattr(den, "device"):
-        den.device = "cpu"
+    den.device = "cpu"
     if den.needs == "pairs":
         den.fit(noisy, clean)
-    elif den.needs != "nothing" or den.zero_shot:
+    elif den.fit_policy != "none":
         den.fit(noisy)
     t1, t2 = SIZES.get(name, DEFAULT_SIZES)
     rng = np.random.default_rng(0)

@@ -17,7 +17,8 @@ from microdenoise import (
     streaming,
     write_image,
 )
-from microdenoise.normalize import Percentile
+from microdenoise import core
+from microdenoise.normalize import Percentile, channel_normalizers, unit_range
 
 from .conftest import blobs, poisson_gaussian
 
@@ -65,9 +66,8 @@ def test_uncompressed_tiff_and_npy_are_memory_mapped(tmp_path: Path) -> None:
         np.testing.assert_array_equal(opened.data, image)
 
 
-def test_streamed_fm2s_fits_once_per_plane_on_a_central_crop(tmp_path: Path,
-                                                             monkeypatch) -> None:
-    monkeypatch.setattr(streaming, "FIT_CROP", 48)
+def test_streamed_fm2s_fits_each_whole_plane_and_equals_in_memory(tmp_path: Path,
+                                                                   monkeypatch) -> None:
     from microdenoise.methods.fm2s import FM2S
 
     shapes = []
@@ -81,19 +81,23 @@ def test_streamed_fm2s_fits_once_per_plane_on_a_central_crop(tmp_path: Path,
     stack = np.stack([_noisy_uint16((96, 80), seed=s) for s in range(2)])
     src = write_image(tmp_path / "s.tif", stack, axes="TYX", dtype="uint16")
     params = {"fast_steps": 2, "fast_crop": 32}
-    denoise_file(src, tmp_path / "o.tif", "fm2s", params=params, seed=0, tile=64)
-    assert shapes == [(48, 48), (48, 48)]
+    out = denoise_file(src, tmp_path / "o.tif", "fm2s", params=params, seed=0, tile=64)
+    assert shapes == [(96, 80), (96, 80)]  # the whole plane, not a crop of it
+    expected = denoise_array(stack, "fm2s", params=params, seed=0, axes="TYX")
+    np.testing.assert_allclose(read_image(out).data, expected, rtol=1e-5,
+                               atol=1e-5 * float(stack.max()))
 
 
 def test_percentile_statistics_equal_the_in_memory_subsample() -> None:
     rng = np.random.default_rng(3)
     image = rng.gamma(2.0, 100.0, size=(2, 1100, 1000)).astype(np.float32)
-    units = list(np.ndindex(2))
-    (norm,) = streaming._normalizers(image, "percentile", units, None, 1)
+    (norm,) = channel_normalizers(image, "percentile", cax=None)
     assert norm == Percentile.fit(image)
     small = image[0, :100, :100]
-    (norm,) = streaming._normalizers(small, "percentile", [()], None, 1)
+    (norm,) = channel_normalizers(small, "percentile", cax=None)
     assert norm == Percentile.fit(small)
+    per_channel = channel_normalizers(image, "percentile", cax=0)
+    assert per_channel == [Percentile.fit(image[0]), Percentile.fit(image[1])]
 
 
 def test_streamed_input_errors(tmp_path: Path) -> None:
@@ -140,12 +144,17 @@ def test_declared_bytes_per_pixel_bound_the_streamed_working_set(method: str) ->
     image = _noisy_uint16((512, 512), seed=5)
     den = create(method)
     sink = np.empty(image.shape, np.float32)
-    streaming.denoise_streamed(image[:64, :64], sink[:64, :64], den, axes="YX", tile=64,
-                               overlap=den.receptive_field, refit=True)  # warm-up
+
+    def stream(source: np.ndarray, out: np.ndarray, tile: int, fresh: bool) -> None:
+        size, overlap = core.check_tiling(den, tile=tile, overlap=None)
+        core.run(den, source, out, fresh=fresh, lay=core.layout(source.shape, "YX", den),
+                 tile=size, overlap=overlap)
+
+    stream(image[:96, :96], sink[:96, :96], 96, True)  # warm-up
+    den.fit(unit_range(image)(image))  # fitted once, as the core fits it on the plane
     tracemalloc.start()
     try:
-        streaming.denoise_streamed(image, sink, den, axes="YX", tile=512,
-                                   overlap=den.receptive_field, refit=False)
+        stream(image, sink, 512, False)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from . import io
+from . import core, io
 from .errors import InputError
-from .pipeline import BatchResult, _prepare, _suffix, default_axes, output_path
+from .normalize import Normalizer, channel_normalizers
+from .pipeline import BatchResult, default_axes, output_path, output_suffix
 from .registry import Denoiser, load, method_class, save
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
@@ -53,20 +54,24 @@ def _method(key: str, spec: tuple[str, Any, dict[str, Any]], device: str) -> Den
             den = method_class(name)(config)
             if state:
                 den.load_state_dict(state)
-            if hasattr(den, "device"):
-                den.device = device
+            den.device = device
             _METHODS[key] = den
             created += 1
         return den
 
 
-def _denoise_block(block: np.ndarray, *, key: str, spec: tuple[str, Any, dict[str, Any]],
-                   device: str) -> np.ndarray:
-    den = _method(key, spec, device)
-    lead = block.shape[:-2]
-    planes = block.reshape((-1, *block.shape[-2:]))
-    out = np.stack([np.asarray(den.denoise(p), dtype=np.float32) for p in planes])
-    return out.reshape(*lead, *block.shape[-2:])
+Spec = tuple[str, Any, dict[str, Any]]  # registry key, config, learned state
+
+
+def _denoise_block(block: np.ndarray, *, specs: list[tuple[str, Spec]],
+                   pairs: list[tuple[Normalizer, Normalizer]],
+                   positions: dict[tuple[Any, ...], int], vax: int | None, device: str,
+                   block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """One chunk with its margins: one unit (chunks are one plane, or one volume, deep)."""
+    loc = block_info[0]["chunk-location"] if block_info else (0,) * block.ndim
+    k = positions[tuple(None if i == vax else int(loc[i]) for i in range(block.ndim - 2))]
+    key, spec = specs[k if len(specs) > 1 else 0]
+    return core.denoise_block(_method(key, spec, device), block, pairs[k], volume=vax is not None)
 
 
 def denoise_dask(
@@ -78,21 +83,29 @@ def denoise_dask(
     params: dict[str, Any] | None = None,
     seed: int | None = None,
     device: str = "auto",
-    fit_on: int = 1,
+    fit_on: int | None = None,
 ) -> Any:
     """Denoise a Dask array lazily, chunk by chunk; return a float32 Dask array.
+
+    The same prediction as :func:`microdenoise.denoise_array` (one core,
+    :mod:`microdenoise.core`): global normalization per channel, methods fitted
+    per image fitted on each whole plane (or volume) before the graph is built
+    (or once on ``fit_on`` planes), and each chunk denoised with a margin of the
+    method's receptive field on the method's pooling grid. For a local method
+    the result equals ``denoise_array``.
 
     Parameters
     ----------
     array : dask.array.Array
-        Image or stack (any chunking; chunks are made one plane deep).
+        Image or stack (any chunking; chunks are made one plane deep, or one whole
+        volume deep along Z (else T) for 3D methods).
     method, preset, params, seed, device
-        As in :func:`microdenoise.denoise_array`; 2D methods only (plane by plane).
+        As in :func:`microdenoise.denoise_array`.
     axes : str, optional
         Letters from STCZYX, one per dimension; default ``YX`` with ``S`` in front.
-    fit_on : int
-        Zero-shot methods are fitted once, before the graph is built, on the
-        central 1024x1024 pixels of this many evenly spaced planes.
+    fit_on : int, optional
+        Fit methods fitted per image once, on this many evenly spaced planes
+        (default: on every plane, as ``denoise_array``).
 
     Returns
     -------
@@ -101,52 +114,52 @@ def denoise_dask(
     """
     import dask.array as da
 
-    from .streaming import _central, _normalizers
-
     if not isinstance(array, da.Array):
         array = da.asarray(array)
     if array.ndim < 2:
         raise InputError(f"the array has shape {array.shape}; an image needs at least 2 axes")
     axes = io.check_axes(axes or default_axes(array.ndim), ndim=array.ndim, shape=array.shape)
-    den, fresh = _prepare(method, preset, params, seed)
+    den, fresh = core.prepare(method, preset=preset, params=params, seed=seed)
     if den.upscale != 1:
         raise InputError(f"denoise_dask keeps the array's shape; this {den.key} model writes "
                          f"{den.upscale}x larger images: use denoise_array or denoise_file")
-    cax = axes.index("C") if "C" in axes else None
-    channels = array.shape[cax] if cax is not None else 1
-    units = list(np.ndindex(*array.shape[:-2]))
-    norms = _normalizers(array, den.normalization, units, cax, channels)
-    if fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False))):
-        picks = np.linspace(0, len(units) - 1, min(max(1, fit_on), len(units)))
-        chosen = [units[int(i)] for i in picks.round()]
-        den.fit(np.concatenate([_central(array, u, norms[0 if cax is None else u[cax]])
-                                for u in chosen], axis=-1))
-    spec = (den.key, den.config, den.state_dict())
-    key = hashlib.sha1(pickle.dumps(spec)).hexdigest()
+    if fit_on is not None and fit_on < 1:
+        raise InputError("fit_on must be at least 1")
+    lay = core.layout(tuple(array.shape), axes, den)
+    image_norms = channel_normalizers(array, den.normalization, cax=lay.cax)
+    units = lay.units()
+    models = [den]
+    if fresh and den.fit_policy == "per_image":
+        with core.on_device(den, device):
+            if fit_on is not None:
+                picks = np.linspace(0, len(units) - 1, min(fit_on, len(units))).round()
+                models = [core.fit_unit(den, array, [units[int(i)] for i in picks], lay,
+                                        image_norms)]
+            else:
+                models = [core.fit_unit(den, array, [u], lay, image_norms) for u in units]
+    specs = []
+    for model in models:
+        spec = (model.key, model.config, model.state_dict())
+        specs.append((hashlib.sha1(pickle.dumps(spec)).hexdigest(), spec))
+    pairs = [core.normalizers(models[k if len(models) > 1 else 0], image_norms, lay.channel(u))
+             for k, u in enumerate(units)]
+    positions = {tuple(None if isinstance(i, slice) else i for i in u): k
+                 for k, u in enumerate(units)}
     # A U-Net's pooling grid must fall on the same pixels in every block as in the whole
     # image (see tiling.plan_tiles): chunks and margins on multiples of tile_multiple.
     m = den.tile_multiple
     rf = -(-den.receptive_field // m) * m
-    chunks: dict[int, Any] = {i: 1 for i in range(array.ndim - 2)}
+    chunks: dict[int, Any] = {i: (-1 if i == lay.vax else 1) for i in range(array.ndim - 2)}
     if m > 1:
         for i in (array.ndim - 2, array.ndim - 1):
             chunks[i] = _aligned_chunks(array.shape[i], array.chunks[i][0], m, rf)
     array = array.rechunk(chunks)
-
-    def apply(x: Any, fn: Callable[[Any], Any]) -> Any:
-        return x.map_blocks(fn, dtype=np.float32)
-
-    def per_channel(x: Any, fns: list[Callable[[Any], Any]]) -> Any:
-        if cax is None:
-            return apply(x, fns[0])
-        parts = [apply(da.take(x, [c], axis=cax), fns[c]) for c in range(channels)]
-        return da.concatenate(parts, axis=cax)
-
-    normalized = per_channel(array, list(norms))
+    if den.global_field and max(len(array.chunks[-1]), len(array.chunks[-2])) > 1:
+        core.warn_global(den, "Dask chunks")
     depth = {i: (rf if i >= array.ndim - 2 else 0) for i in range(array.ndim)}
-    denoised = da.map_overlap(_denoise_block, normalized, depth=depth, boundary="none",
-                              dtype=np.float32, key=key, spec=spec, device=device)
-    return per_channel(denoised, [n.inverse for n in norms])
+    return da.map_overlap(_denoise_block, array, depth=depth, boundary="none",
+                          dtype=np.float32, specs=specs, pairs=pairs, positions=positions,
+                          vax=lay.vax, device=device)
 
 
 def _aligned_chunks(n: int, size: int, multiple: int, depth: int) -> tuple[int, ...]:
@@ -273,7 +286,7 @@ def denoise_files_distributed(
     seen: dict[Path, Path] = {}
     todo: list[tuple[Path, Path]] = []
     for path in paths:
-        target = output_path(path, out_dir, suffix=_suffix(options.get("pyramid", 1)))
+        target = output_path(path, out_dir, suffix=output_suffix(options.get("pyramid", 1)))
         problem = None
         if target.resolve() in sources:
             problem = f"output {str(target)!r} would replace an input file; choose another folder"

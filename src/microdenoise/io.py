@@ -25,8 +25,9 @@ from numpy.typing import DTypeLike
 
 from .errors import AxesWarning, InputError
 
-__all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "is_zarr",
-           "list_images", "read_image", "same_file", "write_image"]
+__all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "convert",
+           "is_zarr", "list_images", "read_image", "read_tiff", "same_file", "target_dtype",
+           "tiff_options", "write_image"]
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy", ".zarr")
 AXES_LETTERS = "STCZYX"
@@ -157,7 +158,7 @@ def read_image(path: str | Path, *, axes: str | None = None) -> ImageData:
         elif ext == ".png":
             data = iio.imread(path, extension=".png")
         else:
-            data, file_axes, calibration = _read_tiff(path, axes)
+            data, file_axes, calibration = read_tiff(path, axes)
         data = np.asarray(data)
     except InputError:
         raise
@@ -218,7 +219,7 @@ def _drop_colour(path: Path, data: np.ndarray, axis: int) -> np.ndarray:
     raise InputError(_RGB_MESSAGE.format(path))
 
 
-def _read_tiff(
+def read_tiff(
     path: Path, axes: str | None, *, lazy: bool = False
 ) -> tuple[np.ndarray, str, Calibration]:
     """Pixels, axes and calibration; ``lazy``: a read-only memmap or zarr array of the pixels."""
@@ -310,7 +311,7 @@ def _rational(tag: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _target_dtype(dtype: str, source_dtype: DTypeLike | None) -> np.dtype:
+def target_dtype(dtype: str, source_dtype: DTypeLike | None) -> np.dtype:
     spec: DTypeLike = dtype
     if dtype == "same":
         if source_dtype is None:
@@ -326,7 +327,7 @@ def _target_dtype(dtype: str, source_dtype: DTypeLike | None) -> np.dtype:
     return target
 
 
-def _convert(data: np.ndarray, target: np.dtype) -> np.ndarray:
+def convert(data: np.ndarray, target: np.dtype) -> np.ndarray:
     """Cast to ``target``; integer targets are rounded (np.rint) and clipped."""
     if not np.issubdtype(target, np.integer) or np.can_cast(data.dtype, target):
         return data.astype(target, copy=False)
@@ -398,7 +399,7 @@ def write_image(
     if pixel_size is not None and (np.shape(pixel_size) != (2,) or not all(
             math.isfinite(v) and v > 0 for v in pixel_size)):
         raise InputError(f"pixel size must be two positive numbers (y, x), got {pixel_size}")
-    target = _target_dtype(dtype, source_dtype)
+    target = target_dtype(dtype, source_dtype)
     if levels != 1 and ext != ".zarr":
         raise InputError(f"a pyramid of {levels} levels needs an OME-Zarr output (.ome.zarr), "
                          f"not {ext}")
@@ -412,7 +413,7 @@ def write_image(
                 raise InputError(f"PNG stores only uint8 or uint16, not {target}; pass "
                                  "dtype='uint8' or 'uint16', or write a .tif")
             target = np.dtype(source)
-    out = _convert(data, target)
+    out = convert(data, target)
     if ext == ".zarr":
         from .zarr_io import write_zarr
 
@@ -462,11 +463,11 @@ def _write_tiff(
     unit: str | None,
     metadata: dict[str, Any],
 ) -> None:
-    kwargs = _tiff_options(axes, data.dtype, data.nbytes, pixel_size, unit, metadata)
+    kwargs = tiff_options(axes, data.dtype, data.nbytes, pixel_size, unit, metadata)
     tifffile.imwrite(path, data, **kwargs)
 
 
-def _tiff_options(
+def tiff_options(
     axes: str,
     dtype: np.dtype,
     nbytes: int,

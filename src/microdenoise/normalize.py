@@ -16,7 +16,13 @@ kind           meaning
                data by the image's own min..max (the FM2S/classical convention)
 ``"percentile"`` :class:`Percentile`: 1st/99.8th percentiles map to 0/1
 ``"none"``     :class:`Identity`: float32 cast only
+``"model"``    a trained model's own normalizers (``Denoiser.normalizers``),
+               computed from its training data and stored in the model
 =============  ================================================================
+
+:func:`channel_normalizers` computes the image-derived kinds per channel in one
+pass over row bands, so that a memory-mapped or Dask image is never loaded
+whole; it gives exactly what :func:`make_normalizer` gives on each channel.
 
 Round trips are exact up to float32 rounding: ``inverse(n(x))`` equals ``x``
 to about 1e-7 of the normalizer's range ``high - low``.
@@ -25,7 +31,7 @@ to about 1e-7 of the normalizer's range ``high - low``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -40,12 +46,17 @@ __all__ = [
     "MeanStd",
     "Normalizer",
     "Percentile",
+    "channel_normalizers",
+    "constant_error",
     "make_normalizer",
     "normalizer_from_dict",
     "unit_range",
 ]
 
-KINDS = ("unit", "percentile", "none")
+KINDS = ("unit", "percentile", "none", "model")
+P_LOW, P_HIGH = 1.0, 99.8  # default percentiles mapped to 0 and 1
+MAX_SAMPLES = 1_000_000  # above this many pixels, percentiles come from a seeded subsample
+BAND_PIXELS = 2**22  # pixels per row band when statistics are gathered band by band
 
 
 @runtime_checkable
@@ -98,7 +109,7 @@ def _check_kind(data: Mapping[str, Any], kind: str) -> None:
         raise InputError(f"expected a normalizer of kind {kind!r}, got {data.get('kind')!r}")
 
 
-def _constant_error(value: float) -> InputError:
+def constant_error(value: float) -> InputError:
     return InputError(
         f"the image is constant (every pixel = {value:g}): there is no signal or noise to separate"
     )
@@ -200,9 +211,9 @@ class Percentile:
         cls,
         image: ArrayLike,
         *,
-        p_low: float = 1.0,
-        p_high: float = 99.8,
-        max_samples: int = 1_000_000,
+        p_low: float = P_LOW,
+        p_high: float = P_HIGH,
+        max_samples: int = MAX_SAMPLES,
         seed: int = 0,
     ) -> Self:
         """Compute the percentiles of the whole image or stack.
@@ -252,7 +263,7 @@ class Percentile:
         if not high > low:
             low, high = float(np.min(arr)), float(np.max(arr))
             if not high > low:
-                raise _constant_error(low)
+                raise constant_error(low)
         return cls(low, high)
 
     def __call__(self, x: ArrayLike) -> NDArray[np.float32]:
@@ -333,7 +344,7 @@ class MeanStd:
             raise InputError("the images contain NaN or infinite values: replace them first")
         std = math.sqrt(sq / count)
         if std == 0.0:
-            raise _constant_error(mean)
+            raise constant_error(mean)
         return cls(mean, std)
 
     def __call__(self, x: ArrayLike) -> NDArray[np.float32]:
@@ -420,7 +431,7 @@ def unit_range(image: ArrayLike) -> FixedRange:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise InputError("the image contains NaN or infinite values: replace them first")
     if not high > low:
-        raise _constant_error(low)
+        raise constant_error(low)
     return FixedRange(low, high)
 
 
@@ -451,3 +462,93 @@ def make_normalizer(kind: str, image: ArrayLike) -> Normalizer:
     if kind == "none":
         return Identity()
     raise InputError(f"unknown normalization {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def channel_normalizers(source: Any, kind: str, *, cax: int | None,
+                        after_band: Callable[[], None] | None = None) -> list[Normalizer]:
+    """Check ``source`` and build one normalizer of ``kind`` per channel, band by band.
+
+    Parameters
+    ----------
+    source : array-like
+        Image or stack indexable like a numpy array (a numpy array, memory map, zarr
+        or Dask array); YX are the last two axes.
+    kind : {"unit", "percentile", "none", "model"}
+        As :func:`make_normalizer`; ``"model"`` only checks the data and returns ``[]``
+        (the model brings its own normalizers).
+    cax : int or None
+        The channel axis (each channel gets its own statistics), or None.
+    after_band : callable, optional
+        Called after each row band is read (e.g. to drop memory-mapped pages).
+
+    Returns
+    -------
+    list of Normalizer
+        One per channel (``[]`` for ``"model"``). Equal to ``make_normalizer(kind,
+        np.take(source, c, axis=cax))``: min/max exactly, percentiles on the same
+        seeded subsample as :meth:`Percentile.fit`.
+
+    Raises
+    ------
+    InputError
+        If the data hold NaN/Inf, are constant, or ``kind`` is unknown.
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown normalization {kind!r}: use one of {', '.join(KINDS)}")
+    ny, nx = source.shape[-2:]
+    per_plane = ny * nx
+    channels = source.shape[cax] if cax is not None else 1
+    planes = list(np.ndindex(*source.shape[:-2]))
+    groups = [[u for u in planes if cax is None or u[cax] == c] for c in range(channels)]
+    rows = max(1, BAND_PIXELS // max(1, nx))
+    lows, highs = [math.inf] * channels, [-math.inf] * channels
+    samples: list[list[np.ndarray]] = [[] for _ in range(channels)]
+    bad = 0
+    for c, group in enumerate(groups):
+        n = len(group) * per_plane
+        # The subsample Percentile.fit draws on np.take(source, c, cax), in flat order.
+        pick = (np.sort(np.random.default_rng(0).integers(0, n, size=MAX_SAMPLES))
+                if kind == "percentile" and n > MAX_SAMPLES else None)
+        for k, index in enumerate(group):
+            for r0 in range(0, ny, rows):
+                band = np.asarray(source[(*index, slice(r0, r0 + rows), slice(None))])
+                if after_band is not None:
+                    after_band()
+                if band.dtype.kind == "f":
+                    bad += int(np.count_nonzero(~np.isfinite(band)))
+                    if bad:
+                        continue
+                lows[c] = min(lows[c], float(band.min()))
+                highs[c] = max(highs[c], float(band.max()))
+                if kind != "percentile":
+                    continue
+                start = k * per_plane + r0 * nx
+                if pick is None:
+                    samples[c].append(band.astype(np.float64).ravel())
+                else:
+                    lo, hi = np.searchsorted(pick, [start, start + band.size])
+                    samples[c].append(band.ravel()[pick[lo:hi] - start].astype(np.float64))
+    if bad:
+        raise InputError(f"the image has {bad} NaN/Inf pixel(s); replace them (e.g. by the "
+                         "median of their neighbours) before denoising")
+    if min(lows) == max(highs):
+        raise InputError(f"the image is constant (every pixel = {min(lows):g}): there is no "
+                         "signal or noise to separate")
+    if kind == "model":
+        return []
+    norms: list[Normalizer] = []
+    for c in range(channels):
+        if kind == "none":
+            norms.append(Identity())
+        elif kind == "unit" and np.dtype(source.dtype) == np.uint8:
+            norms.append(FixedRange(0.0, 255.0))
+        elif not highs[c] > lows[c]:
+            raise constant_error(lows[c])
+        elif kind == "unit":
+            norms.append(FixedRange(lows[c], highs[c]))
+        else:
+            low, high = (float(v) for v in np.percentile(np.concatenate(samples[c]),
+                                                         [P_LOW, P_HIGH]))
+            norms.append(Percentile(low, high) if high > low else
+                         Percentile(lows[c], highs[c]))
+    return norms

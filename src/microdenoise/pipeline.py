@@ -7,20 +7,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import io
+from . import core, io
 from .errors import InputError
-from .normalize import make_normalizer
 from .registry import Denoiser, create, method_class
-from .tiling import denoise_tiled, is_out_of_memory, smaller_tile
 
-MIN_SIZE = 16
+MIN_SIZE = core.MIN_SIZE
 
 
 def check_image(image: np.ndarray, *, name: str = "the image") -> None:
@@ -35,49 +33,11 @@ def check_image(image: np.ndarray, *, name: str = "the image") -> None:
         raise InputError(
             f"{name} is {h}x{w} pixels; microdenoise needs at least {MIN_SIZE}x{MIN_SIZE}"
         )
-    if image.dtype.kind == "f":
-        bad = int(np.count_nonzero(~np.isfinite(image)))
-        if bad:
-            raise InputError(
-                f"{name} has {bad} NaN/Inf pixel(s); replace them (e.g. by the median of "
-                "their neighbours) before denoising"
-            )
-    low, high = image.min(), image.max()
-    if low == high:
-        raise InputError(f"{name} is constant (every pixel = {low}): there is no signal or "
-                         "noise to separate")
 
 
 def default_axes(ndim: int) -> str:
     """Axes assumed for a bare array: YX, then S (samples) for each leading dimension."""
     return "S" * (ndim - 2) + "YX" if ndim <= 6 else ""
-
-
-def _units(image: np.ndarray, volume: bool) -> Iterator[tuple[int, ...]]:
-    """Index tuples over the leading axes: each selects a YX plane (or a ZYX volume)."""
-    lead = image.shape[:-3] if volume else image.shape[:-2]
-    yield from np.ndindex(*lead)
-
-
-def _volume_axis(axes: str) -> int | None:
-    """The axis a 3D method filters along: Z, else T (never S: samples are unrelated)."""
-    for letter in "ZT":
-        if letter in axes[:-2]:
-            return axes.index(letter)
-    return None
-
-
-def _prepare(method: str | Denoiser, preset: str | None, params: dict[str, Any] | None,
-             seed: int | None) -> tuple[Denoiser, bool]:
-    if isinstance(method, Denoiser):
-        if preset or params:
-            raise InputError("preset/params apply to a method name, not to a loaded model")
-        return method, False
-    params = dict(params or {})
-    fields = {f.name for f in dataclasses.fields(method_class(method).Config)}
-    if seed is not None and "seed" in fields and "seed" not in params:
-        params["seed"] = seed
-    return create(method, preset=preset, **params), True
 
 
 def denoise_array(
@@ -93,12 +53,14 @@ def denoise_array(
     seed: int | None = None,
     fit_on: int | None = None,
     progress: Callable[[int], None] | None = None,
+    **method_params: Any,
 ) -> np.ndarray:
     """Denoise ``image`` and return float32 of the same shape in the input's intensity units.
 
     A method with ``upscale=2`` (``care`` trained for joint denoising and 2x
     super-resolution) returns twice the input's Y and X size; every other axis
-    is kept.
+    is kept. This is a thin driver around :func:`microdenoise.core.run`, the
+    prediction path every driver (files, streaming, Dask) shares.
 
     Parameters
     ----------
@@ -116,89 +78,33 @@ def denoise_array(
         Tiled prediction; ``overlap`` defaults to (and may not be below) the method's
         receptive field, so tiled output has no seams.
     device
-        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``. A model
+        passed in keeps its own device setting afterwards.
     seed
         Overrides the method's seed; the same seed gives the same output.
     fit_on
-        Zero-shot methods on a stack: fit once on this many evenly spaced planes and
-        apply to all (default: fit on every plane).
+        Methods fitted per image (FM2S, calibrating filters) on a stack: fit once on
+        this many evenly spaced planes and apply to all (default: fit on every plane).
     progress
-        Called with 1 after each plane.
+        Called with 1 after each plane (or volume).
+    **method_params
+        Parameters of ``method`` given directly (``fast_steps=100``); the same as
+        ``params={...}``, which they update.
     """
     check_image(image)
+    if method_params:
+        params = {**(params or {}), **method_params}
     axes = io.check_axes(axes or default_axes(image.ndim), ndim=image.ndim, shape=image.shape)
-    den, fresh = _prepare(method, preset, params, seed)
-    if hasattr(den, "device"):
-        den.device = device
-    volume = den.supports_3d and _volume_axis(axes) is not None
-    vax = _volume_axis(axes) if volume else None
-    work = image if vax is None else np.moveaxis(image, vax, -3)
-    # Global statistics (never per tile), separately for each channel.
-    cax = axes.index("C") if "C" in axes else None
-    if cax is not None and vax is not None and vax < cax:
-        cax -= 1  # the volume axis moved behind C
-    channels = work.shape[cax] if cax is not None else 1
-    norms = [make_normalizer(den.normalization,
-                             work if cax is None else np.take(work, c, axis=cax))
-             for c in range(channels)]
-    rf = den.receptive_field
-    if overlap is not None and overlap < rf:
-        raise InputError(f"--overlap {overlap} is below {den.key}'s receptive field ({rf} px): "
-                         f"tiles would show seams; use --overlap {rf} or more")
-    ov = rf if overlap is None else overlap
-    if tile is not None and tile <= 2 * ov:
-        raise InputError(f"--tile {tile} must be larger than twice the overlap ({ov} px)")
-    units = list(_units(work, volume))
-    # Zero-shot methods train on each image, calibrating filters choose their parameter on
-    # it, and blind-spot networks with fit_per_image train on it.
-    refit = fresh and (den.zero_shot or bool(getattr(den.config, "calibrate", False))
-                       or bool(getattr(den.config, "fit_per_image", False)))
-    if refit and fit_on is not None:
-        if fit_on < 1:
-            raise InputError("--fit-on must be at least 1")
-        picks = np.linspace(0, len(units) - 1, min(fit_on, len(units))).round().astype(int)
-        # One fit on a side-by-side montage of the chosen planes.
-        den.fit(np.concatenate([norms[_chan(units[i], cax)](work[units[i]]) for i in picks],
-                               axis=-1))
-        refit = False
-    up = den.upscale
-    if up != 1 and volume:
-        raise InputError(f"{den.key}: upscale={up} works on 2D planes, not volumes")
-    out = np.empty((*work.shape[:-2], work.shape[-2] * up, work.shape[-1] * up),
+    den, fresh = core.prepare(method, preset=preset, params=params, seed=seed)
+    lay = core.layout(image.shape, axes, den)
+    tile, ov = core.check_tiling(den, tile=tile, overlap=overlap)
+    s = den.upscale
+    out = np.empty((*image.shape[:-2], image.shape[-2] * s, image.shape[-1] * s),
                    dtype=np.float32)
-    for index in units:
-        norm = norms[_chan(index, cax)]
-        plane = norm(work[index])
-        if refit:
-            den.fit(plane)
-        result = None
-        if tile is None or volume:
-            try:
-                result = den.denoise(plane)
-            except Exception as exc:
-                if volume or not is_out_of_memory(exc):
-                    raise
-        if result is None and tile is None:
-            # Out of GPU memory on the whole plane: tile it, halving from its size.
-            tile = smaller_tile(max(plane.shape[-2:]), ov, multiple=den.tile_multiple)
-        if result is None:
-            # Tiles start on multiples of tile_multiple and keep ``ov`` of context.
-            tile = max(tile or 0, 2 * ov + den.tile_multiple)
-
-            def keep(smaller: int) -> None:
-                nonlocal tile
-                tile = smaller
-
-            result = denoise_tiled(den.denoise, plane, tile=tile, overlap=ov, scale=up,
-                                   multiple=den.tile_multiple, on_shrink=keep)
-        out[index] = norm.inverse(np.asarray(result, dtype=np.float32))
-        if progress is not None:
-            progress(1)
-    return out if vax is None else np.moveaxis(out, -3, vax)
-
-
-def _chan(index: tuple[int, ...], cax: int | None) -> int:
-    return 0 if cax is None else index[cax]
+    with core.on_device(den, device):
+        core.run(den, image, out, fresh=fresh, lay=lay, tile=tile, overlap=ov, fit_on=fit_on,
+                 progress=progress)
+    return out
 
 
 @dataclass
@@ -273,15 +179,16 @@ def denoise_file(
     With ``tile`` or ``max_memory`` (e.g. ``"2GB"``: picks ``tile``), the file is
     streamed tile by tile in bounded memory (see :mod:`microdenoise.streaming`):
     the input is memory-mapped, the output written tile by tile into a
-    pre-allocated TIFF or OME-Zarr, and zero-shot methods are fitted on each
-    plane's central 1024x1024 pixels (the whole plane when smaller).
+    pre-allocated TIFF or OME-Zarr. The result equals the in-memory one with the
+    same ``tile``: both run :func:`microdenoise.core.run`, and methods fitted per
+    image (FM2S, calibrating filters) are fitted on each whole plane either way.
 
     A method with ``upscale=2`` writes twice the input's Y and X size with half
-    its pixel size; it is tiled in memory (``tile``), not streamed (``max_memory``
-    is refused).
+    its pixel size; it streams with ``tile`` (``max_memory`` is refused: its
+    memory model is for same-size outputs).
     """
     path, out = Path(path), Path(out)
-    target = output_path(path, out, suffix=_suffix(pyramid)) \
+    target = output_path(path, out, suffix=output_suffix(pyramid)) \
         if out.is_dir() and not io.is_zarr(out) else out
     if io.same_file(path, target):
         raise InputError(f"output {str(target)!r} is the input file; choose another output")
@@ -295,7 +202,7 @@ def denoise_file(
         raise InputError(f"--max-memory streams same-size outputs; this model writes "
                          f"{up}x larger images (upscale={up}): drop --max-memory (use "
                          "--tile to bound the network's memory)")
-    if up == 1 and (options.get("tile") is not None or max_memory is not None):
+    if options.get("tile") is not None or max_memory is not None:
         from .streaming import denoise_file_streamed
 
         return denoise_file_streamed(path, target, method, dtype=dtype, overwrite=overwrite,
@@ -313,7 +220,7 @@ def denoise_file(
     )
 
 
-def _suffix(pyramid: int) -> str:
+def output_suffix(pyramid: int) -> str:
     """The output extension for a non-Zarr input: a pyramid needs OME-Zarr."""
     return ".ome.zarr" if pyramid != 1 else ".tif"
 
@@ -352,7 +259,7 @@ def denoise_files(
     seen: dict[Path, Path] = {}
     result = BatchResult()
     for path in paths:
-        target = output_path(path, out_dir, suffix=_suffix(options.get("pyramid", 1)))
+        target = output_path(path, out_dir, suffix=output_suffix(options.get("pyramid", 1)))
         try:
             if target.resolve() in sources:
                 raise InputError(f"output {str(target)!r} would replace an input file; "

@@ -3,7 +3,8 @@
 A method is a class decorated with :func:`register`. It holds its parameters
 in a frozen dataclass (``Config``), learns in :meth:`Denoiser.fit` and applies
 itself in :meth:`Denoiser.denoise` to a *normalized* float32 image. The
-pipeline, not the method, reads files, normalizes and tiles.
+prediction core (:mod:`microdenoise.core`), not the method, reads, normalizes,
+fits as the method's :attr:`Denoiser.fit_policy` says, and tiles.
 
 Models are saved as ``{"key", "config", "state"}`` with :func:`torch.save`
 and loaded with ``torch.load(..., weights_only=True)``, so loading a model
@@ -38,9 +39,14 @@ class Denoiser(ABC):
     ``key``            registry name (``create(key)``)
     ``family``         classical, zero-shot, self-supervised, supervised, few-shot
     ``needs``          what training needs: nothing, the image, noisy images, pairs
-    ``zero_shot``      the pipeline fits the method on each image before denoising it
+    ``fit_policy``     (property) ``"none"``: applied as it is (plain filters);
+                       ``"per_image"``: the core fits a fresh copy on each image (or once
+                       with ``fit_on``) before denoising it (FM2S, filters that estimate
+                       their noise level or calibrate, ``fit_per_image`` networks);
+                       ``"trained"``: fitted once on training data, then applied
     ``normalization``  ``"unit"``: [0, 1] by the 8-bit range for uint8 data and by the
-                       image's own min/max otherwise; ``"percentile"``: 1/99.8 percentiles
+                       image's own min/max otherwise; ``"percentile"``: 1/99.8 percentiles;
+                       ``"model"``: the model's stored :attr:`normalizers` (trained methods)
     ``supports_3d``    (property) ``denoise`` accepts a ZYX volume
     ``bytes_per_pixel`` peak working memory of ``denoise`` per pixel of a float32 tile
                        (measured, see ``benchmarks/bytes_per_pixel.py``); ``--max-memory``
@@ -51,7 +57,6 @@ class Denoiser(ABC):
     key: ClassVar[str] = ""
     family: ClassVar[str] = ""
     needs: ClassVar[str] = "nothing"
-    zero_shot: ClassVar[bool] = False
     normalization: ClassVar[str] = "unit"
     bytes_per_pixel: ClassVar[int] = 2048  # conservative, for unmeasured methods (n2v: 1120)
     Config: ClassVar[type[Any]]
@@ -63,6 +68,25 @@ class Denoiser(ABC):
         elif params:
             config = dataclasses.replace(config, **params)
         self.config = config
+        #: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``.
+        self.device = "auto"
+
+    @property
+    def fit_policy(self) -> str:
+        """``"none"``, ``"per_image"`` or ``"trained"`` (see the class docstring)."""
+        return "none"
+
+    @property
+    def normalizers(self) -> tuple[Any, Any]:
+        """(input, output) normalizers a trained model stores (``normalization == "model"``)."""
+        raise InputError(f"method {self.key!r} normalizes by the image "
+                         f"({self.normalization!r}), it stores no normalizers")
+
+    def fresh(self) -> Self:
+        """An unfitted copy: the same config and device, no learned state."""
+        copy = type(self)(self.config)
+        copy.device = self.device
+        return copy
 
     @property
     def supports_3d(self) -> bool:
@@ -76,6 +100,13 @@ class Denoiser(ABC):
         Tiled prediction uses at least this overlap so that tiled equals untiled.
         """
         return 0
+
+    @property
+    def global_field(self) -> bool:
+        """Whether one output pixel depends on the whole image (TV, wavelet, BM3D): then
+        tiles (or Dask chunks) give slightly different output than one whole pass, and
+        the core says so when it tiles."""
+        return False
 
     @property
     def tile_multiple(self) -> int:

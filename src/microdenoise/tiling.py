@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import InputError
 
 __all__ = ["Tile", "denoise_tiled", "is_out_of_memory", "n_tiles", "plan_tiles",
-           "smaller_tile"]
+           "retry_smaller", "smaller_tile"]
 
 Slices = tuple[slice, slice]
 
@@ -266,18 +266,44 @@ def denoise_tiled(
         If ``fn`` returns an array of another shape than its input.
     """
     arr = np.asarray(image, dtype=np.float32)
+    result: list[NDArray[np.float32]] = []
+
+    def attempt(size: int | None) -> None:
+        result.append(_tiled(fn, arr, tile=int(size or tile), overlap=overlap,
+                             progress=progress, scale=scale, multiple=multiple))
+
+    final = retry_smaller(attempt, tile=tile, overlap=overlap, multiple=multiple,
+                          shape=arr.shape)
+    if on_shrink is not None and final != tile:
+        on_shrink(int(final or tile))
+    return result[-1]
+
+
+def retry_smaller(attempt: Callable[[int | None], None], *, tile: int | None, overlap: int,
+                  multiple: int = 1, shape: Sequence[int]) -> int | None:
+    """Run ``attempt(tile)``; after a GPU out-of-memory error, halve the tile and run again.
+
+    The one out-of-memory policy of microdenoise: ``tile=None`` (the whole image)
+    falls back to half the image's larger side, then halves down to
+    :func:`smaller_tile`'s floor, where the :class:`InputError` it raises ends it.
+    ``attempt`` must redo its whole image each time (its earlier output is overwritten).
+
+    Returns
+    -------
+    int or None
+        The tile size that worked (``None``: the whole image), to keep for the next image.
+    """
     while True:
         try:
-            return _tiled(fn, arr, tile=tile, overlap=overlap, progress=progress, scale=scale,
-                          multiple=multiple)
+            attempt(tile)
+            return tile
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
         # Out of the except block: the failed call's tensors are released before this
         # empties torch's cache.
-        tile = smaller_tile(tile, overlap, multiple=multiple, shape=arr.shape)
-        if on_shrink is not None:
-            on_shrink(tile)
+        tile = smaller_tile(tile if tile is not None else max(_yx(shape)), overlap,
+                            multiple=multiple, shape=shape)
 
 
 def _tiled(fn: Callable[[NDArray[np.float32]], ArrayLike], arr: NDArray[np.float32], *,

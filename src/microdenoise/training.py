@@ -303,14 +303,14 @@ def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None,
     :class:`InputError`.
     """
     from . import io
-    from .pipeline import _volume_axis
+    from .core import volume_axis
 
     arrays = []
     for path in io.list_images(inputs):
         image = io.read_image(path, axes=axes)
         data = image.data
         if volumes:
-            vax = _volume_axis(image.axes)
+            vax = volume_axis(image.axes)
             if vax is None:
                 raise InputError(f"{path}: axes {image.axes!r} have no Z (or T) axis, but "
                                  "a 3D network (dims=3) trains on ZYX stacks; give the "
@@ -442,7 +442,7 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
         params["n_train"] = n_train
     model = create(method, preset=preset, **params)
     resolve_device(device)
-    model.device = device  # type: ignore[attr-defined]
+    model.device = device
     if pairs and target is not None:
         noisy: Any
         clean: Any  # lists of arrays: sizes may differ

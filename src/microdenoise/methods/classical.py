@@ -12,9 +12,10 @@ parameter ``PARAM`` from the grid ``GRID`` by minimising the J-invariant loss
 of Noise2Self (Batson & Royer, ICML 2019) on the central ``CROP`` x ``CROP``
 pixels, in the manner of :func:`skimage.restoration.calibrate_denoiser` (which
 averages all stride**2 mask phases; we average ``MASKS`` of them for speed). The
-choice is the learned state, ``{"calibrated": {PARAM: value}}``. The pipeline
-fits every image (``zero_shot``), which also fixes the noise level of NLM,
-wavelet and BM3D once per image, so tiles share it.
+choice is the learned state, ``{"calibrated": {PARAM: value}}``. A filter that
+calibrates or estimates its noise level has ``fit_policy == "per_image"``: the
+prediction core fits it on each whole image, which fixes the parameter and the
+noise level of NLM, wavelet and BM3D once per image, so tiles share them.
 """
 
 from __future__ import annotations
@@ -110,7 +111,6 @@ class _Filter(Denoiser):
     bytes_per_pixel = 32  # see benchmarks/results/bytes_per_pixel.md
     needs = "nothing"
     normalization = "unit"
-    zero_shot = True  # the pipeline fits each image: noise level, calibration
     USES_SIGMA: ClassVar[bool] = False  # estimates the noise level in fit (config sigma None)
     IMAGE_NDIM: ClassVar[int] = 2
     PARAM: ClassVar[str] = ""  # the config field calibration chooses
@@ -132,6 +132,18 @@ class _Filter(Denoiser):
 
     def _radius(self, value: float) -> int:
         return _GLOBAL_FIELD
+
+    @property
+    def global_field(self) -> bool:
+        """True for filters whose reach is the whole image (no finite ``_radius``)."""
+        return type(self)._radius is _Filter._radius
+
+    @property
+    def fit_policy(self) -> str:
+        """``"per_image"`` when ``fit`` learns from the image (calibration, noise level)."""
+        c = self.config
+        estimates = self._uses_vst or (self.USES_SIGMA and getattr(c, "sigma", None) is None)
+        return "per_image" if c.calibrate or estimates else "none"
 
     @property
     def value(self) -> float:

@@ -201,7 +201,6 @@ class FM2S(Denoiser):
 
     family = "zero-shot"
     needs = "the noisy image itself"
-    zero_shot = True
     normalization = "unit"
     Config = FM2SConfig
     bytes_per_pixel = 408  # see benchmarks/results/bytes_per_pixel.md
@@ -209,9 +208,13 @@ class FM2S(Denoiser):
 
     def __init__(self, config: Any = None, /, **params: Any) -> None:
         super().__init__(config, **params)
-        self.device = "auto"
         self.net: FM2SNet | None = None
         self.losses: list[float] = []
+
+    @property
+    def fit_policy(self) -> str:
+        """``"per_image"``: zero-shot, fitted on each image it denoises."""
+        return "per_image"
 
     @property
     def receptive_field(self) -> int:

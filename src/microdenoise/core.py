@@ -1,0 +1,284 @@
+"""The prediction core: one path from a method and an image to the denoised image.
+
+Every driver calls :func:`run` (or, for Dask blocks, :func:`denoise_block`):
+:func:`microdenoise.denoise_array` (arrays in memory), the streamed file path
+(:mod:`microdenoise.streaming`: memory-mapped input, output written tile by
+tile), and the Dask paths (:mod:`microdenoise.distributed`). The drivers only
+decide how data arrive and leave (``source`` is anything indexable like a numpy
+array; ``sink`` anything assignable), so they give the same answer.
+
+For each *unit* (a YX plane, or a ZYX volume for 3D methods) :func:`run`
+
+1. picks the unit's normalizers: the image's own, computed per channel over the
+   whole image (:func:`microdenoise.normalize.channel_normalizers`, never per
+   tile), or a trained model's stored ones (``normalization == "model"``);
+2. fits, as the method's :attr:`~microdenoise.registry.Denoiser.fit_policy`
+   says: ``"per_image"`` methods (FM2S, self-calibrating filters, blind-spot
+   networks with ``fit_per_image``) get a fresh copy fitted on the whole unit
+   (or once on ``fit_on`` evenly spaced units); ``"none"`` and ``"trained"``
+   methods are applied as they are;
+3. predicts the whole unit, or tile by tile with at least the receptive field
+   as overlap and tiles on the method's pooling grid
+   (:func:`microdenoise.tiling.plan_tiles`), retrying with smaller tiles when a
+   GPU runs out of memory (:func:`microdenoise.tiling.retry_smaller`);
+4. undoes the normalization and hands each piece to ``convert`` and the sink.
+
+Methods see normalized float32 arrays only; files, tiles and raw intensities
+stay out here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .normalize import Normalizer, channel_normalizers
+from .registry import Denoiser, create, method_class
+from .tiling import plan_tiles, retry_smaller
+
+__all__ = ["Layout", "MIN_SIZE", "check_tiling", "denoise_block", "fit_unit", "layout",
+           "predict_unit", "warn_global",
+           "normalizers", "on_device", "prepare", "run", "volume_axis"]
+
+MIN_SIZE = 16
+Convert = Callable[[np.ndarray], np.ndarray]
+
+
+def prepare(method: str | Denoiser, *, preset: str | None = None,
+            params: dict[str, Any] | None = None, seed: int | None = None
+            ) -> tuple[Denoiser, bool]:
+    """The method to run and whether it was made here (only those are fitted per image).
+
+    A name is created with ``preset``/``params`` (and ``seed`` where its config has
+    one); a :class:`Denoiser` (a loaded or fitted model) is used as it is.
+    """
+    if isinstance(method, Denoiser):
+        if preset or params:
+            raise InputError("preset/params apply to a method name, not to a loaded model")
+        return method, False
+    params = dict(params or {})
+    fields = {f.name for f in dataclasses.fields(method_class(method).Config)}
+    if seed is not None and "seed" in fields and "seed" not in params:
+        params["seed"] = seed
+    return create(method, preset=preset, **params), True
+
+
+@contextlib.contextmanager
+def on_device(den: Denoiser, device: str) -> Iterator[Denoiser]:
+    """Run ``den`` on ``device`` and give the caller's model its own device back after."""
+    old = den.device
+    den.device = device
+    try:
+        yield den
+    finally:
+        den.device = old
+
+
+def volume_axis(axes: str) -> int | None:
+    """The axis a 3D method filters along: Z, else T (never S: samples are unrelated)."""
+    for letter in "ZT":
+        if letter in axes[:-2]:
+            return axes.index(letter)
+    return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the units of an image are: its shape and axes, the volume and channel axes."""
+
+    shape: tuple[int, ...]
+    axes: str
+    vax: int | None  # the axis 3D methods filter along (a unit spans it), or None
+    cax: int | None  # the channel axis, or None
+
+    def units(self) -> list[tuple[Any, ...]]:
+        """Index tuples over the leading axes; each selects a YX plane or a ZYX volume."""
+        lead = [1 if i == self.vax else n for i, n in enumerate(self.shape[:-2])]
+        return [tuple(slice(None) if i == self.vax else k for i, k in enumerate(index))
+                for index in np.ndindex(*lead)]
+
+    def channel(self, unit: tuple[Any, ...]) -> int:
+        """The channel a unit belongs to (0 without a channel axis)."""
+        return 0 if self.cax is None else int(unit[self.cax])
+
+
+def layout(shape: tuple[int, ...], axes: str, den: Denoiser) -> Layout:
+    """The units ``den`` runs on: volumes along Z (else T) for 3D methods, else planes."""
+    ny, nx = shape[-2:]
+    if ny < MIN_SIZE or nx < MIN_SIZE:
+        raise InputError(f"the image is {ny}x{nx} pixels; microdenoise needs at least "
+                         f"{MIN_SIZE}x{MIN_SIZE}")
+    vax = volume_axis(axes) if den.supports_3d else None
+    if vax is not None and den.upscale != 1:
+        raise InputError(f"{den.key}: upscale={den.upscale} works on 2D planes, not volumes")
+    return Layout(tuple(shape), axes, vax, axes.index("C") if "C" in axes else None)
+
+
+def check_tiling(den: Denoiser, *, tile: int | None, overlap: int | None) -> tuple[int | None,
+                                                                                  int]:
+    """The tile (None: whole units) and overlap to use; errors before any work.
+
+    ``overlap`` defaults to, and may not be below, the method's receptive field; a
+    tile is raised to at least twice the overlap plus the pooling multiple.
+    """
+    rf = den.receptive_field
+    if overlap is not None and overlap < rf:
+        raise InputError(f"--overlap {overlap} is below {den.key}'s receptive field ({rf} px): "
+                         f"tiles would show seams; use --overlap {rf} or more")
+    ov = rf if overlap is None else overlap
+    if tile is not None and tile <= 2 * ov:
+        raise InputError(f"--tile {tile} must be larger than twice the overlap ({ov} px)")
+    if tile is not None:
+        tile = max(tile, 2 * ov + den.tile_multiple)  # aligned tiles keep their context
+    return tile, ov
+
+
+def normalizers(den: Denoiser, norms: list[Normalizer], channel: int
+                ) -> tuple[Normalizer, Normalizer]:
+    """(input, output) normalizers of a channel: the model's own, or the image's for both."""
+    if den.normalization == "model":
+        pair: tuple[Normalizer, Normalizer] = den.normalizers
+        return pair
+    return norms[channel], norms[channel]
+
+
+def fit_unit(den: Denoiser, source: Any, units: list[tuple[Any, ...]], lay: Layout,
+             norms: list[Normalizer]) -> Denoiser:
+    """A fresh copy of ``den`` fitted on ``units`` (several: side by side along X).
+
+    Image-normalized methods are fitted on normalized data; methods that keep their
+    own normalizers (``normalization == "model"``) on raw data, from which they
+    compute them.
+    """
+    model = den.fresh()
+
+    def data(unit: tuple[Any, ...]) -> np.ndarray:
+        raw = np.asarray(source[unit])
+        return raw if den.normalization == "model" else norms[lay.channel(unit)](raw)
+
+    pieces = [data(u) for u in units]
+    model.fit(pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1))
+    return model
+
+
+def _fit_picks(n: int, fit_on: int) -> list[int]:
+    return [int(i) for i in np.linspace(0, n - 1, min(fit_on, n)).round()]
+
+
+def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
+        tile: int | None, overlap: int, fit_on: int | None = None,
+        convert: Convert | None = None, progress: Callable[[int], None] | None = None,
+        after_row: Callable[[], None] | None = None) -> None:
+    """Denoise every unit of ``source`` into ``sink`` (the one prediction path).
+
+    Parameters
+    ----------
+    den
+        The method; fitted per unit when ``fresh`` and its fit policy is ``per_image``.
+    source, sink
+        Indexable like numpy arrays: ``sink`` has ``source``'s shape, Y and X times
+        ``den.upscale``.
+    fresh
+        ``den`` was made from a name here (a caller's model is never refitted).
+    lay, tile, overlap
+        From :func:`layout` and :func:`check_tiling`.
+    fit_on
+        Fit once on this many evenly spaced units instead of on each.
+    convert
+        Maps each denoised float32 piece (in raw units) to the sink's type.
+    progress
+        Called with 1 after each unit.
+    after_row
+        Called after each row of tiles (e.g. to release memory-mapped pages).
+    """
+    if fit_on is not None and fit_on < 1:
+        raise InputError("--fit-on must be at least 1")
+    norms = channel_normalizers(source, den.normalization, cax=lay.cax, after_band=after_row)
+    units = lay.units()
+    if tile is not None and den.global_field and tile < max(lay.shape[-2:]):
+        warn_global(den, f"{tile}-pixel tiles")
+    per_image = fresh and den.fit_policy == "per_image"
+    model = den
+    if per_image and fit_on is not None:
+        model = fit_unit(den, source, [units[i] for i in _fit_picks(len(units), fit_on)],
+                         lay, norms)
+        per_image = False
+    for unit in units:
+        if per_image:
+            model = fit_unit(den, source, [unit], lay, norms)
+        pair = normalizers(model, norms, lay.channel(unit))
+        tile = predict_unit(model, source, sink, unit, pair, tile=tile, overlap=overlap,
+                            convert=convert, after_row=after_row)
+        if progress is not None:
+            progress(1)
+
+
+def warn_global(den: Denoiser, pieces: str) -> None:
+    """Say that a whole-image method run in pieces differs from one pass."""
+    warnings.warn(f"{den.key} depends on the whole image: with {pieces} its output differs "
+                  f"from one whole pass (each piece sees {den.receptive_field} px of "
+                  "context); run without tiling for the exact result", stacklevel=3)
+
+
+def predict_unit(den: Denoiser, source: Any, sink: Any, unit: tuple[Any, ...],
+                 pair: tuple[Normalizer, Normalizer], *, tile: int | None, overlap: int,
+                 convert: Convert | None = None, after_row: Callable[[], None] | None = None
+                 ) -> int | None:
+    """Denoise one unit, whole (``tile=None``) or tile by tile; return the tile that worked."""
+    norm_in, norm_out = pair
+    s, m = den.upscale, den.tile_multiple
+    shape = source.shape[-2:]
+
+    def put(target: tuple[Any, ...], piece: np.ndarray) -> None:
+        out = norm_out.inverse(piece)
+        sink[(*unit, *target)] = out if convert is None else convert(out)
+
+    def attempt(size: int | None) -> None:
+        if size is None:
+            x = norm_in(np.asarray(source[unit]))
+            put((), _checked(den, den.denoise(x), x.shape))
+            return
+        plan = plan_tiles(shape, tile=size, overlap=overlap, multiple=m)
+        for k, spec in enumerate(plan):
+            x = norm_in(np.asarray(source[(*unit, *spec.source)]))
+            y = _checked(den, den.denoise(x), x.shape)
+            crop: tuple[Any, ...] = (Ellipsis, *_scaled(spec.crop, s))
+            put(_scaled(spec.target, s), y[crop])
+            if after_row is not None and (k + 1 == len(plan)
+                                          or plan[k + 1].target[0] != spec.target[0]):
+                after_row()
+
+    return retry_smaller(attempt, tile=tile, overlap=overlap, multiple=m, shape=shape)
+
+
+def _scaled(slices: tuple[slice, ...], s: int) -> tuple[slice, ...]:
+    if s == 1:
+        return slices
+    return tuple(slice(x.start * s, x.stop * s) for x in slices)
+
+
+def _checked(den: Denoiser, result: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The method's output as float32, after checking its shape (Y, X times upscale)."""
+    out = np.asarray(result, dtype=np.float32)
+    s = den.upscale
+    want = (*shape[:-2], shape[-2] * s, shape[-1] * s)
+    if out.shape != want:
+        raise ValueError(f"{den.key} returned shape {out.shape} for an input of shape {shape}; "
+                         f"it must return {want}")
+    return out
+
+
+def denoise_block(den: Denoiser, block: np.ndarray, pair: tuple[Normalizer, Normalizer], *,
+                  volume: bool = False) -> np.ndarray:
+    """Denoise one raw block holding one unit (a Dask chunk with its margins: every leading
+    axis of length 1, but the volume axis of a 3D method); float32 in raw units."""
+    norm_in, norm_out = pair
+    x = norm_in(block.reshape((-1, *block.shape[-2:]) if volume else block.shape[-2:]))
+    return norm_out.inverse(_checked(den, den.denoise(x), x.shape)).reshape(block.shape)
