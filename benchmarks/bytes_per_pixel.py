@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {r['method']} | {r['t1']} | {r['t2']} | {r['peak1'] / 2**20:.1f} | "
                      f"{r['peak2'] / 2**20:.1f} | {r['bytes_per_pixel']:.0f} | "
                      f"{r['declared']} | {r['seconds2']:.2f} |")
-    out = ROOT / "benchmarks" / "results" / "bytes_per_pixel.md"
+    out = ROOT / "benchmarks" / "results" / "bytes_per_pixel" / "table.md"
     if argv and out.exists():  # some methods again: replace their rows, keep the others
         mine = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
         text = out.read_text().splitlines()

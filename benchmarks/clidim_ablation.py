@@ -54,7 +54,8 @@ from microdenoise.evaluate import quantize
 from microdenoise.methods.clidim import CLIDiM
 from microdenoise.training import resolve_device, use_bf16
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "clidim_ablation"
+W2S_CARE = RESULTS.parent / "w2s_care"  # the rows of benchmarks/w2s_care.py
 VARIANTS = ("baseline", "tv", "ssim", "cl", "cl+tv+ssim")
 LABELS = {"baseline": "Baseline (pix2pix)", "tv": "TV", "ssim": "SSIM", "cl": "CL",
           "cl+tv+ssim": "CL+TV+SSIM"}
@@ -132,8 +133,8 @@ def run(args: argparse.Namespace) -> None:
     if args.test_stride > 1:
         test = test[args.test_offset::args.test_stride]
     suffix = f"_{args.tag}" if args.tag else ""
-    models_csv = RESULTS / f"clidim_ablation_models{suffix}.csv"
-    scores_csv = RESULTS / f"clidim_ablation_scores{suffix}.csv"
+    models_csv = RESULTS / f"models{suffix}.csv"
+    scores_csv = RESULTS / f"scores{suffix}.csv"
     trained = {r["model"]: r for r in read_csv(models_csv)}
     scored = {(r["model"], r["image"]) for r in read_csv(scores_csv)}
     model_log, score_log = Appender(models_csv, MODEL_FIELDS), Appender(scores_csv,
@@ -194,9 +195,9 @@ def reference(args: argparse.Namespace) -> None:
         metrics.si_psnr(gauss(p.noisy, s), p.clean.astype(np.float64), data_range=255)
         for p in train))
     print(f"gaussian sigma {choice} (best mean SI-PSNR on the 30 training pairs)")
-    log = Appender(RESULTS / "clidim_ablation_scores_reference.csv", SCORE_FIELDS)
+    log = Appender(RESULTS / "scores_reference.csv", SCORE_FIELDS)
     done = {(r["model"], r["image"])
-            for r in read_csv(RESULTS / "clidim_ablation_scores_reference.csv")}
+            for r in read_csv(RESULTS / "scores_reference.csv")}
     for pair in test:
         gt = pair.clean.astype(np.float64)
         for name, fn in (("noisy input", lambda x: x.astype(np.float64)),
@@ -228,9 +229,9 @@ def load_runs(tags: list[str] | None) -> dict[Budget, dict[str, tuple[dict[str, 
     """{budget: {model name: (model row, its score rows)}} from the run CSVs."""
     globs = [f"_{t}" for t in tags] if tags is not None else ["", "_*"]
     runs: dict[Budget, dict[str, tuple[dict[str, str], list[dict[str, str]]]]] = {}
-    paths = sorted({p for g in globs for p in RESULTS.glob(f"clidim_ablation_models{g}.csv")})
+    paths = sorted({p for g in globs for p in RESULTS.glob(f"models{g}.csv")})
     for path in paths:
-        scored = read_csv(path.with_name(path.name.replace("_models", "_scores")))
+        scored = read_csv(path.with_name("scores" + path.name.removeprefix("models")))
         for m in read_csv(path):
             budget = (int(m["iterations"]), int(m["batch"]), int(m["crop"]), m["device"])
             rows = [r for r in scored if r["model"] == m["model"]]
@@ -281,7 +282,7 @@ def table_one(budget: Budget, models: dict[str, tuple[dict[str, str], list[dict[
 def table(args: argparse.Namespace) -> str:
     runs = load_runs(args.tags)
     reference_rows: dict[str, list[dict[str, str]]] = {}
-    for r in read_csv(RESULTS / "clidim_ablation_scores_reference.csv"):
+    for r in read_csv(RESULTS / "scores_reference.csv"):
         reference_rows.setdefault(r["model"], []).append(r)
     n_test = len(datasets.w2s_8bit(args.data_root, split="test"))
     lines = ["## Table I layout: the ablation", ""]
@@ -305,7 +306,7 @@ def table(args: argparse.Namespace) -> str:
                      f"{len(rows)}/{n_test} |")
     # Rows of benchmarks/w2s_care.py (same test images and conventions), if it has run.
     care: dict[str, list[dict[str, str]]] = {}
-    for r in (r for p in sorted(RESULTS.glob("w2s_care_scores*.csv")) for r in read_csv(p)):
+    for r in (r for p in sorted(W2S_CARE.glob("scores*.csv")) for r in read_csv(p)):
         if r.get("task") == "denoise" and r["row"] != "noisy" and not r["spec"].startswith(
                 "gaussian"):
             care.setdefault(f"{r['row']} ({r['spec']})", []).append(r)

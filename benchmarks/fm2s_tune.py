@@ -32,7 +32,7 @@ from _common import git_commit
 
 from microdenoise import create, datasets, metrics
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "fm2s_tune"
 CANDIDATES: dict[str, dict[str, object]] = {
     "A 400 steps, crop 128x2, lr 4e-3": {"fast_steps": 400, "tta": "off", "fast_bf16": False},
     "B A + bf16": {"fast_steps": 400, "fast_bf16": True, "tta": "off"},
@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--out", type=Path,
-                        default=Path("benchmarks/results/fm2s_fast_schedule.md"))
+                        default=RESULTS / "schedule.md")
     parser.add_argument("--only", nargs="*", default=None, help="candidate letters to run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time "
                         "is not inflated by thread spinning on a shared machine)")
@@ -201,7 +201,7 @@ working tree the run's "J" trained in bf16, so it is N; its rows were relabelled
 def validate(args: argparse.Namespace) -> None:
     """Per-image scores of the ``--only`` candidates on the validation images."""
     pairs = tuning_pairs(args.data_root, validate=True)
-    log = RESULTS / "fm2s_fast_validation.csv"
+    log = RESULTS / "validation.csv"
     fields = ["candidate", "image", "metric", "score", "cpu_s"]
     done: list[dict[str, str]] = list(csv.DictReader(log.open())) if log.exists() else []
     letters = args.only or ["N", "M"]
@@ -253,7 +253,7 @@ def validate(args: argparse.Namespace) -> None:
               "images better).", VALIDATION_RULE,
               f"Outcome: pooled mean {statistics.mean(pooled):+.3f} dB, so "
               f"{second if statistics.mean(pooled) > 0 else first} is the default."]
-    (RESULTS / "fm2s_fast_validation.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "validation.md").write_text("\n".join(lines) + "\n")
 
 
 def _mean_se(values: list[float]) -> str:

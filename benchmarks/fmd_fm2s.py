@@ -53,12 +53,12 @@ ROWS = {
     "fm2s_fast_1600_bf16": "fm2s:schedule=fast:fast_steps=1600:fast_bf16=true:tta=off",
 }
 FIELDS = ["row", "image", "group", "psnr", "ssim", "psnr_trunc", "cpu_s", "wall_s"]
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "fmd_fm2s"  # a folder per dataset
 
 
 def csv_path(dataset: str, tag: str = "") -> Path:
     """One CSV per run (``tag``), so concurrent runs never share a file."""
-    return RESULTS / f"{dataset}_scores{'_' + tag if tag else ''}.csv"
+    return RESULTS / dataset / f"scores{'_' + tag if tag else ''}.csv"
 
 
 def done(path: Path) -> set[tuple[str, str]]:
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> None:
         order.append((rank[pair.group], pair.group))
     pairs = [p for _, p in sorted(zip(order, pairs, strict=True), key=lambda t: t[0])]
     out = csv_path(args.dataset, args.tag)
+    out.parent.mkdir(parents=True, exist_ok=True)
     finished = done(out)
     new = not out.exists()
     with out.open("a", newline="") as fh:
@@ -118,7 +119,7 @@ def _mean(rows: list[dict[str, str]], key: str) -> float:
 
 def table(args: argparse.Namespace) -> str:
     scores = []
-    for path in sorted(RESULTS.glob(f"{args.dataset}_scores*.csv")):
+    for path in sorted((RESULTS / args.dataset).glob("scores*.csv")):
         with path.open() as fh:
             scores += list(csv.DictReader(fh))
     groups = list(dict.fromkeys(r["group"] for r in scores))
@@ -157,7 +158,7 @@ def table(args: argparse.Namespace) -> str:
               "images (the paper's weighted average). Times: median per image. CPU seconds "
               "are the process's CPU time (runs used one torch thread, `--threads 1`), "
               "robust to other jobs on the machine; wall seconds are not.", ""]
-    notes = RESULTS / f"{args.dataset}_notes.md"  # commands and reading, written by hand
+    notes = RESULTS / args.dataset / "notes.md"  # commands and reading, written by hand
     if notes.exists():
         lines += [notes.read_text().strip()]
     text = "\n".join(header + lines)

@@ -39,8 +39,8 @@ from _common import dispatch, git_commit, write_table
 from microdenoise import create, datasets, metrics
 from microdenoise.evaluate import quantize
 
-RESULTS = Path(__file__).parent / "results"
-CSV = RESULTS / "n2v3d_scores.csv"
+RESULTS = Path(__file__).parent / "results" / "n2v3d"
+CSV = RESULTS / "scores.csv"
 FIELDS = ["dataset", "row", "steps", "image", "psnr", "ssim", "train_cpu_s", "cpu_s"]
 ROWS = ("noisy", "frame_mean", "n2v_2d", "n2v_3d")
 
