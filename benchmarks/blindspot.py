@@ -36,11 +36,13 @@ steps and the last weights are used.
     .venv/bin/python benchmarks/blindspot.py run --set synthetic --images '08[12]_*'
     .venv/bin/python benchmarks/blindspot.py table
 
-Resumable: score rows are appended to ``results/blindspot_scores.csv`` as they
+Resumable: score rows are appended to ``results/blindspot/scores.csv`` as they
 finish (rows already there are skipped); trained models are kept in
-``results/blindspot_models/`` (``*.pt``, not tracked) with their training time in
-``results/blindspot_training.csv``. Times are CPU seconds of the process
-(``time.process_time``, one torch thread), robust to other jobs on the machine.
+``results/blindspot/models/`` (``*.pt``, not tracked) with their training time in
+``results/blindspot/training.csv``; the table goes to ``results/blindspot/table.md``
+(``--tag T``: ``scores_T.csv``, ``training_T.csv``, ``models/T/``, ``table_T.md``).
+Times are CPU seconds of the process (``time.process_time``, one torch thread),
+robust to other jobs on the machine.
 """
 
 from __future__ import annotations

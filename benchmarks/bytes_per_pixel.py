@@ -14,7 +14,7 @@ weights) drops out; :data:`microdenoise.streaming.BASELINE_BYTES` holds that.
 
     .venv/bin/python benchmarks/bytes_per_pixel.py [METHOD ...]
 
-Writes ``benchmarks/results/bytes_per_pixel.md``. Linux only.
+Writes ``benchmarks/results/bytes_per_pixel/table.md``. Linux only.
 """
 
 from __future__ import annotations

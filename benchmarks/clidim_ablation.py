@@ -18,8 +18,8 @@ ones are skipped, trained models are kept under ``--model-dir`` and reloaded):
     .venv/bin/python benchmarks/clidim_ablation.py reference
     # the Markdown tables from the CSVs
     .venv/bin/python benchmarks/clidim_ablation.py table \
-        --notes benchmarks/results/clidim_ablation_notes.md \
-        --out benchmarks/results/clidim_ablation.md
+        --notes benchmarks/results/clidim_ablation/notes.md \
+        --out benchmarks/results/clidim_ablation/table.md
 
 The paper's budget (800 epochs of 3 iterations at batch 128, 2.4k iterations) on a GPU:
 
@@ -311,19 +311,19 @@ def table(args: argparse.Namespace) -> str:
                 "gaussian"):
             care.setdefault(f"{r['row']} ({r['spec']})", []).append(r)
     for label, rows in care.items():
-        lines.append(f"| {label} [w2s_care.md] | see w2s_care.md | "
+        lines.append(f"| {label} [../w2s_care/table.md] | see ../w2s_care/table.md | "
                      f"{_cells(rows, ('psnr', 'ssim', 'nrmse', 'si_psnr'))} | | | "
                      f"{len(rows)}/{n_test} |")
     for other in ("care", "n2v", "fm2s"):
         if not any(label.startswith(other) for label in care):
-            lines.append(f"| {other} | | see w2s_care.md | | | | | | |")
+            lines.append(f"| {other} | | see ../w2s_care/table.md | | | | | | |")
     lines.append("")
     commit = git_commit()
     header = [
         "# CLIDiM ablation on W2S 8-bit", "",
         f"Generated {date.today()} on {platform.machine()}, torch {torch.__version__}, "
         f"commit {commit}, by `benchmarks/clidim_ablation.py`. Per-model and per-image "
-        "rows: `clidim_ablation_models_*.csv`, `clidim_ablation_scores_*.csv`.", "",
+        "rows: `models_*.csv`, `scores_*.csv`.", "",
         "Data: W2S 8-bit (`../shared/data/w2s_8bit`), single frame vs avg400. Training "
         "pairs: FOVs 001-010 (30 pairs, 3 channels each); CLIDiM shuffles them (seed 42), "
         "takes the first n, and holds the last round(0.1 n) back for model selection "
@@ -350,7 +350,7 @@ def table(args: argparse.Namespace) -> str:
         "--batch 128 --steps-per-epoch 3 --tag gpu_l1 --lambda-l1 1 "
         "--variants cl+tv+ssim baseline --model-dir runs/clidim_gpu",
         ".venv/bin/python benchmarks/clidim_ablation.py table --tags gpu gpu_l1 "
-        "--out benchmarks/results/clidim_ablation_gpu.md",
+        "--out benchmarks/results/clidim_ablation/table_gpu.md",
         "```", "",
     ]
     text = "\n".join(header + (args.notes.read_text().splitlines() + [""] if args.notes

@@ -8,8 +8,12 @@ resume after an interruption:
         --rows noisy median gaussian nlm bm3d fm2s_fast --images '*_3' '*_4'
     .venv/bin/python benchmarks/fmd_fm2s.py run --dataset fmd_test_mix \
         --rows fm2s_paper --images '*_4' --threads 1
-    # the Markdown table from the CSV
-    .venv/bin/python benchmarks/fmd_fm2s.py table --dataset fmd_test_mix
+    # the Markdown table from the CSVs (and the dataset's notes.md, written by hand)
+    .venv/bin/python benchmarks/fmd_fm2s.py table --dataset fmd_test_mix \
+        --out benchmarks/results/fmd_fm2s/fmd_test_mix/table.md
+
+Each dataset has its folder, ``results/fmd_fm2s/<dataset>/``: ``scores[_TAG].csv``
+(one per ``--tag``), ``notes.md`` and ``table.md``.
 
 Conventions: outputs clipped to 0..255 and rounded (PSNR/SSIM, data_range 255, as
 DESIGN.md); the official FM2S code truncates instead, so the CSV also keeps the
@@ -152,7 +156,7 @@ def table(args: argparse.Namespace) -> str:
     header = [f"# FM2S benchmark on {args.dataset}", "",
               f"Generated {date.today()} on {platform.machine()} (2 cores shared with other "
               f"jobs), torch {torch.__version__}, commit {commit}. Per-image scores: "
-              f"`{args.dataset}_scores*.csv`.", "",
+              f"`scores*.csv`.", "",
               "PSNR/SSIM on 0..255 (data_range 255) of outputs clipped and rounded; "
               "'PSNR (trunc)' truncates like the official FM2S code. Average = mean over "
               "images (the paper's weighted average). Times: median per image. CPU seconds "

@@ -34,17 +34,19 @@ on the training FOVs, never on the test FOVs:
 
     .venv/bin/python benchmarks/w2s_care.py run --rows care_k30 care_k16 --tag a
     .venv/bin/python benchmarks/w2s_care.py run --rows noisy classical fm2s --tag b
-    .venv/bin/python benchmarks/w2s_care.py table --out benchmarks/results/w2s_care.md
+    .venv/bin/python benchmarks/w2s_care.py table --out benchmarks/results/w2s_care/table.md
     # on a GPU: CSBDeep-length rows, one process per row
     python3 benchmarks/w2s_care.py run --device cuda --rows care_k30_40k --tag gpu_k30
 
-Rows append per-image scores to ``results/w2s_care_scores[_TAG].csv`` and skip images
+Rows append per-image scores to ``results/w2s_care/scores[_TAG].csv`` and skip images
 already scored, so an interrupted run resumes; runs side by side share the rows and
 images through claim files in ``runs/w2s_care/claims/``. Trained models go to
-``runs/w2s_care/``, their training CPU time to ``results/w2s_care_models[_TAG].csv``,
-the classical choice to ``results/w2s_care_select.csv``. Metrics on 0..255 (data_range 255) of
-outputs clipped and rounded: PSNR raw, SI-PSNR (after a per-image least-squares affine
-fit, ``metrics.si_psnr``), SSIM, NRMSE (euclidean). Times are process CPU seconds
+``runs/w2s_care/``, their training CPU time to ``results/w2s_care/models[_TAG].csv``,
+the classical choice to ``results/w2s_care/select.csv``, the SR noise model to
+``results/w2s_care/noise.txt``; ``table`` appends ``results/w2s_care/notes.md`` (written
+by hand). Metrics on 0..255 (data_range 255) of outputs clipped and rounded: PSNR raw,
+SI-PSNR (after a per-image least-squares affine fit, ``metrics.si_psnr``), SSIM, NRMSE
+(euclidean). Times are process CPU seconds
 (``time.process_time``) with one torch thread.
 """
 
@@ -215,7 +217,7 @@ def claim(name: str) -> bool:
 def select_classical(task: str, inputs: list[np.ndarray], targets: list[np.ndarray],
                      post: Callable[[np.ndarray], np.ndarray]) -> tuple[str, dict[str, Any]]:
     """The (method, params) with the best mean SI-PSNR of ``post(filter(input))`` on the
-    training images; every candidate's score goes to ``w2s_care_select.csv``."""
+    training images; every candidate's score goes to ``select.csv``."""
     path = RESULTS / "select.csv"
     old = {(r["task"], r["method"], r["param"], r["value"]): float(r["si_psnr"])
            for r in read_csv("select.csv")}
@@ -297,7 +299,7 @@ def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndar
 
 def log_model(task: str, row: str, model: Any, path: Path, args: argparse.Namespace, *,
               pairs: int, steps: int, batch: int, patch: int, cpu: float, wall: float) -> None:
-    """Save a trained model and append its line to ``w2s_care_models[_TAG].csv``."""
+    """Save a trained model and append its line to ``models[_TAG].csv``."""
     MODELS.mkdir(parents=True, exist_ok=True)
     save(model, path)
     Appender(RESULTS / f"models{args.suffix}.csv", MODEL_FIELDS)(
@@ -507,8 +509,8 @@ def table(args: argparse.Namespace) -> str:
         f"({platform.processor() or 'CPU'}; 2 cores shared with other jobs), "
         f"torch {torch.__version__}, commit {commit} (plus uncommitted work). "
         + (f"Rows marked GPU ran on {', '.join(gpus)} (see below). " if gpus else "") +
-        "Per-image scores: `w2s_care_scores*.csv`; models: `w2s_care_models*.csv`; "
-        "classical choice: `w2s_care_select.csv`.", "",
+        "Per-image scores: `scores*.csv`; models: `models*.csv`; "
+        "classical choice: `select.csv`.", "",
         "Commands (runs side by side, one torch thread each, sharing rows and images through "
         "claim files; a run was stopped once its remaining rows were taken by another):", "",
         "```", *args.commands, "```", "",
