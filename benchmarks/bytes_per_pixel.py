@@ -110,6 +110,9 @@ def measure(name: str) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):  # else taken for a method, and the table rewritten
+        print(__doc__)
+        return 0
     if argv and argv[0] == "--one":
         print(json.dumps(measure(argv[1])))
         return 0
