@@ -36,11 +36,13 @@ steps and the last weights are used.
     .venv/bin/python benchmarks/blindspot.py run --set synthetic --images '08[12]_*'
     .venv/bin/python benchmarks/blindspot.py table
 
-Resumable: score rows are appended to ``results/blindspot_scores.csv`` as they
+Resumable: score rows are appended to ``results/blindspot/scores.csv`` as they
 finish (rows already there are skipped); trained models are kept in
-``results/blindspot_models/`` (``*.pt``, not tracked) with their training time in
-``results/blindspot_training.csv``. Times are CPU seconds of the process
-(``time.process_time``, one torch thread), robust to other jobs on the machine.
+``results/blindspot/models/`` (``*.pt``, not tracked) with their training time in
+``results/blindspot/training.csv``; the table goes to ``results/blindspot/table.md``
+(``--tag T``: ``scores_T.csv``, ``training_T.csv``, ``models/T/``, ``table_T.md``).
+Times are CPU seconds of the process (``time.process_time``, one torch thread),
+robust to other jobs on the machine.
 """
 
 from __future__ import annotations
@@ -65,10 +67,10 @@ from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
 from microdenoise.registry import Denoiser, create
 
-RESULTS = Path(__file__).parent / "results"
-SCORES = RESULTS / "blindspot_scores.csv"
-TRAINING = RESULTS / "blindspot_training.csv"
-MODELS = RESULTS / "blindspot_models"
+RESULTS = Path(__file__).parent / "results" / "blindspot"
+SCORES = RESULTS / "scores.csv"
+TRAINING = RESULTS / "training.csv"
+MODELS = RESULTS / "models"
 SCORE_FIELDS = ["set", "row", "image", "psnr", "ssim", "snr", "si_psnr", "param",
                 "cpu_s", "wall_s"]
 TRAIN_FIELDS = ["set", "row", "steps", "batch", "patch", "images", "train_cpu_s",
@@ -183,9 +185,9 @@ def use_tag(tag: str) -> None:
     """Point the scores, training log and models at the study called ``tag``."""
     global SCORES, TRAINING, MODELS
     if tag:
-        SCORES = RESULTS / f"blindspot_scores_{tag}.csv"
-        TRAINING = RESULTS / f"blindspot_training_{tag}.csv"
-        MODELS = RESULTS / "blindspot_models" / tag
+        SCORES = RESULTS / f"scores_{tag}.csv"
+        TRAINING = RESULTS / f"training_{tag}.csv"
+        MODELS = RESULTS / "models" / tag
 
 
 def trained(study: Study, row: str, args: argparse.Namespace) -> Denoiser:
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     study = load_study(args.set, args.images)
     finished = _done(SCORES, ["set", "row", "image"])
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     for row in args.rows:
         if row.startswith("box3d") and study.items and study.items[0].stack is None:
             continue
@@ -442,14 +444,14 @@ def main() -> None:
     r.add_argument("--tag", default="", help="a separate study (another budget): its own "
                    "scores, training log and models, suffixed with the tag")
     t = sub.add_parser("table")
-    t.add_argument("--out", default=None, help="default results/blindspot[_TAG].md")
+    t.add_argument("--out", default=None, help="default results/blindspot/table[_TAG].md")
     t.add_argument("--tag", default="")
     t.add_argument("--commands", nargs="*", default=None,
                    help="the run commands of a tagged study, for the record")
     args = parser.parse_args()
     use_tag(args.tag)
     if args.cmd == "table" and args.out is None:
-        args.out = str(RESULTS / f"blindspot{'_' + args.tag if args.tag else ''}.md")
+        args.out = str(RESULTS / f"table{'_' + args.tag if args.tag else ''}.md")
     dispatch(args, run, table)
 
 

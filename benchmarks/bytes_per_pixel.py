@@ -14,7 +14,7 @@ weights) drops out; :data:`microdenoise.streaming.BASELINE_BYTES` holds that.
 
     .venv/bin/python benchmarks/bytes_per_pixel.py [METHOD ...]
 
-Writes ``benchmarks/results/bytes_per_pixel.md``. Linux only.
+Writes ``benchmarks/results/bytes_per_pixel/table.md``. Linux only.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ def measure(name: str) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):  # else taken for a method, and the table rewritten
+        print(__doc__)
+        return 0
     if argv and argv[0] == "--one":
         print(json.dumps(measure(argv[1])))
         return 0
@@ -148,7 +151,7 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {r['method']} | {r['t1']} | {r['t2']} | {r['peak1'] / 2**20:.1f} | "
                      f"{r['peak2'] / 2**20:.1f} | {r['bytes_per_pixel']:.0f} | "
                      f"{r['declared']} | {r['seconds2']:.2f} |")
-    out = ROOT / "benchmarks" / "results" / "bytes_per_pixel.md"
+    out = ROOT / "benchmarks" / "results" / "bytes_per_pixel" / "table.md"
     if argv and out.exists():  # some methods again: replace their rows, keep the others
         mine = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
         text = out.read_text().splitlines()

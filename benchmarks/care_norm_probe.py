@@ -34,8 +34,8 @@ from microdenoise.evaluate import quantize
 from microdenoise.normalize import Percentile
 from microdenoise.registry import create
 
-RESULTS = Path(__file__).parent / "results"
-CSV = RESULTS / "care_norm_probe.csv"  # both variants; each run appends its rows at the end
+RESULTS = Path(__file__).parent / "results" / "care_norm_probe"
+CSV = RESULTS / "scores.csv"  # both variants; each run appends its rows at the end
 
 
 def own_percentiles(image: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         text = table()
-        (RESULTS / "care_norm_probe.md").write_text(text)
+        (RESULTS / "table.md").write_text(text)
         print(text)
     elif args.variant:
         run(args)

@@ -18,8 +18,8 @@ ones are skipped, trained models are kept under ``--model-dir`` and reloaded):
     .venv/bin/python benchmarks/clidim_ablation.py reference
     # the Markdown tables from the CSVs
     .venv/bin/python benchmarks/clidim_ablation.py table \
-        --notes benchmarks/results/clidim_ablation_notes.md \
-        --out benchmarks/results/clidim_ablation.md
+        --notes benchmarks/results/clidim_ablation/notes.md \
+        --out benchmarks/results/clidim_ablation/table.md
 
 The paper's budget (800 epochs of 3 iterations at batch 128, 2.4k iterations) on a GPU:
 
@@ -54,7 +54,8 @@ from microdenoise.evaluate import quantize
 from microdenoise.methods.clidim import CLIDiM
 from microdenoise.training import resolve_device, use_bf16
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "clidim_ablation"
+W2S_CARE = RESULTS.parent / "w2s_care"  # the rows of benchmarks/w2s_care.py
 VARIANTS = ("baseline", "tv", "ssim", "cl", "cl+tv+ssim")
 LABELS = {"baseline": "Baseline (pix2pix)", "tv": "TV", "ssim": "SSIM", "cl": "CL",
           "cl+tv+ssim": "CL+TV+SSIM"}
@@ -132,8 +133,8 @@ def run(args: argparse.Namespace) -> None:
     if args.test_stride > 1:
         test = test[args.test_offset::args.test_stride]
     suffix = f"_{args.tag}" if args.tag else ""
-    models_csv = RESULTS / f"clidim_ablation_models{suffix}.csv"
-    scores_csv = RESULTS / f"clidim_ablation_scores{suffix}.csv"
+    models_csv = RESULTS / f"models{suffix}.csv"
+    scores_csv = RESULTS / f"scores{suffix}.csv"
     trained = {r["model"]: r for r in read_csv(models_csv)}
     scored = {(r["model"], r["image"]) for r in read_csv(scores_csv)}
     model_log, score_log = Appender(models_csv, MODEL_FIELDS), Appender(scores_csv,
@@ -194,9 +195,9 @@ def reference(args: argparse.Namespace) -> None:
         metrics.si_psnr(gauss(p.noisy, s), p.clean.astype(np.float64), data_range=255)
         for p in train))
     print(f"gaussian sigma {choice} (best mean SI-PSNR on the 30 training pairs)")
-    log = Appender(RESULTS / "clidim_ablation_scores_reference.csv", SCORE_FIELDS)
+    log = Appender(RESULTS / "scores_reference.csv", SCORE_FIELDS)
     done = {(r["model"], r["image"])
-            for r in read_csv(RESULTS / "clidim_ablation_scores_reference.csv")}
+            for r in read_csv(RESULTS / "scores_reference.csv")}
     for pair in test:
         gt = pair.clean.astype(np.float64)
         for name, fn in (("noisy input", lambda x: x.astype(np.float64)),
@@ -228,9 +229,9 @@ def load_runs(tags: list[str] | None) -> dict[Budget, dict[str, tuple[dict[str, 
     """{budget: {model name: (model row, its score rows)}} from the run CSVs."""
     globs = [f"_{t}" for t in tags] if tags is not None else ["", "_*"]
     runs: dict[Budget, dict[str, tuple[dict[str, str], list[dict[str, str]]]]] = {}
-    paths = sorted({p for g in globs for p in RESULTS.glob(f"clidim_ablation_models{g}.csv")})
+    paths = sorted({p for g in globs for p in RESULTS.glob(f"models{g}.csv")})
     for path in paths:
-        scored = read_csv(path.with_name(path.name.replace("_models", "_scores")))
+        scored = read_csv(path.with_name("scores" + path.name.removeprefix("models")))
         for m in read_csv(path):
             budget = (int(m["iterations"]), int(m["batch"]), int(m["crop"]), m["device"])
             rows = [r for r in scored if r["model"] == m["model"]]
@@ -281,7 +282,7 @@ def table_one(budget: Budget, models: dict[str, tuple[dict[str, str], list[dict[
 def table(args: argparse.Namespace) -> str:
     runs = load_runs(args.tags)
     reference_rows: dict[str, list[dict[str, str]]] = {}
-    for r in read_csv(RESULTS / "clidim_ablation_scores_reference.csv"):
+    for r in read_csv(RESULTS / "scores_reference.csv"):
         reference_rows.setdefault(r["model"], []).append(r)
     n_test = len(datasets.w2s_8bit(args.data_root, split="test"))
     lines = ["## Table I layout: the ablation", ""]
@@ -305,24 +306,24 @@ def table(args: argparse.Namespace) -> str:
                      f"{len(rows)}/{n_test} |")
     # Rows of benchmarks/w2s_care.py (same test images and conventions), if it has run.
     care: dict[str, list[dict[str, str]]] = {}
-    for r in (r for p in sorted(RESULTS.glob("w2s_care_scores*.csv")) for r in read_csv(p)):
+    for r in (r for p in sorted(W2S_CARE.glob("scores*.csv")) for r in read_csv(p)):
         if r.get("task") == "denoise" and r["row"] != "noisy" and not r["spec"].startswith(
                 "gaussian"):
             care.setdefault(f"{r['row']} ({r['spec']})", []).append(r)
     for label, rows in care.items():
-        lines.append(f"| {label} [w2s_care.md] | see w2s_care.md | "
+        lines.append(f"| {label} [../w2s_care/table.md] | see ../w2s_care/table.md | "
                      f"{_cells(rows, ('psnr', 'ssim', 'nrmse', 'si_psnr'))} | | | "
                      f"{len(rows)}/{n_test} |")
     for other in ("care", "n2v", "fm2s"):
         if not any(label.startswith(other) for label in care):
-            lines.append(f"| {other} | | see w2s_care.md | | | | | | |")
+            lines.append(f"| {other} | | see ../w2s_care/table.md | | | | | | |")
     lines.append("")
     commit = git_commit()
     header = [
         "# CLIDiM ablation on W2S 8-bit", "",
         f"Generated {date.today()} on {platform.machine()}, torch {torch.__version__}, "
         f"commit {commit}, by `benchmarks/clidim_ablation.py`. Per-model and per-image "
-        "rows: `clidim_ablation_models_*.csv`, `clidim_ablation_scores_*.csv`.", "",
+        "rows: `models_*.csv`, `scores_*.csv`.", "",
         "Data: W2S 8-bit (`../shared/data/w2s_8bit`), single frame vs avg400. Training "
         "pairs: FOVs 001-010 (30 pairs, 3 channels each); CLIDiM shuffles them (seed 42), "
         "takes the first n, and holds the last round(0.1 n) back for model selection "
@@ -349,7 +350,7 @@ def table(args: argparse.Namespace) -> str:
         "--batch 128 --steps-per-epoch 3 --tag gpu_l1 --lambda-l1 1 "
         "--variants cl+tv+ssim baseline --model-dir runs/clidim_gpu",
         ".venv/bin/python benchmarks/clidim_ablation.py table --tags gpu gpu_l1 "
-        "--out benchmarks/results/clidim_ablation_gpu.md",
+        "--out benchmarks/results/clidim_ablation/table_gpu.md",
         "```", "",
     ]
     text = "\n".join(header + (args.notes.read_text().splitlines() + [""] if args.notes

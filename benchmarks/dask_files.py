@@ -39,7 +39,7 @@ from _common import git_commit  # noqa: E402  (after the thread settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT.parent / "shared" / "data" / "fmd_test_mix" / "raw"
-OUT = ROOT / "benchmarks" / "results" / "dask_files.md"
+OUT = ROOT / "benchmarks" / "results" / "dask_files" / "table.md"
 
 
 def make_inputs(folder: Path, n: int) -> list[Path]:

@@ -37,7 +37,7 @@ from _common import git_commit  # noqa: E402  (after the thread settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fmd_test_mix"
-OUT = ROOT / "benchmarks" / "results" / "fit_on.md"
+OUT = ROOT / "benchmarks" / "results" / "fit_on" / "table.md"
 # One field of view per microscope type first, then more as the budget allows.
 FOVS = ["Confocal_BPAE_B", "TwoPhoton_MICE", "WideField_BPAE_G", "Confocal_FISH",
         "TwoPhoton_BPAE_R", "WideField_BPAE_B"]

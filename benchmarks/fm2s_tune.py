@@ -13,7 +13,7 @@ earlier choice used: FMD capture ``_2`` (12 images) and W2S training FOVs 002-00
 W2S 8-bit noisy and clean frames were rescaled separately, so W2S is scored with
 scale-invariant PSNR (affine fit); FMD with plain PSNR (8-bit range, rounded output).
 
-    .venv/bin/python benchmarks/fm2s_tune.py [--out benchmarks/results/fm2s_fast_schedule.md]
+    .venv/bin/python benchmarks/fm2s_tune.py [--out benchmarks/results/fm2s_tune/schedule.md]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from _common import git_commit
 
 from microdenoise import create, datasets, metrics
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "fm2s_tune"
 CANDIDATES: dict[str, dict[str, object]] = {
     "A 400 steps, crop 128x2, lr 4e-3": {"fast_steps": 400, "tta": "off", "fast_bf16": False},
     "B A + bf16": {"fast_steps": 400, "fast_bf16": True, "tta": "off"},
@@ -73,7 +73,7 @@ was scored: adopt it if it beats C on both tuning sets. It does (+0.05 dB on FMD
 per 512x512 image, under 5 % of the fit), so `schedule=fast` now predicts with
 `tta=auto` = d8; `schedule=paper` keeps the official single pass. J's wall time
 (85 s) was taken on a heavily loaded machine (load 10-20) and is not comparable
-with the rows above; the CPU-time comparison is in `fmd_fm2s.md`.
+with the rows above; the CPU-time comparison is in `../fmd_fm2s/fmd_test_mix/table.md`.
 
 End of session 2 (after the paper schedule was found 0.12 dB above the fast default
 on 10 test images, so these rows are for the next choice, not yet acted on): K (1200
@@ -86,7 +86,7 @@ sampler, are the candidates.
 Session 3: M (1600 steps, bf16, averaging) vs J: +0.11 dB FMD `_1`, -0.03 dB W2S, at
 34.5 s per image (one thread, idle machine; bf16 is native on this CPU). Within noise of
 J on the tuning sets, so a validation run on images no choice had used (FMD `_2`, W2S
-FOVs 002-005) decided, by a rule written before it ran (`fm2s_fast_validation.md`): M
+FOVs 002-005) decided, by a rule written before it ran (`validation.md`): M
 beat N (= J in bf16) by +0.05 +- 0.04 dB pooled over 24 images, so **the default is
 now 1600 steps with `fast_bf16=auto`** (bf16 on CPUs with AVX512-BF16/AMX, fp32
 elsewhere, where it is L: ~17x less CPU than the paper schedule instead of ~25x).
@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--out", type=Path,
-                        default=Path("benchmarks/results/fm2s_fast_schedule.md"))
+                        default=RESULTS / "schedule.md")
     parser.add_argument("--only", nargs="*", default=None, help="candidate letters to run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time "
                         "is not inflated by thread spinning on a shared machine)")
@@ -171,7 +171,7 @@ def main() -> None:
         "scale-invariant PSNR). The final table uses captures `_3`/`_4`.",
         "",
         "Times are wall seconds with other jobs on the 2 cores (indicative only; the CPU-time "
-        "comparison with the paper schedule is in `fmd_fm2s.md`).",
+        "comparison with the paper schedule is in `../fmd_fm2s/fmd_test_mix/table.md`).",
         "",
         "| candidate | FMD `_1` PSNR | W2S train SI-PSNR | median s / image |",
         "|---|---|---|---|",
@@ -201,7 +201,7 @@ working tree the run's "J" trained in bf16, so it is N; its rows were relabelled
 def validate(args: argparse.Namespace) -> None:
     """Per-image scores of the ``--only`` candidates on the validation images."""
     pairs = tuning_pairs(args.data_root, validate=True)
-    log = RESULTS / "fm2s_fast_validation.csv"
+    log = RESULTS / "validation.csv"
     fields = ["candidate", "image", "metric", "score", "cpu_s"]
     done: list[dict[str, str]] = list(csv.DictReader(log.open())) if log.exists() else []
     letters = args.only or ["N", "M"]
@@ -230,7 +230,7 @@ def validate(args: argparse.Namespace) -> None:
     lines = ["# FM2S fast schedule: validation of the final two candidates", "",
              f"Date {date.today()}, machine {platform.machine()} (2 cores, CPU torch, one "
              "torch thread), command `.venv/bin/python benchmarks/fm2s_tune.py validate "
-             f"--only {' '.join(letters)}`. Per-image rows: `fm2s_fast_validation.csv`.", "",
+             f"--only {' '.join(letters)}`. Per-image rows: `validation.csv`.", "",
              "Validation images: FMD test-mix capture `_2` (12, PSNR) and W2S training FOVs "
              "002-005 (12, SI-PSNR); neither was used by any earlier choice nor by the final "
              "tables.", "",
@@ -253,7 +253,7 @@ def validate(args: argparse.Namespace) -> None:
               "images better).", VALIDATION_RULE,
               f"Outcome: pooled mean {statistics.mean(pooled):+.3f} dB, so "
               f"{second if statistics.mean(pooled) > 0 else first} is the default."]
-    (RESULTS / "fm2s_fast_validation.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "validation.md").write_text("\n".join(lines) + "\n")
 
 
 def _mean_se(values: list[float]) -> str:

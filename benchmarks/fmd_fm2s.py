@@ -8,8 +8,12 @@ resume after an interruption:
         --rows noisy median gaussian nlm bm3d fm2s_fast --images '*_3' '*_4'
     .venv/bin/python benchmarks/fmd_fm2s.py run --dataset fmd_test_mix \
         --rows fm2s_paper --images '*_4' --threads 1
-    # the Markdown table from the CSV
-    .venv/bin/python benchmarks/fmd_fm2s.py table --dataset fmd_test_mix
+    # the Markdown table from the CSVs (and the dataset's notes.md, written by hand)
+    .venv/bin/python benchmarks/fmd_fm2s.py table --dataset fmd_test_mix \
+        --out benchmarks/results/fmd_fm2s/fmd_test_mix/table.md
+
+Each dataset has its folder, ``results/fmd_fm2s/<dataset>/``: ``scores[_TAG].csv``
+(one per ``--tag``), ``notes.md`` and ``table.md``.
 
 Conventions: outputs clipped to 0..255 and rounded (PSNR/SSIM, data_range 255, as
 DESIGN.md); the official FM2S code truncates instead, so the CSV also keeps the
@@ -53,12 +57,12 @@ ROWS = {
     "fm2s_fast_1600_bf16": "fm2s:schedule=fast:fast_steps=1600:fast_bf16=true:tta=off",
 }
 FIELDS = ["row", "image", "group", "psnr", "ssim", "psnr_trunc", "cpu_s", "wall_s"]
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "fmd_fm2s"  # a folder per dataset
 
 
 def csv_path(dataset: str, tag: str = "") -> Path:
     """One CSV per run (``tag``), so concurrent runs never share a file."""
-    return RESULTS / f"{dataset}_scores{'_' + tag if tag else ''}.csv"
+    return RESULTS / dataset / f"scores{'_' + tag if tag else ''}.csv"
 
 
 def done(path: Path) -> set[tuple[str, str]]:
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> None:
         order.append((rank[pair.group], pair.group))
     pairs = [p for _, p in sorted(zip(order, pairs, strict=True), key=lambda t: t[0])]
     out = csv_path(args.dataset, args.tag)
+    out.parent.mkdir(parents=True, exist_ok=True)
     finished = done(out)
     new = not out.exists()
     with out.open("a", newline="") as fh:
@@ -118,7 +123,7 @@ def _mean(rows: list[dict[str, str]], key: str) -> float:
 
 def table(args: argparse.Namespace) -> str:
     scores = []
-    for path in sorted(RESULTS.glob(f"{args.dataset}_scores*.csv")):
+    for path in sorted((RESULTS / args.dataset).glob("scores*.csv")):
         with path.open() as fh:
             scores += list(csv.DictReader(fh))
     groups = list(dict.fromkeys(r["group"] for r in scores))
@@ -151,13 +156,13 @@ def table(args: argparse.Namespace) -> str:
     header = [f"# FM2S benchmark on {args.dataset}", "",
               f"Generated {date.today()} on {platform.machine()} (2 cores shared with other "
               f"jobs), torch {torch.__version__}, commit {commit}. Per-image scores: "
-              f"`{args.dataset}_scores*.csv`.", "",
+              f"`scores*.csv`.", "",
               "PSNR/SSIM on 0..255 (data_range 255) of outputs clipped and rounded; "
               "'PSNR (trunc)' truncates like the official FM2S code. Average = mean over "
               "images (the paper's weighted average). Times: median per image. CPU seconds "
               "are the process's CPU time (runs used one torch thread, `--threads 1`), "
               "robust to other jobs on the machine; wall seconds are not.", ""]
-    notes = RESULTS / f"{args.dataset}_notes.md"  # commands and reading, written by hand
+    notes = RESULTS / args.dataset / "notes.md"  # commands and reading, written by hand
     if notes.exists():
         lines += [notes.read_text().strip()]
     text = "\n".join(header + lines)

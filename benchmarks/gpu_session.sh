@@ -8,16 +8,17 @@
 #
 # Job sets: ``lease1`` is what the lease of 2026-11-23 ran (all at once); ``clidim``
 # is the CLIDiM ablation still to do, alone on the GPU, CL+TV+SSIM first (the baseline
-# again: the lease1 one, clidim_ablation_*_gpu_base.csv, mapped targets by their 99.8th
-# percentile; move those CSVs aside when gpu_b2 lands, as both hold baseline_n30); ``w2s_rest``
-# the W2S rows that lease did not finish (care_k4_40k, care_bicubic_40k; the n2v and
-# deconoising GPU scores were lost).
+# again: the lease1 one, results/clidim_ablation/*_gpu_base.csv, mapped targets by their
+# 99.8th percentile; move those CSVs aside when gpu_b2 lands, as both hold baseline_n30);
+# ``w2s_rest`` the W2S rows that lease did not finish (care_k4_40k, care_bicubic_40k; the
+# n2v and deconoising GPU scores were lost).
 #
 # Needs, carried with the working tree: the W2S 8-bit data in .gpu_data/w2s_8bit and
 # the PyWavelets wheel in .whl/ (the machine has torch, numpy, scipy, scikit-image and
 # tifffile, but no PyWavelets, and reaches no package index). Results (the results
 # folder and the logs; models stay there) are packed into $OUT/gpu_results.tgz at
-# every poll.
+# every poll. Logs worth keeping go with their benchmark's results, as
+# results/w2s_care/gpu_logs_2026-11-23/ and results/clidim_ablation/gpu_logs_2026-11-23/.
 #
 # The jobs run in a copy of the tree under /tmp: every device command first syncs the
 # working tree with this machine's, which deletes files the jobs wrote into tracked

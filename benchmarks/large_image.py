@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8192)
     parser.add_argument("--method", default="gaussian")
     parser.add_argument("--tile", type=int, default=1024)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/large_image.md")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks/results/large_image/table.md")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

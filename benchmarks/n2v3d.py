@@ -17,7 +17,8 @@ then the mean. CPU seconds are ``time.process_time`` (one torch thread).
 
     .venv/bin/python benchmarks/n2v3d.py run --dataset srdtrans_subset --steps 400
     .venv/bin/python benchmarks/n2v3d.py run --dataset fmd_test_mix --steps 400
-    .venv/bin/python benchmarks/n2v3d.py table --out benchmarks/results/n2v3d.md
+    .venv/bin/python benchmarks/n2v3d.py table --notes benchmarks/results/n2v3d/notes.md \
+        --out benchmarks/results/n2v3d/table.md
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from _common import dispatch, git_commit, write_table
 from microdenoise import create, datasets, metrics
 from microdenoise.evaluate import quantize
 
-RESULTS = Path(__file__).parent / "results"
-CSV = RESULTS / "n2v3d_scores.csv"
+RESULTS = Path(__file__).parent / "results" / "n2v3d"
+CSV = RESULTS / "scores.csv"
 FIELDS = ["dataset", "row", "steps", "image", "psnr", "ssim", "train_cpu_s", "cpu_s"]
 ROWS = ("noisy", "frame_mean", "n2v_2d", "n2v_3d")
 
@@ -121,7 +122,7 @@ def table(args: argparse.Namespace) -> str:
         "# N2V in 2D vs 3D on stacks of one static field", "",
         f"Generated {date.today()} on {platform.machine()} (2 cores shared with other jobs), "
         f"torch {torch.__version__}, commit {git_commit()}, by `benchmarks/n2v3d.py` "
-        "(protocol in its docstring). Per-frame scores: `n2v3d_scores.csv`.", "",
+        "(protocol in its docstring). Per-frame scores: `scores.csv`.", "",
         "| dataset | row | steps | frames | PSNR | SSIM | train CPU s | predict CPU s/frame |",
         "|---|---|---|---|---|---|---|---|"]
     for (ds, row, steps), rs in sorted(groups.items(), key=lambda kv: (

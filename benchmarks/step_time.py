@@ -10,7 +10,7 @@ thread by default), so that a drift of the shared machine hits both alike; the t
 gives the median over rounds and the ratio. bf16 is only offered where it is native
 (AVX512-BF16 / AMX on a CPU, or a GPU).
 
-    .venv/bin/python benchmarks/step_time.py --out benchmarks/results/step_time.md
+    .venv/bin/python benchmarks/step_time.py --out benchmarks/results/step_time/table.md
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from _common import git_commit
 from microdenoise import create, datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "vs_careamics"
 REQUIREMENTS = ["bioimageio-core>=0.9,<=0.11", "lightning>=2.2,<=2.6.6,!=2.6.2,!=2.6.3",
                 "microssim<=0.0.5", "pydantic>=2.11,<=2.14.1", "zarr>=3,<4",
                 "torchmetrics<1.9", "tifffile<=2026.3.3", "scikit-image<=0.26", "matplotlib",
@@ -293,7 +293,7 @@ def main() -> None:
     r.add_argument("--precisions", nargs="+", default=["auto", "fp32"],
                    choices=["auto", "fp32", "bf16"], help="ours, trained once per value")
     r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--out", default=str(RESULTS / "vs_careamics.md"))
+    r.add_argument("--out", default=str(RESULTS / "table.md"))
     r.add_argument("--append", action="store_true", help="add this run below those in --out")
     args = parser.parse_args()
     if args.cmd == "install":

@@ -34,17 +34,19 @@ on the training FOVs, never on the test FOVs:
 
     .venv/bin/python benchmarks/w2s_care.py run --rows care_k30 care_k16 --tag a
     .venv/bin/python benchmarks/w2s_care.py run --rows noisy classical fm2s --tag b
-    .venv/bin/python benchmarks/w2s_care.py table --out benchmarks/results/w2s_care.md
+    .venv/bin/python benchmarks/w2s_care.py table --out benchmarks/results/w2s_care/table.md
     # on a GPU: CSBDeep-length rows, one process per row
     python3 benchmarks/w2s_care.py run --device cuda --rows care_k30_40k --tag gpu_k30
 
-Rows append per-image scores to ``results/w2s_care_scores[_TAG].csv`` and skip images
+Rows append per-image scores to ``results/w2s_care/scores[_TAG].csv`` and skip images
 already scored, so an interrupted run resumes; runs side by side share the rows and
 images through claim files in ``runs/w2s_care/claims/``. Trained models go to
-``runs/w2s_care/``, their training CPU time to ``results/w2s_care_models[_TAG].csv``,
-the classical choice to ``results/w2s_care_select.csv``. Metrics on 0..255 (data_range 255) of
-outputs clipped and rounded: PSNR raw, SI-PSNR (after a per-image least-squares affine
-fit, ``metrics.si_psnr``), SSIM, NRMSE (euclidean). Times are process CPU seconds
+``runs/w2s_care/``, their training CPU time to ``results/w2s_care/models[_TAG].csv``,
+the classical choice to ``results/w2s_care/select.csv``, the SR noise model to
+``results/w2s_care/noise.txt``; ``table`` appends ``results/w2s_care/notes.md`` (written
+by hand). Metrics on 0..255 (data_range 255) of outputs clipped and rounded: PSNR raw,
+SI-PSNR (after a per-image least-squares affine fit, ``metrics.si_psnr``), SSIM, NRMSE
+(euclidean). Times are process CPU seconds
 (``time.process_time``) with one torch thread.
 """
 
@@ -73,7 +75,7 @@ from microdenoise.evaluate import quantize
 from microdenoise.methods.care import CARE
 from microdenoise.registry import create
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "w2s_care"
 MODELS = Path(__file__).parents[1] / "runs" / "w2s_care"
 KS = (4, 8, 16, 30)
 LONG_ROWS = tuple(f"care_k{k}_40k" for k in KS)
@@ -215,10 +217,10 @@ def claim(name: str) -> bool:
 def select_classical(task: str, inputs: list[np.ndarray], targets: list[np.ndarray],
                      post: Callable[[np.ndarray], np.ndarray]) -> tuple[str, dict[str, Any]]:
     """The (method, params) with the best mean SI-PSNR of ``post(filter(input))`` on the
-    training images; every candidate's score goes to ``w2s_care_select.csv``."""
-    path = RESULTS / "w2s_care_select.csv"
+    training images; every candidate's score goes to ``select.csv``."""
+    path = RESULTS / "select.csv"
     old = {(r["task"], r["method"], r["param"], r["value"]): float(r["si_psnr"])
-           for r in read_csv("w2s_care_select.csv")}
+           for r in read_csv("select.csv")}
     write = Appender(path, ["task", "method", "param", "value", "si_psnr", "psnr", "n",
                             "cpu_s"])
     best: tuple[float, str, dict[str, Any]] = (-np.inf, "", {})
@@ -254,7 +256,7 @@ def device_name(device: str) -> str:
 def finished(task: str, row: str, path: Path) -> bool:
     """Whether ``row``'s model is saved at ``path`` and logged in a models CSV."""
     return path.exists() and (task, row) in {(r["task"], r["row"])
-                                             for r in read_csv("w2s_care_models*.csv")}
+                                             for r in read_csv("models*.csv")}
 
 
 def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndarray],
@@ -297,10 +299,10 @@ def train_care(task: str, row: str, noisy: list[np.ndarray], clean: list[np.ndar
 
 def log_model(task: str, row: str, model: Any, path: Path, args: argparse.Namespace, *,
               pairs: int, steps: int, batch: int, patch: int, cpu: float, wall: float) -> None:
-    """Save a trained model and append its line to ``w2s_care_models[_TAG].csv``."""
+    """Save a trained model and append its line to ``models[_TAG].csv``."""
     MODELS.mkdir(parents=True, exist_ok=True)
     save(model, path)
-    Appender(RESULTS / f"w2s_care_models{args.suffix}.csv", MODEL_FIELDS)(
+    Appender(RESULTS / f"models{args.suffix}.csv", MODEL_FIELDS)(
         {"task": task, "row": row, "pairs": pairs, "steps": steps, "batch": batch,
          "patch": patch, "train_cpu_s": f"{cpu:.1f}",
          "best_val_loss": f"{model.best:.5f}", "path": f"runs/w2s_care/{path.name}",
@@ -332,17 +334,17 @@ def train_self(row: str, noisy: list[np.ndarray], args: argparse.Namespace) -> A
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     args.suffix = f"_{args.tag}" if args.tag else ""
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     train = datasets.w2s_8bit(args.data_root, split="train")
     test = datasets.w2s_8bit(args.data_root, split="test")
     select_imgs = fm2s_subset(train)  # one image per training FOV
-    write = Appender(RESULTS / f"w2s_care_scores{args.suffix}.csv", FIELDS)
+    write = Appender(RESULTS / f"scores{args.suffix}.csv", FIELDS)
 
     def score_row(task: str, row: str, spec: str, pairs: list[datasets.Pair],
                   predict: Callable[[datasets.Pair], np.ndarray]) -> None:
         for pair in pairs:
             finished = {(r["task"], r["row"], r["image"])
-                        for r in read_csv("w2s_care_scores*.csv")}
+                        for r in read_csv("scores*.csv")}
             if (task, row, pair.name) in finished or not claim(f"{task}_{row}_{pair.name}"):
                 continue
             c0, w0 = time.process_time(), time.perf_counter()
@@ -363,7 +365,7 @@ def run(args: argparse.Namespace) -> None:
             note = (f"variance = {noise[0]:.4f} * x + {noise[1]:.4f} (gt units, 0..255; "
                     f"sigma {np.sqrt(noise[0] * 64 + noise[1]):.2f} at x = 64, "
                     f"{np.sqrt(noise[0] * 128 + noise[1]):.2f} at x = 128)")
-            (RESULTS / "w2s_care_noise.txt").write_text(note + "\n")
+            (RESULTS / "noise.txt").write_text(note + "\n")
             print(f"SR noise model: {note}", flush=True)
         if pair.name not in sr_cache:
             sr_cache[pair.name] = sr_pair(pair, *noise)
@@ -399,7 +401,7 @@ def run(args: argparse.Namespace) -> None:
         elif row == "care_k30_800":  # care_k30 trained on: 2x the steps (not the K budget)
             first = train_care("denoise", "care_k30", [p.noisy for p in train],
                                [p.clean for p in train], args, n_train=30)
-            done = {r["row"]: float(r["train_cpu_s"]) for r in read_csv("w2s_care_models*.csv")
+            done = {r["row"]: float(r["train_cpu_s"]) for r in read_csv("models*.csv")
                     if r["task"] == "denoise"}
             model = train_care("denoise", row, [p.noisy for p in train],
                                [p.clean for p in train], args, start=first,
@@ -409,11 +411,11 @@ def run(args: argparse.Namespace) -> None:
         elif row in ("care_k16_long", "care_k30_long"):
             k = int(row[len("care_k"):-len("_long")])
             parent = CONTINUES[row]
-            if parent not in {r["row"] for r in read_csv("w2s_care_models*.csv")}:
+            if parent not in {r["row"] for r in read_csv("models*.csv")}:
                 raise SystemExit(f"{row} continues {parent}: run that row first")
             first = train_care("denoise", parent, [p.noisy for p in train],
                                [p.clean for p in train], args, n_train=k)
-            done = {r["row"]: float(r["train_cpu_s"]) for r in read_csv("w2s_care_models*.csv")
+            done = {r["row"]: float(r["train_cpu_s"]) for r in read_csv("models*.csv")
                     if r["task"] == "denoise"}
             # Train on until --long-steps steps in all: epochs counts the whole run.
             first.config = dataclasses.replace(
@@ -489,9 +491,9 @@ def _table(task: str, rows: list[str], scored: list[dict[str, str]],
 
 
 def table(args: argparse.Namespace) -> str:
-    scored = read_csv("w2s_care_scores*.csv")
-    models = {(r["task"], r["row"]): r for r in read_csv("w2s_care_models*.csv")}
-    selects = read_csv("w2s_care_select.csv")
+    scored = read_csv("scores*.csv")
+    models = {(r["task"], r["row"]): r for r in read_csv("models*.csv")}
+    selects = read_csv("select.csv")
     commit = git_commit()
     budget = next(iter(models.values()), None)
     # The CPU budget; a continued model's time includes its parent's.
@@ -507,8 +509,8 @@ def table(args: argparse.Namespace) -> str:
         f"({platform.processor() or 'CPU'}; 2 cores shared with other jobs), "
         f"torch {torch.__version__}, commit {commit} (plus uncommitted work). "
         + (f"Rows marked GPU ran on {', '.join(gpus)} (see below). " if gpus else "") +
-        "Per-image scores: `w2s_care_scores*.csv`; models: `w2s_care_models*.csv`; "
-        "classical choice: `w2s_care_select.csv`.", "",
+        "Per-image scores: `scores*.csv`; models: `models*.csv`; "
+        "classical choice: `select.csv`.", "",
         "Commands (runs side by side, one torch thread each, sharing rows and images through "
         "claim files; a run was stopped once its remaining rows were taken by another):", "",
         "```", *args.commands, "```", "",
@@ -595,7 +597,7 @@ def table(args: argparse.Namespace) -> str:
                           f"**{'met' if b - a <= 0.5 else 'NOT met'}**")
     # SR.
     out += ["## Joint denoising + 2x super-resolution, test FOVs 081-100", ""]
-    noise_file = RESULTS / "w2s_care_noise.txt"
+    noise_file = RESULTS / "noise.txt"
     noise = noise_file.read_text().strip() if noise_file.exists() else "(not fitted yet)"
     out += ["Input: the avg400 ground truth, 2x area-downsampled (mean of 2x2 blocks) to "
             "256x256, plus Gaussian noise of variance alpha * x + beta (x: the clean "
@@ -636,7 +638,7 @@ def table(args: argparse.Namespace) -> str:
                          for v, si in sorted(values)]
                 out.append(f"| {task} | {method} ({param}) | {', '.join(cells)} |")
         out.append("")
-    notes = RESULTS / "w2s_care_notes.md"  # the reading of the numbers, written by hand
+    notes = RESULTS / "notes.md"  # the reading of the numbers, written by hand
     if notes.exists():
         out += [notes.read_text().strip(), ""]
     text = "\n".join(out)
