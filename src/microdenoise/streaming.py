@@ -68,7 +68,7 @@ def tile_for_memory(max_memory: str | int, method: Denoiser, *, overlap: int = 0
     Model: ``BASELINE_BYTES + tile**2 * bytes_per_pixel``, where ``bytes_per_pixel``
     is the method's :attr:`~microdenoise.registry.Denoiser.bytes_per_pixel` (its
     measured peak working memory per tile pixel plus the pipeline's copies of the
-    tile, see ``benchmarks/results/bytes_per_pixel.md``), else the conservative
+    tile, see ``benchmarks/results/bytes_per_pixel/table.md``), else the conservative
     :data:`DEFAULT_BYTES_PER_PIXEL`.
     """
     budget = parse_size(max_memory)

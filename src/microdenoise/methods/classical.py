@@ -108,7 +108,7 @@ class _Filter(Denoiser):
     """Shared machinery: input checks, calibration of ``PARAM`` over ``GRID``, state."""
 
     family = "classical"
-    bytes_per_pixel = 32  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 32  # see benchmarks/results/bytes_per_pixel/table.md
     needs = "nothing"
     normalization = "unit"
     USES_SIGMA: ClassVar[bool] = False  # estimates the noise level in fit (config sigma None)

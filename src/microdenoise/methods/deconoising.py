@@ -118,7 +118,7 @@ class DecoNoising(BlindSpotMethod):
     """
 
     Config = DecoNoisingConfig
-    bytes_per_pixel = 2136  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 2136  # see benchmarks/results/bytes_per_pixel/table.md
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {"batch_size": 1, "accumulate": 20, "precision": "fp32"},  # official: fp32
     }

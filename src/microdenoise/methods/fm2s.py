@@ -19,7 +19,7 @@ Two schedules share the method:
            step, a one-cycle learning rate and bf16 where the CPU has it natively,
            ~25x less CPU time, and the prediction averaged over the 8
            flips/rotations of the image (see
-           ``benchmarks/results/fm2s_fast_schedule.md`` for how it was chosen).
+           ``benchmarks/results/fm2s_tune/schedule.md`` for how it was chosen).
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class FM2S(Denoiser):
     needs = "the noisy image itself"
     normalization = "unit"
     Config = FM2SConfig
-    bytes_per_pixel = 408  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 408  # see benchmarks/results/bytes_per_pixel/table.md
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = _presets()
 
     def __init__(self, config: Any = None, /, **params: Any) -> None:

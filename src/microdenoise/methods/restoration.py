@@ -12,7 +12,7 @@ generalized Anscombe domain at noise std 1 and the result is mapped back with th
 exact unbiased inverse (Makitalo & Foi 2013), as FMD ran its BM3D baseline. "none"
 filters the image as it is, with sigma estimated by the wavelet MAD; giving
 ``sigma`` implies "none". On the FMD tuning captures ``_1`` "gat" gains 2.8 (NLM),
-1.5 (wavelet) and 3.2 dB (BM3D) (``benchmarks/results/fmd_fm2s.md``).
+1.5 (wavelet) and 3.2 dB (BM3D) (``benchmarks/results/fmd_fm2s/fmd_test_mix/table.md``).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class NLMeans(_Filter):
     """
 
     Config = NLMConfig
-    bytes_per_pixel = 72  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 72  # see benchmarks/results/bytes_per_pixel/table.md
     USES_SIGMA = True
     PARAM = "h_factor"
     GRID = (0.4, 0.6, 0.8, 1.0, 1.3, 1.6)
@@ -180,7 +180,7 @@ class TotalVariation(_Filter):
     """
 
     Config = TVConfig
-    bytes_per_pixel = 72  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 72  # see benchmarks/results/bytes_per_pixel/table.md
     PARAM = "weight"
     GRID = (0.02, 0.04, 0.07, 0.1, 0.15, 0.25, 0.4)
 
@@ -243,7 +243,7 @@ class Wavelet(_Filter):
     """
 
     Config = WaveletConfig
-    bytes_per_pixel = 64  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 64  # see benchmarks/results/bytes_per_pixel/table.md
     USES_SIGMA = True
     PARAM = "sigma_scale"
     GRID = (0.5, 0.75, 1.0, 1.5, 2.0)
@@ -300,7 +300,7 @@ class BM3D(_Filter):
     """
 
     Config = BM3DConfig
-    bytes_per_pixel = 784  # see benchmarks/results/bytes_per_pixel.md
+    bytes_per_pixel = 784  # see benchmarks/results/bytes_per_pixel/table.md
     USES_SIGMA = True
     PARAM = "sigma_scale"
     GRID = (0.5, 0.7, 1.0, 1.4, 2.0)
