@@ -10,6 +10,7 @@ import tifffile
 
 from microdenoise import (
     InputError,
+    core,
     create,
     denoise_array,
     denoise_file,
@@ -17,7 +18,6 @@ from microdenoise import (
     streaming,
     write_image,
 )
-from microdenoise import core
 from microdenoise.normalize import Percentile, channel_normalizers, unit_range
 
 from .conftest import blobs, poisson_gaussian
