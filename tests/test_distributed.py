@@ -20,7 +20,7 @@ from microdenoise import (
     write_image,
 )
 from microdenoise import distributed as mdd
-from microdenoise.methods.classical import Median
+from microdenoise.methods.local_filters import Median
 
 from .conftest import blobs, poisson_gaussian
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from microdenoise import InputError, denoise_array, denoise_file, read_image, write_image
-from microdenoise.methods.classical import Gaussian
+from microdenoise.methods.local_filters import Gaussian
 from microdenoise.tiling import is_out_of_memory
 
 from .conftest import blobs, poisson_gaussian

@@ -1,3 +1,3 @@
 """Built-in methods; importing this package registers them."""
 
-from . import care, classical, clidim, deconoising, fm2s, n2v, restoration  # noqa: F401
+from . import care, clidim, deconoising, fm2s, global_filters, local_filters, n2v  # noqa: F401

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from microdenoise.errors import InputError
-from microdenoise.methods import classical, restoration
+from microdenoise.methods import filters, global_filters
 from microdenoise.registry import create, load, save
 
 FILTERS_2D = ["median", "gaussian", "box", "nlm", "tv", "wavelet", "bilateral", "bm3d"]
@@ -33,9 +33,9 @@ def _noisy(clean: np.ndarray, seed: int) -> np.ndarray:
     return noisy.astype(np.float32)
 
 
-def _make(key: str, **params: Any) -> classical._Filter:
+def _make(key: str, **params: Any) -> filters.Filter:
     method = create(key, **params)
-    assert isinstance(method, classical._Filter)
+    assert isinstance(method, filters.Filter)
     return method
 
 
@@ -106,7 +106,7 @@ def test_calibration_picks_a_grid_value_and_round_trips(
     key: str, pair, stack_pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if key == "bm3d":  # about 0.8 s a call here: two grid values test the mechanism
-        monkeypatch.setattr(restoration.BM3D, "GRID", (0.5, 1.4))
+        monkeypatch.setattr(global_filters.BM3D, "GRID", (0.5, 1.4))
     clean, noisy = _data(key, pair, stack_pair)
     method = _make(key, calibrate=True)
     assert method.state_dict() == {}
@@ -228,8 +228,8 @@ def test_bm3d_missing_gives_install_hint(pair, monkeypatch: pytest.MonkeyPatch) 
 
 def test_invariant_loss_prefers_the_right_smoothing(pair) -> None:
     clean, noisy = pair
-    identity = classical.invariant_loss(noisy, lambda x: x)
-    smooth = classical.invariant_loss(noisy, lambda x: ndi.gaussian_filter(x, 1.5))
+    identity = filters.invariant_loss(noisy, lambda x: x)
+    smooth = filters.invariant_loss(noisy, lambda x: ndi.gaussian_filter(x, 1.5))
     assert smooth < identity
     with pytest.raises(InputError, match="too small"):
-        classical.invariant_loss(np.zeros((1, 8), np.float32), lambda x: x)
+        filters.invariant_loss(np.zeros((1, 8), np.float32), lambda x: x)

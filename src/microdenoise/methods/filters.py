@@ -1,11 +1,14 @@
-"""Classical filters: the shared base (calibration, noise level) and median, Gaussian, box, 3D box.
+"""The classical filters' shared base: calibration, noise level, VST, state.
 
-Bilateral, NLM, TV, wavelet and BM3D build on the same base in
-:mod:`microdenoise.methods.restoration`.
+:class:`Filter` is the base of every classical method. The filters themselves
+are grouped by how far one output pixel reaches, which is what tiling cares
+about: :mod:`microdenoise.methods.local_filters` (median, Gaussian, box, 3D box,
+bilateral, NLM: a finite neighbourhood, so tiled output equals untiled) and
+:mod:`microdenoise.methods.global_filters` (TV, wavelet, BM3D: the whole image).
 
 Each filter takes a float32 image scaled to about [0, 1] (``normalization =
 "unit"``) and returns float32 of the same shape. All but ``box3d`` take one 2D
-(YX) image; the pipeline runs them plane by plane.
+(YX) image; the prediction core runs them plane by plane.
 
 Self-calibration: with ``calibrate=True``, ``fit(noisy)`` picks the main
 parameter ``PARAM`` from the grid ``GRID`` by minimising the J-invariant loss
@@ -34,15 +37,15 @@ from scipy import ndimage as ndi
 from skimage import restoration
 
 from ..errors import InputError
-from ..registry import Denoiser, register
+from ..registry import Denoiser
 from ..vst import PoissonGaussian, estimate_poisson_gaussian, gat_forward, gat_inverse
 
-_MIN_SIGMA = 1e-6  # a flat image estimates sigma = 0; NLM and BM3D need a positive one
-_GLOBAL_FIELD = 32  # receptive field declared for TV, wavelet and BM3D (see their notes)
+MIN_SIGMA = 1e-6  # a flat image estimates sigma = 0; NLM and BM3D need a positive one
+GLOBAL_FIELD = 32  # receptive field declared for TV, wavelet and BM3D (see their notes)
 
 
 @dataclass(frozen=True)
-class _Params:
+class FilterParams:
     """Base of the filters' configs: every number given must be > 0 (None means default)."""
 
     def __post_init__(self) -> None:
@@ -52,12 +55,12 @@ class _Params:
                 raise InputError(f"{field.name} must be > 0, got {value!r}")
 
 
-def _estimate_sigma(image: np.ndarray) -> float:
+def estimate_sigma(image: np.ndarray) -> float:
     """Gaussian noise std by the wavelet MAD of Donoho & Johnstone (skimage)."""
     with warnings.catch_warnings():  # a flat image has no non-zero detail: NaN, warned
         warnings.simplefilter("ignore", RuntimeWarning)
         sigma = float(restoration.estimate_sigma(image))
-    return sigma if math.isfinite(sigma) and sigma > _MIN_SIGMA else _MIN_SIGMA
+    return sigma if math.isfinite(sigma) and sigma > MIN_SIGMA else MIN_SIGMA
 
 
 def invariant_loss(
@@ -104,7 +107,7 @@ def invariant_loss(
     return total / count
 
 
-class _Filter(Denoiser):
+class Filter(Denoiser):
     """Shared machinery: input checks, calibration of ``PARAM`` over ``GRID``, state."""
 
     family = "classical"
@@ -131,12 +134,12 @@ class _Filter(Denoiser):
         """Filter a checked float32 image with main parameter ``value``."""
 
     def _radius(self, value: float) -> int:
-        return _GLOBAL_FIELD
+        return GLOBAL_FIELD
 
     @property
     def global_field(self) -> bool:
         """True for filters whose reach is the whole image (no finite ``_radius``)."""
-        return type(self)._radius is _Filter._radius
+        return type(self)._radius is Filter._radius
 
     @property
     def fit_policy(self) -> str:
@@ -180,7 +183,7 @@ class _Filter(Denoiser):
         if self._uses_vst:
             self._noise_model = estimate_poisson_gaussian(image)
         elif self.USES_SIGMA and getattr(self.config, "sigma", None) is None:
-            self._sigma = _estimate_sigma(image)
+            self._sigma = estimate_sigma(image)
         if self.config.calibrate:
             self._calibrate(image)
         return self
@@ -192,7 +195,7 @@ class _Filter(Denoiser):
         given = getattr(self.config, "sigma", None)
         if given is not None:
             return float(given)
-        return self._sigma if self._sigma is not None else _estimate_sigma(image)
+        return self._sigma if self._sigma is not None else estimate_sigma(image)
 
     def _calibrate(self, image: np.ndarray) -> None:
         y, x = (max(0, (n - self.CROP) // 2) for n in image.shape[-2:])
@@ -250,156 +253,3 @@ class _Filter(Denoiser):
         self._sigma = float(state["sigma"]) if "sigma" in state else None
         pg = state.get("poisson_gaussian")
         self._noise_model = PoissonGaussian(float(pg[0]), float(pg[1])) if pg else None
-
-
-@dataclass(frozen=True)
-class SizeConfig(_Params):
-    """Window width in pixels (odd widths are centred) and whether to calibrate it."""
-
-    size: int = 3
-    calibrate: bool = False
-
-
-class _SizeFilter(_Filter):
-    """A filter over a ``size`` x ``size`` window; calibration chooses ``size``."""
-
-    Config = SizeConfig
-    PARAM = "size"
-    GRID = (3, 5, 7, 9, 11)
-
-    def _radius(self, value: float) -> int:
-        return int(value) // 2
-
-
-@register("median")
-class Median(_SizeFilter):
-    """Median filter over a ``size`` x ``size`` window, edges reflected.
-
-    Parameters
-    ----------
-    size : int
-        Window width (3); receptive field ``size // 2``.
-    calibrate : bool
-        Choose ``size`` from ``GRID`` = (3, 5, 7, 9, 11).
-
-    References
-    ----------
-    J. W. Tukey, "Nonlinear (nonsuperposable) methods for smoothing data", EASCON 1974.
-    Implementation: ``scipy.ndimage.median_filter(image, size, mode="reflect")``.
-    """
-
-    def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
-        return np.asarray(ndi.median_filter(image, size=int(value), mode="reflect"))
-
-
-@dataclass(frozen=True)
-class GaussianConfig(_Params):
-    """Standard deviation of the Gaussian in pixels and whether to calibrate it."""
-
-    sigma: float = 1.0
-    calibrate: bool = False
-
-
-@register("gaussian")
-class Gaussian(_Filter):
-    """Gaussian blur, truncated at 4 sigma, edges reflected.
-
-    Parameters
-    ----------
-    sigma : float
-        Standard deviation in pixels (1.0); receptive field ``int(4 * sigma + 0.5)``.
-    calibrate : bool
-        Choose ``sigma`` from ``GRID`` = (0.5, 0.75, 1, 1.5, 2, 3).
-
-    References
-    ----------
-    Implementation: ``scipy.ndimage.gaussian_filter(image, sigma, mode="reflect")``.
-    """
-
-    Config = GaussianConfig
-    PARAM = "sigma"
-    GRID = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-
-    def _radius(self, value: float) -> int:
-        return int(4.0 * value + 0.5)
-
-    def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
-        return np.asarray(ndi.gaussian_filter(image, sigma=value, mode="reflect", truncate=4.0))
-
-
-@register("box")
-class Box(_SizeFilter):
-    """Mean over a ``size`` x ``size`` window (box or moving-average filter), edges reflected.
-
-    Parameters
-    ----------
-    size : int
-        Window width (3); receptive field ``size // 2``.
-    calibrate : bool
-        Choose ``size`` from ``GRID`` = (3, 5, 7, 9, 11).
-
-    References
-    ----------
-    Implementation: ``scipy.ndimage.uniform_filter(image, size, mode="reflect")``.
-    """
-
-    def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
-        return np.asarray(ndi.uniform_filter(image, size=int(value), mode="reflect"))
-
-
-@dataclass(frozen=True)
-class Box3DConfig(_Params):
-    """Box width in YX, along Z/T (None: the same), and whether to calibrate it."""
-
-    size: int = 3
-    size_z: int | None = None
-    calibrate: bool = False
-
-
-@register("box3d")
-class Box3D(_Filter):
-    """Mean over a 3D box of a Z or T stack, edges reflected.
-
-    ``denoise`` takes one ZYX (or TYX) array; a single 2D image raises
-    :class:`InputError` (a 3D box needs a stack): use ``box`` for single images.
-
-    Parameters
-    ----------
-    size : int
-        Box width in Y and X (3).
-    size_z : int or None
-        Box width along Z or T; None (default) means ``size``.
-    calibrate : bool
-        Choose ``size`` (and ``size_z`` when None) from ``GRID`` = (3, 5, 7, 9).
-
-    References
-    ----------
-    Implementation: ``scipy.ndimage.uniform_filter``, size (size_z, size, size), reflect.
-    """
-
-    Config = Box3DConfig
-    IMAGE_NDIM = 3
-    PARAM = "size"
-    GRID = (3, 5, 7, 9)
-
-    @property
-    def supports_3d(self) -> bool:
-        return True
-
-    def _check(self, image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
-        if image.ndim == 2:
-            raise InputError(
-                f"box3d needs a stack (Z or T) as a 3D array, got a single 2D image of shape "
-                f"{image.shape}; use 'box' for single images"
-            )
-        if image.ndim != 3:
-            raise InputError(f"box3d takes one 3D (ZYX or TYX) stack, got shape {image.shape}")
-        return np.ascontiguousarray(image, dtype=np.float32)
-
-    def _radius(self, value: float) -> int:
-        return max(int(value), self.config.size_z or 0) // 2
-
-    def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
-        shape = (self.config.size_z or int(value), int(value), int(value))
-        return np.asarray(ndi.uniform_filter(image, size=shape, mode="reflect"))

@@ -1,9 +1,11 @@
-"""Edge-preserving and transform-domain filters: bilateral, NLM, TV, wavelet, BM3D.
+"""Filters whose output pixel depends on the whole image: TV, wavelet, BM3D.
 
-Same conventions as :mod:`microdenoise.methods.classical` (float32 images scaled to
-about [0, 1], one 2D plane at a time, J-invariant calibration of ``PARAM``, the
-pipeline fits each image). NLM, wavelet and BM3D estimate the noise level once per
-fitted image (``USES_SIGMA``) so that tiles share it.
+They declare a receptive field of ``GLOBAL_FIELD`` pixels for tiling, but their
+output depends on the whole image (TV's iterations, wavelet thresholds from the
+image's coefficients, BM3D's block matching), so tiles or Dask chunks differ from
+one whole pass, and the prediction core warns when it tiles them
+(:attr:`~microdenoise.registry.Denoiser.global_field`). Conventions and calibration:
+:mod:`microdenoise.methods.filters`.
 
 ``vst`` (NLM, wavelet, BM3D): with "gat" (the default) ``fit`` estimates a
 Poisson-Gaussian model var = a*y + b of the image
@@ -17,7 +19,6 @@ filters the image as it is, with sigma estimated by the wavelet MAD; giving
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,125 +28,11 @@ from skimage import restoration
 
 from ..errors import InputError
 from ..registry import register
-from .classical import _Filter, _Params
+from .filters import Filter, FilterParams
 
 
 @dataclass(frozen=True)
-class BilateralConfig(_Params):
-    """Range and spatial kernel widths, window (None: from sigma_spatial), LUT bins."""
-
-    sigma_color: float = 0.05
-    sigma_spatial: float = 1.5
-    win_size: int | None = None
-    bins: int = 10000
-    calibrate: bool = False
-
-
-@register("bilateral")
-class Bilateral(_Filter):
-    """Bilateral filter: a Gaussian weighted by intensity similarity, edges reflected.
-
-    Parameters
-    ----------
-    sigma_color : float
-        Std of the range kernel in intensity units (0.05).
-    sigma_spatial : float
-        Std of the spatial kernel in pixels (1.5).
-    win_size : int or None
-        Window width; None: ``max(5, 2 * ceil(3 * sigma_spatial) + 1)`` (11).
-        Receptive field ``win_size // 2``.
-    bins : int
-        Bins of the range-kernel look-up table (10000).
-    calibrate : bool
-        Choose ``sigma_color`` from ``GRID`` = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5).
-
-    References
-    ----------
-    C. Tomasi and R. Manduchi, "Bilateral filtering for gray and color images", ICCV 1998.
-    Implementation: ``skimage.restoration.denoise_bilateral``.
-    """
-
-    Config = BilateralConfig
-    PARAM = "sigma_color"
-    GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-
-    def _radius(self, value: float) -> int:
-        c = self.config
-        return (c.win_size or max(5, 2 * math.ceil(3 * c.sigma_spatial) + 1)) // 2
-
-    def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
-        low = float(image.min())  # skimage wants non-negative input; the filter is shift-free
-        out = restoration.denoise_bilateral(
-            image - low, win_size=self.config.win_size, sigma_color=value,
-            sigma_spatial=self.config.sigma_spatial, bins=self.config.bins, mode="reflect",
-        )
-        return np.asarray(out, dtype=np.float32) + np.float32(low)
-
-
-@dataclass(frozen=True)
-class NLMConfig(_Params):
-    """Non-local means: h = h_factor * sigma (sigma None: estimated from the image)."""
-
-    h_factor: float = 0.8
-    patch_size: int = 5
-    patch_distance: int = 6
-    sigma: float | None = None
-    fast_mode: bool = True
-    vst: Literal["none", "gat"] = "gat"
-    calibrate: bool = False
-
-
-@register("nlm")
-class NLMeans(_Filter):
-    """Non-local means: each pixel a weighted mean of pixels with similar patches.
-
-    ``h = h_factor * sigma``, with ``sigma`` estimated from the image (wavelet MAD,
-    ``skimage.restoration.estimate_sigma``) unless given; ``sigma`` is also passed to
-    skimage, which subtracts the expected noise from patch distances, as its guide does.
-
-    Parameters
-    ----------
-    h_factor : float
-        Filtering strength relative to the noise std (0.8).
-    patch_size, patch_distance : int
-        Patch width (5) and search radius (6). Receptive field
-        ``patch_size // 2 + patch_distance``.
-    sigma : float or None
-        Noise std; None (default) estimates it per image.
-    fast_mode : bool
-        skimage's fast algorithm (True).
-    calibrate : bool
-        Choose ``h_factor`` from ``GRID`` = (0.4, 0.6, 0.8, 1, 1.3, 1.6).
-    vst : {"none", "gat"}
-        Variance stabilisation ("gat", default) or none; see the module notes.
-
-    References
-    ----------
-    A. Buades, B. Coll and J.-M. Morel, "A non-local algorithm for image denoising",
-    CVPR 2005; J. Darbon et al., "Fast nonlocal filtering applied to electron
-    cryomicroscopy", ISBI 2008 (fast mode). Implementation: ``denoise_nl_means``.
-    """
-
-    Config = NLMConfig
-    bytes_per_pixel = 72  # see benchmarks/results/bytes_per_pixel/table.md
-    USES_SIGMA = True
-    PARAM = "h_factor"
-    GRID = (0.4, 0.6, 0.8, 1.0, 1.3, 1.6)
-
-    def _radius(self, value: float) -> int:
-        return self.config.patch_size // 2 + self.config.patch_distance
-
-    def _apply(self, image: np.ndarray, value: float) -> np.ndarray:
-        c = self.config
-        sigma = self._noise_sigma(image)
-        return np.asarray(restoration.denoise_nl_means(
-            image, patch_size=c.patch_size, patch_distance=c.patch_distance, h=value * sigma,
-            fast_mode=c.fast_mode, sigma=sigma, preserve_range=True,
-        ))
-
-
-@dataclass(frozen=True)
-class TVConfig(_Params):
+class TVConfig(FilterParams):
     """Chambolle TV: weight (larger smooths more), iteration cap, stopping tolerance."""
 
     weight: float = 0.1
@@ -155,7 +42,7 @@ class TVConfig(_Params):
 
 
 @register("tv")
-class TotalVariation(_Filter):
+class TotalVariation(Filter):
     """Total-variation denoising by Chambolle's projection algorithm.
 
     Parameters
@@ -191,7 +78,7 @@ class TotalVariation(_Filter):
 
 
 @dataclass(frozen=True)
-class WaveletConfig(_Params):
+class WaveletConfig(FilterParams):
     """Wavelet shrinkage; the noise std is sigma_scale * sigma (None: estimated)."""
 
     wavelet: str = "db1"
@@ -212,7 +99,7 @@ class WaveletConfig(_Params):
 
 
 @register("wavelet")
-class Wavelet(_Filter):
+class Wavelet(Filter):
     """Wavelet shrinkage, BayesShrink with soft thresholds by default.
 
     A multi-level transform reaches 2**levels pixels; the receptive field is declared
@@ -258,7 +145,7 @@ class Wavelet(_Filter):
 
 
 @dataclass(frozen=True)
-class BM3DConfig(_Params):
+class BM3DConfig(FilterParams):
     """BM3D: the noise std is sigma_scale * sigma (None: estimated); bm3d profile."""
 
     sigma: float | None = None
@@ -269,7 +156,7 @@ class BM3DConfig(_Params):
 
 
 @register("bm3d")
-class BM3D(_Filter):
+class BM3D(Filter):
     """Block-matching and 3D collaborative filtering (the ``bm3d`` package).
 
     Calls ``bm3d.bm3d(image, sigma_psd=sigma_scale * sigma, profile=profile)``. Needs
