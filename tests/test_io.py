@@ -268,7 +268,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert Path(path).name.startswith(".") and Path(path).name.endswith(".part")
         raise error
 
-    monkeypatch.setattr(io.tifffile, "imwrite", broken)
+    monkeypatch.setattr(tifffile, "imwrite", broken)
     expected = InputError if isinstance(error, OSError) else RuntimeError
     with pytest.raises(expected):
         write_image(tmp_path / "x.tif", np.zeros((4, 4), np.float32))

@@ -1,8 +1,17 @@
-"""Reading and writing images: TIFF (ImageJ, OME, plain), PNG and NPY.
+"""Reading and writing images: the format-independent API, and PNG and NPY.
 
-The only module that opens image files. ``read_image(write_image(...))``
-gives back the same data, axes, pixel size, unit and metadata. Image size and
-values (NaN, tiny images) are the pipeline's business, not this module's.
+Every image file is opened through this module. :func:`read_image` and
+:func:`write_image` check paths, dtypes and axes, handle PNG and NPY
+themselves, and dispatch TIFF (ImageJ, OME, plain) to
+:mod:`microdenoise.tiff_io` and OME-Zarr to :mod:`microdenoise.zarr_io`;
+``read_image(write_image(...))`` gives back the same data, axes, pixel size,
+unit and metadata. Image size and values (NaN, tiny images) are the
+pipeline's business, not this module's. Also here: :class:`ImageData`, dtype
+conversion (:func:`target_dtype`, :func:`convert`), atomic writes
+(:func:`atomic_file`) and file lists (:func:`list_images`, :func:`same_file`,
+:func:`is_zarr`). :func:`check_axes` (from :mod:`microdenoise.axes`) and
+:func:`read_tiff`, :func:`tiff_options` (from :mod:`microdenoise.tiff_io`)
+are re-exported.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ import math
 import os
 import uuid
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,29 +28,19 @@ from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
-import tifffile
 from numpy.typing import DTypeLike
 
+from .axes import AXES_LETTERS, check_axes, drop_colour
 from .errors import AxesWarning, InputError
+from .tiff_io import Calibration, read_tiff, tiff_options, write_tiff
 
 __all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "convert",
            "is_zarr", "list_images", "read_image", "read_tiff", "same_file", "target_dtype",
            "tiff_options", "write_image"]
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy", ".zarr")
-AXES_LETTERS = "STCZYX"
 _FORMAT = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".npy": "NPY", ".zarr": "OME-Zarr"}
-_IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-_CARRIED = ("spacing", "finterval")  # metadata keys carried from input to output
-_AXES_KEY = "microdenoise_axes"  # in ImageJ descriptions: keeps size-1 axes
-_PX_KEY = "microdenoise_pixel_size"  # exact "y x" (resolution tags are rationals)
-_UM_PER = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
-_RGB_MESSAGE = (
-    "{} is an RGB image; microdenoise denoises single-channel fluorescence images: split "
-    "the channels (e.g. in Fiji: Image > Color > Split Channels) and denoise each"
-)
-
-Calibration = tuple[tuple[float, float] | None, str | None, dict[str, Any]]
+_PNG_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,26 +74,6 @@ class ImageData:
     def __post_init__(self) -> None:
         axes = check_axes(self.axes, ndim=self.data.ndim, shape=self.data.shape)
         object.__setattr__(self, "axes", axes)
-
-
-def check_axes(
-    axes: str, *, ndim: int | None = None, shape: tuple[int, ...] = (), source: str = "the image"
-) -> str:
-    """Return ``axes`` upper-cased after checking it.
-
-    Letters must come from ``"STCZYX"``, each at most once, ending in ``"YX"``,
-    and number ``ndim`` if given (``shape`` and ``source`` describe the data in
-    the :class:`InputError` raised otherwise).
-    """
-    up = str(axes).upper()
-    if set(up) - set(AXES_LETTERS) or len(set(up)) != len(up) or not up.endswith("YX"):
-        raise InputError(f"invalid axes {axes!r}: use letters from {AXES_LETTERS} (S = sample),"
-                         " each at most once, ending in YX, e.g. 'YX', 'ZYX' or 'TCYX'")
-    if ndim is not None and len(up) != ndim:
-        dims = f" of shape {tuple(shape)}" if shape else ""
-        raise InputError(f"{source} has {ndim} dimensions{dims} but the axes given ({up!r}) "
-                         f"have {len(up)} letters; give one letter per dimension")
-    return up
 
 
 def _ext(path: Path) -> str:
@@ -175,10 +153,10 @@ def read_image(path: str | Path, *, axes: str | None = None) -> ImageData:
     if data.size == 0:
         raise InputError(f"{path} contains no pixels (shape {data.shape}); check the file")
     if ext == ".png" and data.ndim == 3:  # PNG channels: gray + alpha, RGB or RGBA
-        data, file_axes = _drop_colour(path, data, 2), "YX"
+        data, file_axes = drop_colour(path, data, 2), "YX"
     elif file_axes is None and axes is None:  # NPY: guess
         if data.ndim == 3 and data.shape[-1] in (3, 4) and min(data.shape[:2]) > 4:
-            data, file_axes = _drop_colour(path, data, 2), "YX"
+            data, file_axes = drop_colour(path, data, 2), "YX"
         elif data.ndim in (2, 3):
             file_axes = "YX" if data.ndim == 2 else "SYX"
         else:
@@ -208,107 +186,6 @@ def resolve_axes(path: Path, given: str | None, found: str | None, shape: tuple[
         warnings.warn(f"{path}: the file's metadata give axes {found!r}; using the axes "
                       f"given, {up!r}", AxesWarning, stacklevel=3)
     return check_axes(up, ndim=len(shape), shape=shape, source=str(path))
-
-
-def _drop_colour(path: Path, data: np.ndarray, axis: int) -> np.ndarray:
-    """Return the one channel of a gray image stored as RGB(A) or gray + alpha."""
-    colour = np.moveaxis(data, axis, 0)
-    n = 1 if colour.shape[0] == 2 else min(colour.shape[0], 3)  # alpha is not a colour
-    if all(np.array_equal(colour[0], colour[i]) for i in range(1, n)):
-        return np.ascontiguousarray(colour[0])
-    raise InputError(_RGB_MESSAGE.format(path))
-
-
-def read_tiff(
-    path: Path, axes: str | None, *, lazy: bool = False
-) -> tuple[np.ndarray, str, Calibration]:
-    """Pixels, axes and calibration; ``lazy``: a read-only memmap or zarr array of the pixels."""
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        page = series.keyframe
-        data = series.asarray() if not lazy else _lazy_tiff(path, series)
-        letters = list(series.axes)
-        ij = tif.imagej_metadata or {}
-        shaped = (tif.shaped_metadata or ({},))[0] or {}
-        ours = ij.get(_AXES_KEY)
-        if isinstance(ours, str) and len(ours) > data.ndim:  # restore size-1 axes
-            full_axes, full_shape = series.get_axes(False), series.get_shape(False)
-            keep = [i for i, a in enumerate(full_axes) if full_shape[i] > 1 or a in ours]
-            if len(keep) == len(ours):
-                data = np.asarray(data).reshape([full_shape[i] for i in keep])
-                letters = [full_axes[i] for i in keep]
-        if "S" in letters and page.samplesperpixel > 1:  # tifffile's S: samples per pixel
-            if page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR):
-                data = _drop_colour(path, np.asarray(data), letters.index("S"))
-                letters.remove("S")
-            else:
-                letters[letters.index("S")] = "C"  # extra samples are channels
-        mapped = "".join(a if a in AXES_LETTERS else "S" for a in letters)  # I, Q, ... -> S
-        if axes is None and len(set(mapped)) != len(mapped):
-            raise InputError(f"{path}: cannot map the TIFF axes {''.join(letters)!r} (shape "
-                             f"{data.shape}) to {AXES_LETTERS}; pass axes= (e.g. 'TZYX')")
-        return data, mapped, _tiff_calibration(tif, page, ij, shaped)
-
-
-def _lazy_tiff(path: Path, series: Any) -> Any:
-    """A memmap when the pixels are stored uncompressed in one block, else a zarr array."""
-    if series.dataoffset is not None:
-        return tifffile.memmap(path, series=0, mode="r")
-    import zarr
-
-    return zarr.open_array(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
-
-
-def _tiff_calibration(
-    tif: tifffile.TiffFile, page: Any, ij: dict[str, Any], shaped: dict[str, Any]
-) -> Calibration:
-    if tif.is_ome and tif.ome_metadata:
-        pixels = next((e for e in ET.fromstring(tif.ome_metadata).iter()
-                       if e.tag.split("}")[-1] == "Pixels"), None)
-        if pixels is not None and "PhysicalSizeX" in pixels.attrib:
-            a = pixels.attrib
-            unit, y_unit = a.get("PhysicalSizeXUnit", "µm"), a.get("PhysicalSizeYUnit", "µm")
-            x = float(a["PhysicalSizeX"])
-            y = float(a.get("PhysicalSizeY", x))
-            if y_unit != unit and y_unit in _UM_PER and unit in _UM_PER:
-                y = y * _UM_PER[y_unit] / _UM_PER[unit]
-            ome = {"spacing": "PhysicalSizeZ", "finterval": "TimeIncrement"}
-            return (y, x), unit, {k: float(a[v]) for k, v in ome.items() if v in a}
-    source = ij or shaped
-    meta = {k: source[k] for k in _CARRIED if k in source}
-    stored = shaped.get("pixel_size")
-    if isinstance(stored, list) and len(stored) == 2:  # written by write_image: exact
-        return (float(stored[0]), float(stored[1])), shaped.get("unit"), meta
-    xres, yres = (_rational(page.tags.get(t)) for t in ("XResolution", "YResolution"))
-    if not xres or not yres:
-        return None, None, meta
-    size = _exact(ij.get(_PX_KEY), (1.0 / yres, 1.0 / xres))
-    found = source.get("unit")
-    if isinstance(found, str) and found.strip() and found.lower() not in ("pixel", "pixels"):
-        return size, found.replace("\\u00B5", "µ").replace("\\u00b5", "µ"), meta
-    if ij and not xres == yres == 1:  # ImageJ, calibrated without a unit
-        return size, None, meta
-    scale = {3: 1e4, 4: 1e3, 5: 1.0}.get(int(getattr(page, "resolutionunit", 1)))
-    if scale is None or xres == yres == 1:  # inch (screen dpi), none, or uncalibrated
-        return None, None, meta
-    return (scale / yres, scale / xres), "µm", meta
-
-
-def _exact(stored: Any, size: tuple[float, float]) -> tuple[float, float]:
-    """Prefer the exact pixel size we stored if it agrees with the tags."""
-    try:
-        y, x = (float(v) for v in str(stored).split())
-    except ValueError:
-        return size
-    close = math.isclose(y, size[0], rel_tol=1e-6) and math.isclose(x, size[1], rel_tol=1e-6)
-    return (y, x) if close else size
-
-
-def _rational(tag: Any) -> float:
-    value = None if tag is None else tag.value
-    if isinstance(value, tuple) and len(value) == 2:
-        return value[0] / value[1] if value[1] else 0.0
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def target_dtype(dtype: str, source_dtype: DTypeLike | None) -> np.dtype:
@@ -407,9 +284,9 @@ def write_image(
         if data.ndim != 2:
             raise InputError(f"PNG holds one 2D image but the data have axes {axes!r}; "
                              "write a .tif instead")
-        if target not in _IMAGEJ_DTYPES[:2]:
+        if target not in _PNG_DTYPES:
             source = None if source_dtype is None else np.dtype(source_dtype)
-            if source not in _IMAGEJ_DTYPES[:2]:
+            if source not in _PNG_DTYPES:
                 raise InputError(f"PNG stores only uint8 or uint16, not {target}; pass "
                                  "dtype='uint8' or 'uint16', or write a .tif")
             target = np.dtype(source)
@@ -426,7 +303,7 @@ def write_image(
         elif ext == ".png":
             iio.imwrite(tmp, out, extension=".png")
         else:
-            _write_tiff(tmp, out, axes, pixel_size, unit, metadata or {})
+            write_tiff(tmp, out, axes, pixel_size, unit, metadata or {})
     return path
 
 
@@ -453,47 +330,6 @@ def atomic_file(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-
-
-def _write_tiff(
-    path: Path,
-    data: np.ndarray,
-    axes: str,
-    pixel_size: tuple[float, float] | None,
-    unit: str | None,
-    metadata: dict[str, Any],
-) -> None:
-    kwargs = tiff_options(axes, data.dtype, data.nbytes, pixel_size, unit, metadata)
-    tifffile.imwrite(path, data, **kwargs)
-
-
-def tiff_options(
-    axes: str,
-    dtype: np.dtype,
-    nbytes: int,
-    pixel_size: tuple[float, float] | None,
-    unit: str | None,
-    metadata: dict[str, Any],
-) -> dict[str, Any]:
-    """``tifffile.imwrite`` keywords (also for ``tifffile.memmap``) of :func:`write_image`."""
-    extra = {k: float(metadata[k]) for k in _CARRIED if metadata.get(k) is not None}
-    resolution = None if pixel_size is None else (1 / pixel_size[1], 1 / pixel_size[0])
-    order = iter("TZCYX")
-    if all(a in order for a in axes) and dtype in _IMAGEJ_DTYPES:  # ImageJ order
-        ij: dict[str, Any] = {"axes": axes, **extra, _AXES_KEY: axes}
-        if pixel_size is not None:
-            ij[_PX_KEY] = f"{float(pixel_size[0])!r} {float(pixel_size[1])!r}"
-        if unit:
-            ij["unit"] = unit.replace("µ", "\\u00B5").encode("ascii", "replace").decode()
-        return {"imagej": True, "resolution": resolution, "metadata": ij,
-                "photometric": "minisblack"}
-    shaped: dict[str, Any] = {"axes": axes, **extra}
-    if pixel_size is not None:
-        shaped["pixel_size"] = [float(v) for v in pixel_size]
-    if unit:
-        shaped["unit"] = unit
-    return {"metadata": shaped, "resolution": resolution, "photometric": "minisblack",
-            "bigtiff": nbytes > 2**32 - 2**25}
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
