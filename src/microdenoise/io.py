@@ -6,10 +6,11 @@ themselves, and dispatch TIFF (ImageJ, OME, plain) to
 :mod:`microdenoise.tiff_io` and OME-Zarr to :mod:`microdenoise.zarr_io`;
 ``read_image(write_image(...))`` gives back the same data, axes, pixel size,
 unit and metadata. Image size and values (NaN, tiny images) are the
-pipeline's business, not this module's. Also here: :class:`ImageData`, dtype
+pipeline's business, not this module's. Also here: dtype
 conversion (:func:`target_dtype`, :func:`convert`), atomic writes
 (:func:`atomic_file`) and file lists (:func:`list_images`, :func:`same_file`,
-:func:`is_zarr`). :func:`check_axes` (from :mod:`microdenoise.axes`) and
+:func:`is_zarr`). :class:`ImageData`, :func:`check_axes`, :func:`resolve_axes`
+(from :mod:`microdenoise.axes`) and
 :func:`read_tiff`, :func:`tiff_options` (from :mod:`microdenoise.tiff_io`)
 are re-exported.
 """
@@ -20,9 +21,7 @@ import contextlib
 import math
 import os
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,50 +29,17 @@ import imageio.v3 as iio
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .axes import AXES_LETTERS, check_axes, drop_colour
-from .errors import AxesWarning, InputError
+from .axes import AXES_LETTERS, ImageData, check_axes, drop_colour, resolve_axes
+from .errors import InputError
 from .tiff_io import Calibration, read_tiff, tiff_options, write_tiff
 
 __all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "convert",
-           "is_zarr", "list_images", "read_image", "read_tiff", "same_file", "target_dtype",
-           "tiff_options", "write_image"]
+           "is_zarr", "list_images", "read_image", "read_tiff", "resolve_axes", "same_file",
+           "target_dtype", "tiff_options", "write_image"]
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy", ".zarr")
 _FORMAT = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".npy": "NPY", ".zarr": "OME-Zarr"}
 _PNG_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-
-
-@dataclass(frozen=True, eq=False)
-class ImageData:
-    """An image with its axes and calibration.
-
-    Attributes
-    ----------
-    data : numpy.ndarray
-        The pixels, in the file's own dtype.
-    axes : str
-        One letter per dimension of ``data`` from ``"STCZYX"`` (S = sample), ending in YX.
-    pixel_size : tuple of float or None
-        ``(y, x)`` pixel size in ``unit``; None when the file is not calibrated.
-    unit : str or None
-        Unit of ``pixel_size`` (``"µm"``, ``"nm"``, ...); None when unknown.
-    path : pathlib.Path or None
-        The file the image was read from.
-    metadata : dict
-        ImageJ/OME information worth carrying to the output: ``"spacing"`` (Z
-        step, in ``unit``) and ``"finterval"`` (time step, s), when known.
-    """
-
-    data: np.ndarray
-    axes: str
-    pixel_size: tuple[float, float] | None = None
-    unit: str | None = None
-    path: Path | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        axes = check_axes(self.axes, ndim=self.data.ndim, shape=self.data.shape)
-        object.__setattr__(self, "axes", axes)
 
 
 def _ext(path: Path) -> str:
@@ -165,27 +131,6 @@ def read_image(path: str | Path, *, axes: str | None = None) -> ImageData:
     known = file_axes if ext in (".tif", ".tiff") else None  # PNG/NPY axes are guesses
     final = resolve_axes(path, axes, known if axes is not None else file_axes, data.shape)
     return ImageData(data, final, calibration[0], calibration[1], path, calibration[2])
-
-
-def resolve_axes(path: Path, given: str | None, found: str | None, shape: tuple[int, ...]) -> str:
-    """The axes to use: ``given`` (checked) over the file's ``found`` (from its metadata).
-
-    When both are known and differ, an :class:`AxesWarning` names both; if the
-    given ones do not have one letter per dimension, an :class:`InputError` does.
-    ``found`` with ``S`` (unknown axes) is a guess, not metadata: no warning.
-    """
-    if given is None:
-        return check_axes(str(found), ndim=len(shape), shape=shape, source=str(path))
-    up = check_axes(given)
-    if found and "S" not in found and up != found:
-        if len(up) != len(shape):
-            raise InputError(f"{path}: the file's metadata give axes {found!r} (shape "
-                             f"{tuple(shape)}) but the axes given are {up!r} ({len(up)} "
-                             "letters); leave out --axes to use the file's, or give one "
-                             "letter per dimension")
-        warnings.warn(f"{path}: the file's metadata give axes {found!r}; using the axes "
-                      f"given, {up!r}", AxesWarning, stacklevel=3)
-    return check_axes(up, ndim=len(shape), shape=shape, source=str(path))
 
 
 def target_dtype(dtype: str, source_dtype: DTypeLike | None) -> np.dtype:

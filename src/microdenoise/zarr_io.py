@@ -18,14 +18,12 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from .axes import ImageData, resolve_axes
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .io import ImageData
 
 __all__ = ["CHUNK", "check_levels", "create_zarr", "read_zarr", "write_zarr"]
 
@@ -58,7 +56,6 @@ def read_zarr(path: Path, *, axes: str | None = None, lazy: bool = False) -> Ima
     """
     import zarr
 
-    from .io import ImageData, resolve_axes  # noqa: F811  (the runtime import)
 
     try:
         group = zarr.open_group(str(path), mode="r")
