@@ -25,7 +25,7 @@ import torch
 from .errors import InputError
 
 FORMAT = "microdenoise-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trained methods store (norm_in, norm_out) normalizers
 
 _REGISTRY: dict[str, type[Denoiser]] = {}
 
@@ -63,6 +63,19 @@ class Denoiser(ABC):
         elif params:
             config = dataclasses.replace(config, **params)
         self.config = config
+        self.device = "auto"  # where ``fit``/``denoise`` run: auto, cpu, cuda, cuda:N, mps
+
+    @property
+    def fit_policy(self) -> str:
+        """How the pipeline fits the method: ``"none"`` (never), ``"per_image"`` (a
+        :meth:`fresh` copy on each image) or ``"trained"`` (once, on training data)."""
+        return "none"
+
+    def fresh(self) -> Self:
+        """An untrained copy with the same config and ``device``."""
+        new = type(self)(self.config)
+        new.device = self.device
+        return new
 
     @property
     def supports_3d(self) -> bool:
@@ -285,15 +298,19 @@ def _to_safe(value: Any) -> Any:
     return value
 
 
-def save(method: Denoiser, path: str | Path) -> Path:
-    """Save ``method`` (its config and learned state) to ``path`` (a ``.pt`` file)."""
+def save(method: Denoiser, path: str | Path, *, training: bool = False) -> Path:
+    """Save ``method`` (its config and learned state) to ``path`` (a ``.pt`` file).
+
+    ``training=True`` (checkpoints) also saves a trained method's optimizer state.
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "key": method.key,
         "config": _to_safe(dataclasses.asdict(method.config)),
-        "state": _to_safe(method.state_dict()),
+        "state": _to_safe(method.state_dict(training=True)  # type: ignore[call-arg]
+                          if training else method.state_dict()),
     }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
@@ -315,6 +332,10 @@ def load(path: str | Path) -> Denoiser:
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{str(path)!r} is not a microdenoise model file")
+    if int(payload.get("version", 1)) > FORMAT_VERSION:
+        raise InputError(f"{str(path)!r} was made by a newer microdenoise (model format "
+                         f"{payload['version']}; this one reads up to {FORMAT_VERSION}): "
+                         "upgrade microdenoise to load it")
     cls = method_class(payload["key"])
     hints = _field_types(cls.Config)
     config = {k: (tuple(v) if typing.get_origin(hints.get(k)) is tuple else v)

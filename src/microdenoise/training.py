@@ -442,7 +442,7 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
         params["n_train"] = n_train
     model = create(method, preset=preset, **params)
     resolve_device(device)
-    model.device = device  # type: ignore[attr-defined]
+    model.device = device
     if pairs and target is not None:
         noisy: Any
         clean: Any  # lists of arrays: sizes may differ
