@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,42 @@ def generator(seed: int, device: torch.device | None = None) -> torch.Generator:
     gen = torch.Generator(device=device if device is not None else "cpu")
     gen.manual_seed(int(seed))
     return gen
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with the global torch RNGs seeded with ``seed``, restoring them after.
+
+    Forks the CPU generator and those of every CUDA device present (and MPS's), so
+    seeded network initialization (or CLIDiM's dropout) leaves the caller's random
+    streams untouched on every device.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    mps = torch.backends.mps.is_available()
+    mps_state = torch.mps.get_rng_state() if mps else None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        try:
+            yield
+        finally:
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
+@contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """On CUDA, deterministic cuDNN kernels (no benchmark autotuning) for the block's
+    duration, the previous settings restored after; elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
 
 
 # --- Loop pieces shared by the trained methods (n2v, deconoising; care, clidim later) ---
