@@ -138,7 +138,8 @@ def denoise_array(
     if cax is not None and vax is not None and vax < cax:
         cax -= 1  # the volume axis moved behind C
     channels = work.shape[cax] if cax is not None else 1
-    norms = [make_normalizer(den.normalization,
+    model = den.normalization == "model"  # a trained model's stored normalizers, below
+    norms = [make_normalizer("none" if model else den.normalization,
                              work if cax is None else np.take(work, c, axis=cax))
              for c in range(channels)]
     rf = den.receptive_field
@@ -171,6 +172,9 @@ def denoise_array(
         plane = norm(work[index])
         if refit:
             den.fit(plane)
+        if model:
+            n_in, norm = den.normalizers  # type: ignore[attr-defined]
+            plane = n_in(plane)
         result = None
         if tile is None or volume:
             try:
