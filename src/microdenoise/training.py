@@ -1,7 +1,8 @@
-"""Shared training utilities: device choice, seeding and thread settings.
+"""Shared training utilities: device choice, seeding, precision, loop pieces, and
+``microdenoise train`` (:func:`train_files`).
 
-One plain PyTorch loop per method lives in its module; what every loop needs
-(the device, a seeded generator) lives here.
+The trained methods' common loop lives in :mod:`microdenoise.methods.trained`; what
+any loop needs (the device, seeded generators and RNG forks) lives here.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def deterministic(device: torch.device) -> Iterator[None]:
         cudnn.deterministic, cudnn.benchmark = saved
 
 
-# --- Loop pieces shared by the trained methods (n2v, deconoising; care, clidim later) ---
+# --- Loop pieces shared by the trained methods (see methods/trained.py) ---
 
 
 def progress_bar(total: int, desc: str) -> Any:
@@ -233,29 +234,9 @@ def to_cpu(state: Any) -> Any:
     return state
 
 
-def resume_state(method: Denoiser, path: str | Path,
-                 architecture: Iterable[str]) -> dict[str, Any]:
-    """The learned state of the checkpoint ``path``, checked to fit ``method``.
-
-    Raises :class:`InputError` if the file is missing, holds another method, or
-    was trained with other values of the ``architecture`` config fields.
-    """
-    from .registry import load
-
-    if not Path(path).is_file():
-        raise InputError(f"resume={str(path)!r}: no such checkpoint file")
-    other = load(path)
-    if type(other) is not type(method):
-        raise InputError(f"resume={str(path)!r} is a {other.key!r} model, not {method.key!r}")
-    differ = [k for k in architecture if getattr(other.config, k) != getattr(method.config, k)]
-    if differ:
-        raise InputError(f"resume={str(path)!r} was trained with different "
-                         f"{', '.join(differ)}; use the same values to resume")
-    return other.state_dict()
-
-
 def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool) -> None:
-    """Save ``method`` as ``directory/last.pt``, and as ``best.pt`` when ``improved``."""
+    """Save ``method`` with its optimizer state as ``directory/last.pt``, and as
+    ``best.pt`` when ``improved``."""
     from .registry import save
 
     folder = Path(directory)
@@ -264,71 +245,9 @@ def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool
     except OSError as exc:
         raise InputError(f"cannot write checkpoints to {str(folder)!r} "
                          f"({exc.strerror or exc}); give a writable folder") from None
-    save(method, folder / "last.pt")
+    save(method, folder / "last.pt", training=True)
     if improved:
-        save(method, folder / "best.pt")
-
-
-def trained_planes(method: Any, image: np.ndarray, *, trained: bool, train_args: str,
-                   fit_hint: str = "m.fit(noisy, clean) in Python") -> np.ndarray:
-    """``image`` as float32 (..., Y, X) planes, after checking that ``method`` is trained.
-
-    An untrained model or an array of fewer than 2 dimensions is an :class:`InputError`
-    that says how to train (``microdenoise train --method KEY TRAIN_ARGS``).
-    """
-    if not trained:
-        raise InputError(
-            f"{method.key} is not trained: train it first: microdenoise train --method "
-            f"{method.key} {train_args} --out model.pt, then microdenoise denoise --model "
-            f"model.pt INPUT... -o OUTDIR (or {fit_hint})")
-    arr = np.asarray(image, dtype=np.float32)
-    if arr.ndim < 2:
-        raise InputError(f"{method.key} restores 2D planes; got shape {arr.shape}")
-    return arr
-
-
-def start_run(method: Any, net: torch.nn.Module, *, steps_per_epoch: int
-              ) -> tuple[torch.Generator, torch.optim.Optimizer, Any, int, Any]:
-    """Set up (or resume) a loss-validated training run (care, n2v, deconoising).
-
-    Returns the training generator (seeded with ``config.seed``, or at the resumed
-    state), Adam with reduce-on-plateau (restored when resuming), the epoch to stop
-    after (a fresh or cut run goes up to ``config.epochs``; a finished one trains
-    ``config.epochs`` more) and a progress bar over the steps to go.
-    """
-    cfg = method.config
-    gen = generator(cfg.seed)
-    if "rng" in method._train_state:
-        gen.set_state(method._train_state["rng"])
-    optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
-                                          patience=cfg.lr_patience)
-    if "optimizer" in method._train_state:
-        optimizer.load_state_dict(method._train_state["optimizer"])
-        scheduler.load_state_dict(method._train_state["scheduler"])
-    stop = cfg.epochs if method.epoch < cfg.epochs else method.epoch + cfg.epochs
-    bar = progress_bar((stop - method.epoch) * steps_per_epoch, f"training {method.key}")
-    return gen, optimizer, scheduler, stop, bar
-
-
-def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
-              gen: torch.Generator, bar: Any, stop: int, train_loss: float, val_loss: float,
-              improved: bool) -> None:
-    """Record a finished epoch of a loss-validated method (care, n2v, deconoising).
-
-    Appends to ``method.history``, stores the optimizer/scheduler/RNG state that
-    resuming needs in ``method._train_state``, shows the losses (:func:`epoch_status`;
-    ``stop``: the run's last epoch) and, with
-    ``checkpoint_dir`` set, writes ``last.pt`` (and ``best.pt`` when ``improved``).
-    """
-    method.history.append({"epoch": float(method.epoch), "loss": train_loss,
-                           "val_loss": val_loss,
-                           "lr": float(optimizer.param_groups[0]["lr"])})
-    method._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
-                           "scheduler": scheduler.state_dict(), "rng": gen.get_state()}
-    epoch_status(bar, f"training {method.key}", method.epoch, stop, loss=f"{train_loss:.4g}",
-                 val=f"{val_loss:.4g}")
-    if method.config.checkpoint_dir:
-        write_checkpoints(method, method.config.checkpoint_dir, improved=improved)
+        save(method, folder / "best.pt", training=True)
 
 
 def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None,
