@@ -1,6 +1,6 @@
 """The trained methods' shared base (n2v, deconoising, care, clidim): the contract with
 the prediction core, keep-best with the kept epoch's training state, exports without
-optimizer state, seeding and the model format's version.
+optimizer state, seeding, the model format's version, and ``microdenoise.train``.
 
 Trainings are tiny (a few steps of 8-filter networks): behaviour, not quality.
 """
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from microdenoise import InputError, create, denoise_array, list_methods, load, save
+import microdenoise as md
+from microdenoise import InputError, create, denoise_array, io, list_methods, load, save
 from microdenoise.methods import trained as trained_module
 from microdenoise.methods.clidim import CLIDiM
 from microdenoise.normalize import MeanStd, Percentile
@@ -272,3 +273,24 @@ def test_every_method_has_a_device() -> None:
     """Bug 7: ``device`` is a plain attribute of every method (the pipeline sets it)."""
     for name in list_methods():
         assert create(name).device == "auto", name
+
+
+def test_train_takes_arrays_or_files(tmp_path) -> None:
+    noisy, clean = _pairs(2)
+    params = TINY["n2v"]
+    model = md.train(noisy[0], method="n2v", params=params, seed=1, device="cpu",
+                     out=tmp_path / "m.pt")
+    assert model.epoch == 1 and model.config.seed == 1 and load(tmp_path / "m.pt").epoch == 1
+    io.write_image(tmp_path / "n.tif", noisy[0])
+    from_file = md.train(tmp_path / "n.tif", method="n2v", params=params, seed=1)
+    np.testing.assert_array_equal(apply_model(from_file, noisy[1]), apply_model(model, noisy[1]))
+    care = md.train(noisy, method="care", target=clean, params=TINY["care"])
+    assert care.epoch == 1 and care.key == "care"
+    with pytest.raises(InputError, match="add --target"):
+        md.train(noisy, method="care")
+    with pytest.raises(InputError, match="both as arrays or both as paths"):
+        md.train(noisy, method="care", target=tmp_path)
+    with pytest.raises(InputError, match="trains on noisy images only"):
+        md.train(noisy, method="n2v", target=clean)
+    with pytest.raises(InputError, match="fitted on each image"):
+        md.train(noisy, method="median")
