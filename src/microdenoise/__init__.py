@@ -14,6 +14,7 @@ from .errors import InputError
 from .io import ImageData, read_image, write_image
 from .pipeline import denoise_array, denoise_file, denoise_files
 from .registry import Denoiser, create, list_methods, load, register, save
+from .training import train
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "read_image",
     "register",
     "save",
+    "train",
     "write_image",
     "__version__",
 ]

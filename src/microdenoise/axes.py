@@ -4,7 +4,8 @@ Holds :class:`ImageData` (pixels, axes, calibration), :data:`AXES_LETTERS`
 (``"STCZYX"``, S = sample), :func:`check_axes`, which validates an axes string
 against the data, :func:`resolve_axes`, which chooses between given axes and a
 file's own, and :func:`drop_colour`, which keeps the one channel of a gray image
-stored as RGB(A) or gray + alpha. :mod:`microdenoise.io`,
+stored as RGB(A) or gray + alpha, and :func:`volume_axis`, the axis a 3D
+method filters along. :mod:`microdenoise.io`,
 :mod:`microdenoise.tiff_io` and :mod:`microdenoise.zarr_io` import it; it imports
 none of them.
 """
@@ -20,7 +21,8 @@ import numpy as np
 
 from .errors import AxesWarning, InputError
 
-__all__ = ["AXES_LETTERS", "ImageData", "check_axes", "drop_colour", "resolve_axes"]
+__all__ = ["AXES_LETTERS", "ImageData", "check_axes", "drop_colour", "resolve_axes",
+           "volume_axis"]
 
 AXES_LETTERS = "STCZYX"
 _RGB_MESSAGE = (
@@ -110,3 +112,11 @@ def resolve_axes(path: Path, given: str | None, found: str | None, shape: tuple[
         warnings.warn(f"{path}: the file's metadata give axes {found!r}; using the axes "
                       f"given, {up!r}", AxesWarning, stacklevel=3)
     return check_axes(up, ndim=len(shape), shape=shape, source=str(path))
+
+
+def volume_axis(axes: str) -> int | None:
+    """The axis a 3D method filters along: Z, else T (never S: samples are unrelated)."""
+    for letter in "ZT":
+        if letter in axes[:-2]:
+            return axes.index(letter)
+    return None

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .axes import volume_axis
 from .errors import InputError
 from .normalize import Normalizer, channel_normalizers
 from .registry import Denoiser, create, method_class
@@ -45,7 +46,7 @@ from .tiling import plan_tiles, retry_smaller
 
 __all__ = ["Layout", "MIN_SIZE", "check_tiling", "denoise_block", "fit_unit", "layout",
            "predict_unit", "warn_global",
-           "normalizers", "on_device", "prepare", "run", "volume_axis"]
+           "normalizers", "on_device", "prepare", "run"]
 
 MIN_SIZE = 16
 Convert = Callable[[np.ndarray], np.ndarray]
@@ -79,14 +80,6 @@ def on_device(den: Denoiser, device: str) -> Iterator[Denoiser]:
         yield den
     finally:
         den.device = old
-
-
-def volume_axis(axes: str) -> int | None:
-    """The axis a 3D method filters along: Z, else T (never S: samples are unrelated)."""
-    for letter in "ZT":
-        if letter in axes[:-2]:
-            return axes.index(letter)
-    return None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 from .errors import InputError
 
 FORMAT = "microdenoise-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trained methods store (norm_in, norm_out) normalizers
 
 _REGISTRY: dict[str, type[Denoiser]] = {}
 
@@ -316,15 +316,19 @@ def _to_safe(value: Any) -> Any:
     return value
 
 
-def save(method: Denoiser, path: str | Path) -> Path:
-    """Save ``method`` (its config and learned state) to ``path`` (a ``.pt`` file)."""
+def save(method: Denoiser, path: str | Path, *, training: bool = False) -> Path:
+    """Save ``method`` (its config and learned state) to ``path`` (a ``.pt`` file).
+
+    ``training=True`` (checkpoints) also saves a trained method's optimizer state.
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "key": method.key,
         "config": _to_safe(dataclasses.asdict(method.config)),
-        "state": _to_safe(method.state_dict()),
+        "state": _to_safe(method.state_dict(training=True)  # type: ignore[call-arg]
+                          if training else method.state_dict()),
     }
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
@@ -346,6 +350,10 @@ def load(path: str | Path) -> Denoiser:
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{str(path)!r} is not a microdenoise model file")
+    if int(payload.get("version", 1)) > FORMAT_VERSION:
+        raise InputError(f"{str(path)!r} was made by a newer microdenoise (model format "
+                         f"{payload['version']}; this one reads up to {FORMAT_VERSION}): "
+                         "upgrade microdenoise to load it")
     cls = method_class(payload["key"])
     hints = _field_types(cls.Config)
     config = {k: (tuple(v) if typing.get_origin(hints.get(k)) is tuple else v)

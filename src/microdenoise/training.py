@@ -1,14 +1,17 @@
-"""Shared training utilities: device choice, seeding and thread settings.
+"""Shared training utilities: device choice, seeding, precision, loop pieces, and the
+train entry points (:func:`train`, the Python twin of ``microdenoise train``, and
+:func:`train_files`, the command itself).
 
-One plain PyTorch loop per method lives in its module; what every loop needs
-(the device, a seeded generator) lives here.
+The trained methods' common loop lives in :mod:`microdenoise.methods.trained`; what
+any loop needs (the device, seeded generators and RNG forks) lives here.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +111,43 @@ def generator(seed: int, device: torch.device | None = None) -> torch.Generator:
     return gen
 
 
-# --- Loop pieces shared by the trained methods (n2v, deconoising; care, clidim later) ---
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with the global torch RNGs seeded with ``seed``, restoring them after.
+
+    Forks the CPU generator and those of every CUDA device present (and MPS's), so
+    seeded network initialization (or CLIDiM's dropout) leaves the caller's random
+    streams untouched on every device.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    mps = torch.backends.mps.is_available()
+    mps_state = torch.mps.get_rng_state() if mps else None
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        try:
+            yield
+        finally:
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
+@contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """On CUDA, deterministic cuDNN kernels (no benchmark autotuning) for the block's
+    duration, the previous settings restored after; elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
+# --- Loop pieces shared by the trained methods (see methods/trained.py) ---
 
 
 def progress_bar(total: int, desc: str) -> Any:
@@ -196,29 +235,9 @@ def to_cpu(state: Any) -> Any:
     return state
 
 
-def resume_state(method: Denoiser, path: str | Path,
-                 architecture: Iterable[str]) -> dict[str, Any]:
-    """The learned state of the checkpoint ``path``, checked to fit ``method``.
-
-    Raises :class:`InputError` if the file is missing, holds another method, or
-    was trained with other values of the ``architecture`` config fields.
-    """
-    from .registry import load
-
-    if not Path(path).is_file():
-        raise InputError(f"resume={str(path)!r}: no such checkpoint file")
-    other = load(path)
-    if type(other) is not type(method):
-        raise InputError(f"resume={str(path)!r} is a {other.key!r} model, not {method.key!r}")
-    differ = [k for k in architecture if getattr(other.config, k) != getattr(method.config, k)]
-    if differ:
-        raise InputError(f"resume={str(path)!r} was trained with different "
-                         f"{', '.join(differ)}; use the same values to resume")
-    return other.state_dict()
-
-
 def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool) -> None:
-    """Save ``method`` as ``directory/last.pt``, and as ``best.pt`` when ``improved``."""
+    """Save ``method`` with its optimizer state as ``directory/last.pt``, and as
+    ``best.pt`` when ``improved``."""
     from .registry import save
 
     folder = Path(directory)
@@ -227,158 +246,106 @@ def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool
     except OSError as exc:
         raise InputError(f"cannot write checkpoints to {str(folder)!r} "
                          f"({exc.strerror or exc}); give a writable folder") from None
-    save(method, folder / "last.pt")
+    save(method, folder / "last.pt", training=True)
     if improved:
-        save(method, folder / "best.pt")
+        save(method, folder / "best.pt", training=True)
 
 
-def trained_planes(method: Any, image: np.ndarray, *, trained: bool, train_args: str,
-                   fit_hint: str = "m.fit(noisy, clean) in Python") -> np.ndarray:
-    """``image`` as float32 (..., Y, X) planes, after checking that ``method`` is trained.
-
-    An untrained model or an array of fewer than 2 dimensions is an :class:`InputError`
-    that says how to train (``microdenoise train --method KEY TRAIN_ARGS``).
-    """
-    if not trained:
-        raise InputError(
-            f"{method.key} is not trained: train it first: microdenoise train --method "
-            f"{method.key} {train_args} --out model.pt, then microdenoise denoise --model "
-            f"model.pt INPUT... -o OUTDIR (or {fit_hint})")
-    arr = np.asarray(image, dtype=np.float32)
-    if arr.ndim < 2:
-        raise InputError(f"{method.key} restores 2D planes; got shape {arr.shape}")
-    return arr
+def _arrays(value: Any) -> bool:
+    """Whether ``value`` is an array or a list/tuple of arrays (not paths)."""
+    if isinstance(value, np.ndarray):
+        return True
+    return isinstance(value, list | tuple) and bool(value) and all(
+        isinstance(v, np.ndarray) for v in value)
 
 
-def start_run(method: Any, net: torch.nn.Module, *, steps_per_epoch: int
-              ) -> tuple[torch.Generator, torch.optim.Optimizer, Any, int, Any]:
-    """Set up (or resume) a loss-validated training run (care, n2v, deconoising).
-
-    Returns the training generator (seeded with ``config.seed``, or at the resumed
-    state), Adam with reduce-on-plateau (restored when resuming), the epoch to stop
-    after (a fresh or cut run goes up to ``config.epochs``; a finished one trains
-    ``config.epochs`` more) and a progress bar over the steps to go.
-    """
-    cfg = method.config
-    gen = generator(cfg.seed)
-    if "rng" in method._train_state:
-        gen.set_state(method._train_state["rng"])
-    optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
-                                          patience=cfg.lr_patience)
-    if "optimizer" in method._train_state:
-        optimizer.load_state_dict(method._train_state["optimizer"])
-        scheduler.load_state_dict(method._train_state["scheduler"])
-    stop = cfg.epochs if method.epoch < cfg.epochs else method.epoch + cfg.epochs
-    bar = progress_bar((stop - method.epoch) * steps_per_epoch, f"training {method.key}")
-    return gen, optimizer, scheduler, stop, bar
-
-
-def end_epoch(method: Any, *, optimizer: torch.optim.Optimizer, scheduler: Any,
-              gen: torch.Generator, bar: Any, stop: int, train_loss: float, val_loss: float,
-              improved: bool) -> None:
-    """Record a finished epoch of a loss-validated method (care, n2v, deconoising).
-
-    Appends to ``method.history``, stores the optimizer/scheduler/RNG state that
-    resuming needs in ``method._train_state``, shows the losses (:func:`epoch_status`;
-    ``stop``: the run's last epoch) and, with
-    ``checkpoint_dir`` set, writes ``last.pt`` (and ``best.pt`` when ``improved``).
-    """
-    method.history.append({"epoch": float(method.epoch), "loss": train_loss,
-                           "val_loss": val_loss,
-                           "lr": float(optimizer.param_groups[0]["lr"])})
-    method._train_state = {"optimizer": to_cpu(optimizer.state_dict()),
-                           "scheduler": scheduler.state_dict(), "rng": gen.get_state()}
-    epoch_status(bar, f"training {method.key}", method.epoch, stop, loss=f"{train_loss:.4g}",
-                 val=f"{val_loss:.4g}")
-    if method.config.checkpoint_dir:
-        write_checkpoints(method, method.config.checkpoint_dir, improved=improved)
-
-
-def read_training_data(inputs: Iterable[str | Path], *, axes: str | None = None,
-                       volumes: bool = False) -> list[np.ndarray]:
-    """Read image files or folders for training; each file's planes become samples.
-
-    With ``volumes`` (3D networks) each file's Z axis (else T) is moved in front of
-    YX, so its ZYX volumes become the samples; a file with neither is an
-    :class:`InputError`.
-    """
-    from . import io
-    from .core import volume_axis
-
-    arrays = []
-    for path in io.list_images(inputs):
-        image = io.read_image(path, axes=axes)
-        data = image.data
-        if volumes:
-            vax = volume_axis(image.axes)
-            if vax is None:
-                raise InputError(f"{path}: axes {image.axes!r} have no Z (or T) axis, but "
-                                 "a 3D network (dims=3) trains on ZYX stacks; give the "
-                                 "axes with --axes (e.g. ZYX) or use dims=2")
-            data = np.moveaxis(data, vax, -3)
-        arrays.append(data)
-    return arrays
-
-
-def read_training_pairs(inputs: Iterable[str | Path], target: str | Path, *,
-                        scale: int = 1, axes: str | None = None
-                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Read (noisy, clean) training pairs: two folders matched by file name, or two files.
+def train(inputs: Any, *, method: str, out: str | Path | None = None,
+          target: Any = None, preset: str | None = None,
+          params: dict[str, Any] | None = None, axes: str | None = None,
+          device: str = "auto", seed: int | None = None) -> Denoiser:
+    """Train ``method`` and return it (the Python twin of ``microdenoise train``).
 
     Parameters
     ----------
-    inputs
-        One folder of noisy images, or one file (an image or a stack, e.g. ``.npy``).
-    target
-        The folder of clean images with the same names (stems), or the clean file.
-    scale
-        Clean images are ``scale`` x the noisy ones in Y and X (2 for ``upscale=2``).
-    axes
-        Axes of the files, overriding their metadata.
+    inputs : path, list of paths, array or list of arrays
+        Image files or folders (the planes of stacks, S, T, Z, C, are samples), or the
+        training images themselves. For a method trained on pairs: one folder of noisy
+        images or one file, paired with ``target``; or noisy arrays.
+    method : str
+        A trainable method: self-supervised (``"n2v"``, ``"deconoising"``), supervised
+        (``"care"``) or few-shot (``"clidim"``); the latter two need ``target``.
+    out : path, optional
+        Also save the model there (a ``.pt`` file, replaced if it exists); apply it
+        with :func:`microdenoise.load` or ``microdenoise denoise --model``.
+    target : path or array(s), optional
+        Methods trained on pairs: the folder of clean images named as the noisy ones,
+        or one clean file (see :func:`~microdenoise.training_io.read_training_pairs`);
+        or clean arrays matching ``inputs`` item by item.
+    preset, params : optional
+        A named parameter set and explicit method parameters (they win).
+    axes : str, optional
+        Axes of the input files, overriding their metadata (files only).
+    device : str, optional
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    seed : int, optional
+        Overrides the method's seed.
+
+    Returns
+    -------
+    Denoiser
+        The trained method.
 
     Raises
     ------
     InputError
-        Unmatched names, shapes that do not match, or a folder paired with a file.
+        A method that is not trained this way, a missing or needless ``target``, or
+        unreadable or mismatched data.
     """
-    from . import io
+    from .registry import create, method_class, save
+    from .training_io import read_training_data, read_training_pairs
 
-    given = [Path(p) for p in inputs]
-    if len(given) != 1:
-        raise InputError(f"--target pairs one --input with it; got {len(given)} inputs: give "
-                         "one folder of noisy images (or one noisy file)")
-    source, clean_path = given[0], Path(target)
-    for p in (source, clean_path):
-        if not p.exists():
-            raise InputError(f"{str(p)!r} does not exist")
-    if source.is_dir() != clean_path.is_dir():
-        raise InputError(f"--input {str(source)!r} and --target {str(clean_path)!r} must both "
-                         "be folders (pairs matched by file name) or both be files")
-    if source.is_dir():
-        def stems(folder: Path) -> dict[str, Path]:
-            return {f.name[: -len(f.suffix)]: f for f in io.list_images([folder])}
-
-        noisy, clean = stems(source), stems(clean_path)
-        for a, b, da, db in ((noisy, clean, source, clean_path),
-                             (clean, noisy, clean_path, source)):
-            alone = sorted(set(a) - set(b))
-            if alone:
-                raise InputError(f"{len(alone)} image(s) in {da} have no counterpart in {db} "
-                                 f"({', '.join(alone[:5])}); pairs are matched by file name")
-        files = [(noisy[k], clean[k]) for k in sorted(noisy)]
+    cls = method_class(method)
+    pairs = cls.needs == "pairs"
+    if pairs and target is None:
+        raise InputError(f"{method!r} is trained on noisy/clean pairs: add --target CLEAN_DIR "
+                         "(clean images named as the noisy ones in --input)")
+    if not pairs and target is not None:
+        raise InputError(f"--target is for methods trained on pairs (care, clidim); "
+                         f"{method!r} trains on noisy images only")
+    if not pairs and cls.family != "self-supervised":
+        raise InputError(f"`train` trains n2v and deconoising (noisy images), care and "
+                         f"clidim (noisy/clean pairs); {method!r} is {cls.family}: "
+                         + ("it is fitted on each image by `microdenoise denoise`"
+                            if cls.family in ("zero-shot", "classical")
+                            else "training it from files is not supported yet"))
+    params = dict(params or {})
+    if seed is not None:
+        params["seed"] = seed
+    model = create(method, preset=preset, **params)
+    resolve_device(device)
+    model.device = device
+    noisy: Any  # lists of arrays: sizes may differ
+    if pairs:
+        clean: Any
+        if _arrays(inputs) != _arrays(target):
+            raise InputError("give inputs and target both as arrays or both as paths")
+        if _arrays(inputs):
+            noisy, clean = inputs, target
+        else:
+            paths = [inputs] if isinstance(inputs, str | Path) else inputs
+            noisy, clean = read_training_pairs(paths, target, scale=model.upscale, axes=axes)
+        model.fit(noisy, clean)
     else:
-        files = [(source, clean_path)]
-    xs, ys = [], []
-    for n_path, c_path in files:
-        x, y = io.read_image(n_path, axes=axes).data, io.read_image(c_path, axes=axes).data
-        want = (*x.shape[:-2], x.shape[-2] * scale, x.shape[-1] * scale)
-        if y.shape != want:
-            must = "the same shape" if scale == 1 else f"exactly {scale}x the noisy in Y and X"
-            raise InputError(f"noisy {n_path} has shape {x.shape} but clean {c_path} has "
-                             f"{y.shape}; the clean image must have {must}, {want}")
-        xs.append(x)
-        ys.append(y)
-    return xs, ys
+        if _arrays(inputs):
+            noisy = inputs
+        else:
+            paths = [inputs] if isinstance(inputs, str | Path) else inputs
+            noisy = read_training_data(paths, axes=axes, volumes=model.supports_3d)
+        model.fit(noisy)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        save(model, out)
+    return model
 
 
 def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
@@ -392,15 +359,16 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
     ----------
     inputs
         Image files or folders; the planes of stacks (S, T, Z, C) are samples. For a
-        supervised method: one folder of noisy images (or one file) paired with ``target``.
+        method trained on pairs: one folder of noisy images (or one file) paired with
+        ``target``.
     method
-        A trainable method: self-supervised (``"n2v"``, ``"deconoising"``) or
-        supervised (``"care"``, which needs ``target``).
+        A trainable method: self-supervised (``"n2v"``, ``"deconoising"``), supervised
+        (``"care"``) or few-shot (``"clidim"``); the latter two need ``target``.
     target
-        Supervised methods: the folder of clean images named as the noisy ones (or
-        one clean file); see :func:`read_training_pairs`.
+        Methods trained on pairs: the folder of clean images named as the noisy ones
+        (or one clean file); see :func:`~microdenoise.training_io.read_training_pairs`.
     n_train
-        Supervised methods: train on the first ``n_train`` pairs after a seeded
+        Methods trained on pairs: train on the first ``n_train`` pairs after a seeded
         shuffle (few-shot; the method's ``n_train`` parameter).
     out
         The model file to write (``.pt``); apply it with ``microdenoise denoise --model``.
@@ -413,44 +381,18 @@ def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
     overwrite
         Replace an existing ``out``.
     """
-    from .registry import create, method_class, save
+    from .registry import method_class
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{str(out)!r} exists; pass --overwrite to replace it")
     if out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give a model file name (model.pt)")
-    cls = method_class(method)
-    pairs = cls.needs == "pairs"
-    if pairs and target is None:
-        raise InputError(f"{method!r} is trained on noisy/clean pairs: add --target CLEAN_DIR "
-                         "(clean images named as the noisy ones in --input)")
-    if not pairs and (target is not None or n_train is not None):
-        raise InputError(f"--target and --n-train are for methods trained on pairs (care); "
-                         f"{method!r} trains on noisy images only")
-    if not pairs and cls.family != "self-supervised":
-        raise InputError(f"`train` trains n2v and deconoising (noisy images) and care "
-                         f"(noisy/clean pairs); "
-                         f"{method!r} is {cls.family}: "
-                         + ("it is fitted on each image by `microdenoise denoise`"
-                            if cls.family in ("zero-shot", "classical")
-                            else "training it from files is not supported yet"))
-    params = dict(params or {})
-    if seed is not None:
-        params["seed"] = seed
     if n_train is not None:
-        params["n_train"] = n_train
-    model = create(method, preset=preset, **params)
-    resolve_device(device)
-    model.device = device
-    if pairs and target is not None:
-        noisy: Any
-        clean: Any  # lists of arrays: sizes may differ
-        noisy, clean = read_training_pairs(inputs, target, scale=model.upscale, axes=axes)
-        model.fit(noisy, clean)
-    else:
-        images: Any = read_training_data(  # a list: sizes may differ
-            inputs, axes=axes, volumes=model.supports_3d)
-        model.fit(images)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return save(model, out)
+        if method_class(method).needs != "pairs":
+            raise InputError(f"--target and --n-train are for methods trained on pairs "
+                             f"(care, clidim); {method!r} trains on noisy images only")
+        params = {**(params or {}), "n_train": n_train}
+    train(list(inputs), method=method, out=out, target=target, preset=preset, params=params,
+          axes=axes, device=device, seed=seed)
+    return out

@@ -18,10 +18,12 @@ from scipy import ndimage
 from microdenoise import InputError, create, denoise_array, load, save
 from microdenoise.cli import main
 from microdenoise.data import blind_spot_mask, stratified_coords
-from microdenoise.methods import n2v as n2v_module
 from microdenoise.methods.n2v import N2V
 from microdenoise.metrics import psnr
 from microdenoise.networks import UNet
+from microdenoise.tiling import denoise_tiled
+
+from .conftest import apply_model
 
 TINY3D = {"dims": 3, "epochs": 3, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 32,
           "patch_size_z": 8, "masked_percentage": 2.0, "filters": 8}
@@ -71,7 +73,7 @@ def test_3d_blind_spots_copy_a_neighbour_in_the_cube_never_the_centre() -> None:
 
 def test_3d_training_denoises_a_volume(trained3d: N2V) -> None:
     clean, noisy = _volume()
-    out = trained3d.denoise(noisy)
+    out = apply_model(trained3d, noisy)
     assert out.shape == noisy.shape and out.dtype == np.float32
     gain = psnr(out, clean, data_range=1.0) - psnr(noisy, clean, data_range=1.0)
     assert gain > 3.0  # dB after 30 steps
@@ -79,18 +81,22 @@ def test_3d_training_denoises_a_volume(trained3d: N2V) -> None:
     assert trained3d.receptive_field == 29
 
 
-def test_3d_tiled_prediction_equals_whole(trained3d: N2V, monkeypatch) -> None:
+def test_3d_yx_tiles_equal_the_whole_volume(trained3d: N2V) -> None:
+    """``denoise`` predicts a volume whole; the core tiles large ones in YX (tiles on
+    the pooling grid, the receptive field as overlap) and gets the same result."""
     _, noisy = _volume((3, 100, 90), seed=3)  # Z not a multiple of the pooling
-    whole = trained3d.denoise(noisy)
-    monkeypatch.setattr(n2v_module, "MAX_PIXELS", 4 * 80 * 80)  # forces 80 px YX tiles
-    tiled = trained3d.denoise(noisy)
+    x = trained3d.normalizers[0](noisy)
+    whole = trained3d.denoise(x)
+    rf = trained3d.receptive_field
+    tiled = denoise_tiled(trained3d.denoise, x, tile=80, overlap=rf,
+                          multiple=trained3d.tile_multiple)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
 def test_3d_save_load_pipeline_and_stacks(trained3d: N2V, tmp_path: Path) -> None:
     _, noisy = _volume((8, 40, 40), seed=4)
     loaded = load(save(trained3d, tmp_path / "n2v3d.pt"))
-    np.testing.assert_array_equal(loaded.denoise(noisy), trained3d.denoise(noisy))
+    np.testing.assert_array_equal(apply_model(loaded, noisy), apply_model(trained3d, noisy))
     # CZYX through the pipeline: each channel's volume whole; T as the volume axis too.
     stack = np.stack([noisy, noisy])
     out = denoise_array(stack, loaded, axes="CZYX")
@@ -101,7 +107,7 @@ def test_3d_save_load_pipeline_and_stacks(trained3d: N2V, tmp_path: Path) -> Non
 
 def test_3d_bad_input_and_parameters(trained3d: N2V) -> None:
     with pytest.raises(InputError, match="dims=3.*ZYX"):
-        trained3d.denoise(_volume()[1][0])  # one plane
+        apply_model(trained3d, _volume()[1][0])  # one plane
     with pytest.raises(InputError, match=r"Z \(or T\) axis"):
         denoise_array(_volume()[1], trained3d, axes="SYX")  # planes, not a volume
     with pytest.raises(InputError, match="ZYX stacks"):

@@ -57,7 +57,7 @@ class TrainState:
         betas = (cfg.beta1, cfg.beta2)
         opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas)
         opt_d = torch.optim.Adam(params, lr=cfg.lr, betas=betas)
-        saved = method._train_state
+        saved = method.train_state
         if "opt_g" in saved and "opt_d" in saved:
             opt_g.load_state_dict(saved["opt_g"])
             opt_d.load_state_dict(saved["opt_d"])

@@ -13,7 +13,11 @@ the denoised image, which is trained with the Noise2Void blind-spot loss
 
 The network output is multiplied by 10 before de-standardization (the official
 ``outScaling``). Prediction returns ``s * PSF`` (``output="denoised"``, the
-default) or ``s`` (``output="deconvolved"``).
+default) or ``s`` (``output="deconvolved"``). Both normalizers are the training
+data's mean/std (:class:`~microdenoise.normalize.MeanStd`); ``denoise`` works on
+standardized images and keeps the PSF convolution, which is not a per-pixel map,
+inside: a PSF summing to 1 commutes with the affine de-standardization the core
+applies after.
 
 The defaults are the official training script's (2.8 % blind spots per 100x100
 patch, replaced from the 5x5 neighbourhood, Adam 1e-3 with ReduceLROnPlateau
@@ -151,6 +155,7 @@ class DecoNoising(BlindSpotMethod):
         return net(x) * OUT_SCALE  # standardized s; averaged over phases, then de-standardized
 
     def finish(self, y: np.ndarray) -> np.ndarray:
+        """``s`` (``output="deconvolved"``) or ``s * PSF``, standardized."""
         if self.config.output == "deconvolved":
             return y
         s = torch.from_numpy(y)[None, None]

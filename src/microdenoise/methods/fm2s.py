@@ -221,8 +221,9 @@ class FM2S(Denoiser):
         return 5  # 5x5, 3x3 and 5x5 convolutions: radius 2 + 1 + 2
 
     def _make_net(self) -> FM2SNet:
-        with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
-            torch.manual_seed(self.config.seed)
+        from ..training import seeded
+
+        with seeded(self.config.seed):  # seeded init; the global RNGs of every device untouched
             return FM2SNet(self.config.n_chan)
 
     def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> FM2S:

@@ -16,9 +16,10 @@ ECCV-W 2022: median replacement, max-blur-pool, no top skip), and
 Self-Supervised Blind-Spot Networks", ISBI 2020: structN2V, for noise correlated
 along an axis).
 
-:class:`BlindSpotMethod` holds what N2V and DecoNoising share (data, training
-loop, checkpoints, resume, tiling-safe prediction); a method adds its network,
-loss and output.
+:class:`BlindSpotMethod` holds what N2V and DecoNoising share (blind-spot data,
+masking, tiling-safe prediction) on top of
+:class:`~microdenoise.methods.trained.TrainedMethod` (normalizers, training loop,
+keep-best, checkpoints, resume); a method adds its network, loss and output.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -38,21 +38,10 @@ from .. import data
 from ..errors import InputError
 from ..losses import masked_mse
 from ..networks import Net, UNet, receptive_field
-from ..registry import Denoiser, register
-from ..tiling import denoise_tiled
-from ..training import (
-    end_epoch,
-    generator,
-    resolve_device,
-    start_run,
-    step_module,
-    to_cpu,
-    train_epoch,
-    trained_planes,
-    validate,
-)
-
-MAX_PIXELS = 2**21  # pixels per prediction forward pass (phases are batched up to this)
+from ..normalize import MeanStd, Normalizer
+from ..registry import register
+from ..training import generator, resolve_device, seeded, step_module
+from .trained import TrainedMethod, predict_phases
 
 
 @dataclass(frozen=True)
@@ -75,6 +64,8 @@ class BlindSpotConfig:
     ``dims=3`` (``n2v`` only) trains a 3D U-Net on ``patch_size_z`` x ``patch_size`` x
     ``patch_size`` ZYX patches with 3D blind spots and denoises whole ZYX volumes; it
     uses uniform replacement, no struct mask and no shift averaging.
+    ``keep`` is the weights ``fit`` ends with: ``"last"`` (CAREamics' model in memory)
+    or ``"best"`` by validation loss (with that epoch's optimizer state).
     """
 
     patch_size: int = 64
@@ -101,6 +92,7 @@ class BlindSpotConfig:
     resume: str | None = None
     fit_per_image: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    keep: Literal["last", "best"] = "last"
     calibrate: bool = False  # deprecated alias of fit_per_image
 
     def __post_init__(self) -> None:
@@ -134,30 +126,25 @@ class BlindSpotConfig:
                              "shift_average (those are 2D only)")
 
 
-class BlindSpotMethod(Denoiser):
-    """Base of the blind-spot methods: training, checkpoints and tiling-safe prediction."""
+class BlindSpotMethod(TrainedMethod):
+    """Base of the blind-spot methods: data, masking, loss and tiling-safe prediction.
+
+    Both normalizers are the :class:`~microdenoise.normalize.MeanStd` of the training
+    data: ``denoise`` takes standardized images and returns standardized predictions.
+    """
 
     family = "self-supervised"
     needs = "noisy images"
-    zero_shot = False
-    normalization = "none"  # mean/std of the training data, applied inside the method
-    ARCHITECTURE: ClassVar[tuple[str, ...]] = ()  # config fields fixing the weights' shapes
-
-    def __init__(self, config: Any = None, /, **params: Any) -> None:
-        super().__init__(config, **params)
-        self.device = "auto"
-        self.net: Net | None = None
-        self.mean = 0.0
-        self.std = 1.0
-        self.epoch = 0
-        self.best = math.inf
-        self.history: list[dict[str, float]] = []
-        self._train_state: dict[str, Any] = {}
+    TRAIN_ARGS = "--input NOISY..."
+    FIT_HINT = "m.fit(noisy) in Python; or --param fit_per_image=true to train on each image"
 
     # --- what a method defines -------------------------------------------------------
     def build_net(self) -> Net:
         """A freshly initialized network (``multiple`` and ``receptive_field`` attributes)."""
         raise NotImplementedError
+
+    def build_modules(self, state: dict[str, Any]) -> dict[str, nn.Module | None]:
+        return {"net": self.build_net()}
 
     def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
         """Training loss on a masked batch; ``target`` holds the standardized patches."""
@@ -168,7 +155,7 @@ class BlindSpotMethod(Denoiser):
         return net(x)
 
     def finish(self, y: np.ndarray) -> np.ndarray:
-        """Raw-unit output from the phase-averaged, de-standardized prediction."""
+        """The output from the phase-averaged standardized prediction (identity here)."""
         return y
 
     @property
@@ -180,6 +167,25 @@ class BlindSpotMethod(Denoiser):
         """``dims=3``: ``denoise`` takes ZYX volumes (the pipeline passes them whole)."""
         return bool(self.config.dims == 3)
 
+    @property
+    def mean(self) -> float:
+        """Mean of the training data (the standardization's offset)."""
+        norm = self.norm_in
+        return float(norm.mean) if isinstance(norm, MeanStd) else 0.0
+
+    @property
+    def std(self) -> float:
+        """Standard deviation of the training data (the standardization's scale)."""
+        norm = self.norm_in
+        return float(norm.std) if isinstance(norm, MeanStd) else 1.0
+
+    def migrate(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Format 1 stored ``mean`` and ``std``: now one MeanStd as both normalizers."""
+        if "mean" in state:
+            both = MeanStd(float(state.pop("mean")), float(state.pop("std"))).to_dict()
+            state["norm_in"] = state["norm_out"] = both
+        return state
+
     # --- Denoiser API -------------------------------------------------------------------
     @property
     def receptive_field(self) -> int:
@@ -187,43 +193,42 @@ class BlindSpotMethod(Denoiser):
         raise NotImplementedError
 
     def fit(self, noisy: Any, clean: np.ndarray | None = None) -> Self:
-        """Train (or continue training) on ``noisy``; ``clean`` is ignored (self-supervised).
+        """Train (or continue training) on raw ``noisy``; ``clean`` is ignored.
 
         ``noisy`` is a 2D image, a stack whose leading axes are samples, or a list of
         such arrays (with ``dims=3``: ZYX stacks, the axes before ZYX samples). A
-        fresh model trains ``epochs`` epochs; a model that is loaded, or resumed from
-        ``resume``, continues its run up to ``epochs``, and once that is done trains
-        ``epochs`` more, keeping its normalization, optimizer and scheduler.
+        fresh model computes its normalizers (mean/std) from them and trains ``epochs``
+        epochs; a model resumed from a checkpoint (``resume``) continues its run up to
+        ``epochs`` with its optimizer and scheduler, and once that is done trains
+        ``epochs`` more. A loaded exported model continues the same way with a fresh
+        optimizer (exports hold no optimizer state). The normalizers are kept.
         """
         cfg = self.config
         planes = data.as_volumes(noisy) if cfg.dims == 3 else data.as_planes(noisy)
         if self.net is None and cfg.resume:
-            self._resume(cfg.resume)
+            self.resume(cfg.resume)
         device = resolve_device(self.device)
-        if self.net is None:
+        if self.net is None or self.norm_in is None:
             stack = np.concatenate([p.ravel() for p in planes]).astype(np.float64)
-            mean, std = float(stack.mean()), float(stack.std())
-            with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
-                torch.manual_seed(cfg.seed)
+            norm: Normalizer = MeanStd(float(stack.mean()), float(stack.std()))
+            with seeded(cfg.seed):  # seeded init; the global RNGs untouched
                 net = self.build_net()
         else:
-            net, mean, std = self.net, self.mean, self.std
-        norm = [(p - mean) / std for p in planes]
-        patch = data.choose_patch(norm, cfg.patch_size, multiple=net.multiple)
-        depth = (data.choose_depth(norm, cfg.patch_size_z, multiple=net.multiple)
+            net, norm = self.net, self.norm_in
+        xs = [norm(p) for p in planes]
+        patch = data.choose_patch(xs, cfg.patch_size, multiple=net.multiple)
+        depth = (data.choose_depth(xs, cfg.patch_size_z, multiple=net.multiple)
                  if cfg.dims == 3 else 0)
-        self.net, self.mean, self.std = net.to(device), mean, std  # the data are usable
-        train, held = data.hold_out(norm, fraction=cfg.val_fraction, patch=patch)
+        self.net, self.norm_in, self.norm_out = net.to(device), norm, norm  # data usable
+        train, _, held, _, validated = self.split(xs, None, patch=patch)
         val_gen = generator(cfg.seed + 1)
         val_batches = []
         for start in range(0, cfg.val_patches, cfg.batch_size):
             n = min(cfg.batch_size, cfg.val_patches - start)
-            patches = data.sample_patches(held or train, n, patch, val_gen, depth=depth)
-            masked = self._mask(patches, val_gen)
-            val_batches.append((masked, patches))
+            patches = data.sample_patches(held, n, patch, val_gen, depth=depth)
+            val_batches.append((self._mask(patches, val_gen), patches))
         steps = cfg.steps_per_epoch or self._auto_steps(train, patch, depth)
-        gen, optimizer, scheduler, stop, bar = start_run(self, net, steps_per_epoch=steps)
-
+        gen = self.run_generator()
         # bf16 autocast for the training steps where the CPU has it (fp32 outputs, so
         # the losses stay in float32); validation and prediction use ``net`` as is.
         step_net = step_module(net, cfg.precision, device)
@@ -234,22 +239,9 @@ class BlindSpotMethod(Denoiser):
                 patches = data.augment(patches, gen)
             return self._loss_on(step_net, self._mask(patches, gen), patches, device)
 
-        try:
-            for _ in range(self.epoch, stop):
-                train_loss = train_epoch(net, optimizer, batch_loss, steps=steps,
-                                         accumulate=cfg.accumulate, bar=bar)
-                val_loss = validate(net, lambda b: self._loss_on(net, b[0], b[1], device),
-                                    val_batches)
-                scheduler.step(val_loss)
-                self.epoch += 1
-                improved = val_loss < self.best
-                self.best = min(self.best, val_loss)
-                end_epoch(self, optimizer=optimizer, scheduler=scheduler, gen=gen, bar=bar,
-                          stop=stop, train_loss=train_loss, val_loss=val_loss,
-                          improved=improved)
-        finally:
-            bar.close()
-            net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+        self.loss_loop(net, gen, batch_loss, lambda b: self._loss_on(net, b[0], b[1], device),
+                       val_batches, steps=steps, accumulate=cfg.accumulate, device=device,
+                       validated=validated)
         return self
 
     def _mask(self, patches: torch.Tensor, gen: torch.Generator) -> data.Masked:
@@ -271,29 +263,12 @@ class BlindSpotMethod(Denoiser):
                     for p in planes)
         return min(max(math.ceil(cells / self.config.batch_size), 50), 400)
 
-    def _resume(self, path: str) -> None:
-        from ..registry import load
-
-        if not Path(path).is_file():
-            raise InputError(f"resume={path!r}: no such checkpoint file")
-        other = load(path)
-        if type(other) is not type(self):
-            raise InputError(f"resume={path!r} is a {other.key!r} model, not {self.key!r}")
-        differ = [k for k in self.ARCHITECTURE
-                  if getattr(other.config, k) != getattr(self.config, k)]
-        if differ:
-            raise InputError(f"resume={path!r} was trained with different "
-                             f"{', '.join(differ)}; use the same values to resume")
-        self.load_state_dict(other.state_dict())
-
     @torch.no_grad()
     def denoise(self, image: np.ndarray) -> np.ndarray:
-        """Denoise a 2D image (or each plane of a stack) in raw intensity units; with
-        ``dims=3`` a ZYX volume (or each volume of a stack)."""
-        arr = trained_planes(self, image, trained=self.net is not None,
-                             train_args="--input NOISY...",
-                             fit_hint="m.fit(noisy) in Python; or --param "
-                             "fit_per_image=true to train on each image")
+        """Denoise a standardized 2D image (or each plane of a stack), returning the
+        standardized prediction (the core maps it back with ``normalizers[1]``); with
+        ``dims=3`` a ZYX volume (or each volume of a stack), predicted whole."""
+        arr = self.planes(image)
         if self.config.dims == 3:
             if arr.ndim < 3:
                 raise InputError(f"this {self.key} model is 3D (dims=3) and denoises ZYX "
@@ -301,95 +276,26 @@ class BlindSpotMethod(Denoiser):
                                  "stack with its Z (or T) axis, e.g. --axes ZYX")
             vols = arr.reshape(-1, *arr.shape[-3:])
             return np.stack([self._denoise_volume(v) for v in vols]).reshape(arr.shape)
-        planes = arr.reshape(-1, *arr.shape[-2:])
-        out = np.stack([self._denoise_plane(p) for p in planes])
-        return out.reshape(arr.shape).astype(np.float32)
-
-    def _prediction_net(self) -> tuple[Net, torch.device, int, int]:
-        """The trained network in eval mode on its device, its pooling multiple and
-        receptive field."""
-        net = self.net
-        if net is None:
-            raise InputError(f"{self.key} is not trained")
-        device = resolve_device(self.device)
-        net.to(device).eval()
-        return net, device, int(net.multiple), int(net.receptive_field)
+        net, device = self.prediction_net()
+        out = [self.finish(predict_phases(
+            lambda b: self.predict(net, b), p, pad=int(net.receptive_field),
+            multiple=int(net.multiple), device=device, shift_average=self.config.shift_average))
+            for p in arr.reshape(-1, *arr.shape[-2:])]
+        return np.stack(out).reshape(arr.shape).astype(np.float32)
 
     def _denoise_volume(self, volume: np.ndarray) -> np.ndarray:
-        """One ZYX volume (``dims=3``): reflection-padded by the receptive field in Y
-        and X (to the pooling multiple in Z), predicted whole, or in YX tiles of at
-        most :data:`MAX_PIXELS` voxels with the receptive field as overlap (tiles
-        start on the pooling grid, so the result equals the untiled one)."""
-        net, device, m, rf = self._prediction_net()
-        z = volume.shape[0]
-        ez = -z % m
-
-        def forward(t: np.ndarray) -> np.ndarray:
-            ey, ex = -(t.shape[1] + 2 * rf) % m, -(t.shape[2] + 2 * rf) % m
-            padded = np.pad(t, ((ez // 2, ez - ez // 2), (rf, rf + ey), (rf, rf + ex)),
-                            mode="reflect")
-            batch = torch.from_numpy(padded[None, None].astype(np.float32)).to(device)
-            out = self.predict(net, batch)[0, 0, ez // 2:ez // 2 + z]
-            return out[:, rf:rf + t.shape[1], rf:rf + t.shape[2]].float().cpu().numpy()
-
-        x = ((volume.astype(np.float64) - self.mean) / self.std).astype(np.float32)
-        h, w = x.shape[1:]
-        if (z + ez) * (h + 2 * rf + m) * (w + 2 * rf + m) <= MAX_PIXELS:
-            y = forward(x)
-        else:
-            side = int(math.sqrt(MAX_PIXELS / (z + ez))) // m * m
-            y = denoise_tiled(forward, x, tile=max(side, 2 * rf + 2 * m), overlap=rf,
-                              multiple=m)
-        return self.finish(y.astype(np.float64) * self.std + self.mean).astype(np.float32)
-
-    def _denoise_plane(self, plane: np.ndarray) -> np.ndarray:
-        net, device, m, rf = self._prediction_net()
-        phases = [(sy, sx) for sy in range(m) for sx in range(m)] \
-            if self.config.shift_average else [(0, 0)]
-        h, w = plane.shape
-        x = (plane.astype(np.float64) - self.mean) / self.std
-        # Reflect by >= rf on every side, so that zero padding never reaches the image,
-        # plus a phase shift; every phase has the same padded size.
-        ey, ex = (-(h + 2 * rf + m)) % m, (-(w + 2 * rf + m)) % m
-        views = [np.pad(x, ((rf + sy, rf + m - sy + ey), (rf + sx, rf + m - sx + ex)),
-                        mode="reflect") for sy, sx in phases]
-        size = views[0].size
-        chunk = max(1, min(len(views), MAX_PIXELS // size))
-        total = np.zeros((h, w), dtype=np.float64)
-        for start in range(0, len(views), chunk):
-            group = phases[start:start + chunk]
-            batch = torch.from_numpy(np.stack(views[start:start + chunk])[:, None]
-                                     .astype(np.float32)).to(device)
-            pred = self.predict(net, batch)[:, 0].double().cpu().numpy()
-            for k, (sy, sx) in enumerate(group):
-                total += pred[k, rf + sy:rf + sy + h, rf + sx:rf + sx + w]
-        y = total / len(phases) * self.std + self.mean
-        return self.finish(y).astype(np.float32)
-
-    def state_dict(self) -> dict[str, Any]:
-        if self.net is None:
-            return {}
-        state = {"net": to_cpu(self.net.state_dict()), "mean": self.mean, "std": self.std,
-                 "epoch": self.epoch, "best": self.best, "history": list(self.history)}
-        state.update(self._train_state)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not state:
-            self.net = None
-            return
-        net = self.build_net()
-        try:
-            net.load_state_dict(state["net"])
-        except (KeyError, RuntimeError) as exc:
-            raise InputError(f"the saved {self.key} weights do not fit its config "
-                             f"({type(exc).__name__}); was the file edited?") from None
-        self.net = net.eval()
-        self.mean, self.std = float(state["mean"]), float(state["std"])
-        self.epoch, self.best = int(state["epoch"]), float(state["best"])
-        self.history = [dict(h) for h in state.get("history", [])]
-        self._train_state = {k: state[k] for k in ("optimizer", "scheduler", "rng")
-                             if k in state}
+        """One standardized ZYX volume (``dims=3``), reflection-padded by the receptive
+        field in Y and X (to the pooling multiple in Z), predicted whole; the core tiles
+        large volumes in YX."""
+        net, device = self.prediction_net()
+        m, rf = int(net.multiple), int(net.receptive_field)
+        z, h, w = volume.shape
+        ez, ey, ex = -z % m, -(h + 2 * rf) % m, -(w + 2 * rf) % m
+        padded = np.pad(volume, ((ez // 2, ez - ez // 2), (rf, rf + ey), (rf, rf + ex)),
+                        mode="reflect")
+        batch = torch.from_numpy(padded[None, None].astype(np.float32)).to(device)
+        out = self.predict(net, batch)[0, 0, ez // 2:ez // 2 + z, rf:rf + h, rf:rf + w]
+        return self.finish(out.float().cpu().numpy()).astype(np.float32)
 
 
 @dataclass(frozen=True)

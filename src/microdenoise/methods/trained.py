@@ -1,0 +1,399 @@
+"""The base of the trained methods (``n2v``, ``deconoising``, ``care``, ``clidim``).
+
+:class:`TrainedMethod` holds what they share: training pairs, normalizers fitted on
+the training data and stored in the model, the validation split (never the training
+data silently), the loss-validated loop, keep-best with the kept epoch's training
+state, resume, checkpoints, and the state of networks, normalizers and history.
+
+The contract with the prediction core (``normalization = "model"``): after ``fit``
+or ``load_state_dict``, :attr:`TrainedMethod.normalizers` is ``(input, output)``;
+the core normalizes the raw image with the first, calls ``denoise`` on the
+normalized float32 array, and maps the result back with the second's ``inverse``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import data
+from ..errors import InputError
+from ..normalize import MeanStd, Normalizer, Percentile, normalizer_from_dict
+from ..registry import FORMAT_VERSION, Denoiser, load
+from ..training import (
+    deterministic,
+    epoch_status,
+    generator,
+    make_optimizer,
+    progress_bar,
+    resolve_device,
+    to_cpu,
+    train_epoch,
+    validate,
+    write_checkpoints,
+)
+
+__all__ = ["MAX_PIXELS", "TrainedMethod", "fit_normalizers", "predict_phases"]
+
+MAX_PIXELS = 2**21  # network pixels per prediction forward pass (phases are batched up to this)
+
+
+def fit_normalizers(inputs: list[np.ndarray], targets: list[np.ndarray], *,
+                    kind: str = "percentile", percentiles: tuple[float, float] = (1.0, 99.8),
+                    target_percentiles: tuple[float, float] | None = None
+                    ) -> tuple[Normalizer, Normalizer]:
+    """Input and target normalizers, computed once over the whole training set:
+    ``"percentile"``, inputs' ``percentiles`` and targets' ``target_percentiles``
+    (default: the same) map to 0 and 1 (CSBDeep's ``normalize(x, 1, 99.8)`` with
+    training-set statistics); ``"meanstd"``, the inputs' mean/std for both."""
+    if kind == "meanstd":
+        both = MeanStd.fit(inputs)
+        return both, both
+
+    def fit(planes: list[np.ndarray], percents: tuple[float, float]) -> Percentile:
+        return Percentile.fit(np.concatenate([p.ravel() for p in planes]), p_low=percents[0],
+                              p_high=percents[1])
+
+    return fit(inputs, percentiles), fit(targets, target_percentiles or percentiles)
+
+
+def predict_phases(forward: Callable[[torch.Tensor], torch.Tensor], plane: np.ndarray, *,
+                   pad: int, multiple: int, device: torch.device, scale: int = 1,
+                   shift_average: bool = False) -> np.ndarray:
+    """``forward`` on one plane reflection-padded by ``pad`` (>= the receptive field)
+    plus up to the pooling ``multiple``, as float64 (h*scale, w*scale); with
+    ``shift_average`` averaged over the ``multiple**2`` grid phases (batched up to
+    :data:`MAX_PIXELS`). Predictions reach the CPU in float32 before any float64
+    arithmetic (MPS has no float64)."""
+    q, s = multiple, scale
+    phases = [(sy, sx) for sy in range(q) for sx in range(q)] if shift_average else [(0, 0)]
+    h, w = plane.shape
+    ey, ex = (-(h + 2 * pad + q)) % q, (-(w + 2 * pad + q)) % q
+    views = [np.pad(plane, ((pad + sy, pad + q - sy + ey), (pad + sx, pad + q - sx + ex)),
+                    mode="reflect") for sy, sx in phases]
+    chunk = max(1, min(len(views), MAX_PIXELS // (views[0].size * s * s)))
+    total = np.zeros((h * s, w * s), dtype=np.float64)
+    for start in range(0, len(views), chunk):
+        group = phases[start:start + chunk]
+        batch = torch.from_numpy(np.stack(views[start:start + chunk])[:, None]
+                                 .astype(np.float32)).to(device)
+        pred = forward(batch)[:, 0].float().cpu().numpy()
+        for k, (sy, sx) in enumerate(group):
+            y0, x0 = (pad + sy) * s, (pad + sx) * s
+            total += pred[k, y0:y0 + h * s, x0:x0 + w * s]
+    return total / len(phases)
+
+
+class TrainedMethod(Denoiser):
+    """Base of the trained methods (the contract: see the module docstring). Subclasses
+    set ``ARCHITECTURE`` (fields fixing the weights' shapes), ``TRAIN_ARGS``/``FIT_HINT``,
+    ``MODULES`` (networks, ``"net"`` first), ``TRAIN_KEYS`` (optimizer/scheduler/RNG, for
+    checkpoints only), ``HIGHER_IS_BETTER``, and define ``build_modules`` and ``fit``."""
+
+    normalization = "model"
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ()
+    TRAIN_ARGS: ClassVar[str] = "--input NOISY_DIR --target CLEAN_DIR"
+    FIT_HINT: ClassVar[str] = "m.fit(noisy, clean) in Python"
+    MODULES: ClassVar[tuple[str, ...]] = ("net",)
+    TRAIN_KEYS: ClassVar[tuple[str, ...]] = ("optimizer", "scheduler", "rng")
+    HIGHER_IS_BETTER: ClassVar[bool] = False
+    _kept: dict[str, Any] | None  # keep-best: the snapshot of the best epoch in this run
+
+    def __init__(self, config: Any = None, /, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.net: Any = None
+        self.norm_in: Normalizer | None = None  # set by fit / load_state_dict
+        self.norm_out: Normalizer | None = None
+        self.epoch = 0
+        self.best = -math.inf if self.HIGHER_IS_BETTER else math.inf
+        self.history: list[dict[str, float]] = []
+        self.train_state: dict[str, Any] = {}  # optimizer, scheduler, RNG of the last epoch
+        self._select, self._kept = False, None  # keep-best in this run
+
+    # --- the contract ---------------------------------------------------------------
+    @property
+    def trained(self) -> bool:
+        """Whether a trained network and its normalizers are held."""
+        return self.net is not None and self.norm_in is not None and self.norm_out is not None
+
+    def untrained_error(self) -> InputError:
+        """The "train it first" error, naming the command that trains this method."""
+        return InputError(
+            f"{self.key} is not trained: train it first: microdenoise train --method "
+            f"{self.key} {self.TRAIN_ARGS} --out model.pt, then microdenoise denoise --model "
+            f"model.pt INPUT... -o OUTDIR (or {self.FIT_HINT})")
+
+    @property
+    def normalizers(self) -> tuple[Normalizer, Normalizer]:
+        """``(input, output)`` normalizers fitted on the training data: ``denoise`` takes
+        ``input(raw)`` and returns what ``output.inverse`` maps to raw units."""
+        if self.norm_in is None or self.norm_out is None:
+            raise self.untrained_error()
+        return self.norm_in, self.norm_out
+
+    @property
+    def fit_policy(self) -> str:
+        """``"per_image"`` with ``fit_per_image`` (a fresh copy fitted on each image),
+        else ``"trained"`` (fitted once on training data, then applied)."""
+        return "per_image" if getattr(self.config, "fit_per_image", False) else "trained"
+
+    def planes(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as float32 (..., Y, X), after checking that the method is trained."""
+        if not self.trained:
+            raise self.untrained_error()
+        arr = np.asarray(image, dtype=np.float32)
+        if arr.ndim < 2:
+            raise InputError(f"{self.key} restores 2D planes; got shape {arr.shape}")
+        return arr
+
+    def prediction_net(self) -> tuple[Any, torch.device]:
+        """The trained network in eval mode on its device, and the device."""
+        if self.net is None:
+            raise self.untrained_error()
+        device = resolve_device(self.device)
+        self.net.to(device).eval()
+        return self.net, device
+
+    def pairs(self, noisy: Any, clean: Any, *, scale: int = 1
+              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(input, target) float32 YX planes, shuffled (seeded), ``n_train`` applied;
+        ``noisy``/``clean``: arrays or lists of them (clean ``scale`` x larger in YX)."""
+        if clean is None:
+            raise InputError(f"{self.key} is trained on noisy/clean pairs: fit(noisy, clean) "
+                             "needs the clean targets (or train with --input NOISY_DIR "
+                             "--target CLEAN_DIR)")
+        xs = list(noisy) if isinstance(noisy, list | tuple) else [noisy]
+        ys = list(clean) if isinstance(clean, list | tuple) else [clean]
+        if len(xs) != len(ys):
+            raise InputError(f"{len(xs)} noisy image(s) but {len(ys)} clean one(s); pass "
+                             "one clean target per noisy image")
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.ndim >= 2):
+                continue  # data.as_planes explains what is wrong with other data
+            sx, sy = x.shape, y.shape
+            want = (*sx[:-2], sx[-2] * scale, sx[-1] * scale)
+            if sy != want:
+                must = "the same shape" if scale == 1 else f"exactly {scale}x the noisy in YX"
+                raise InputError(f"pair {i}: noisy shape {sx} but clean {sy}; the clean "
+                                 f"image must have {must}, {want}")
+        inputs = data.as_planes(xs, name="the noisy images")
+        targets = data.as_planes(ys, name="the clean images")
+        order = np.random.default_rng(self.config.seed).permutation(len(inputs))
+        k = self.config.n_train
+        if k is not None:
+            if k < 1 or k > len(inputs):
+                raise InputError(f"n_train={k} but only {len(inputs)} pair(s) were given "
+                                 "(each plane of a stack is a pair); lower n_train or add "
+                                 "pairs")
+            order = order[:k]
+        return [inputs[i] for i in order], [targets[i] for i in order]
+
+    def split(self, xs: list[np.ndarray], ys: list[np.ndarray] | None, *, patch: int
+              ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray],
+                         list[np.ndarray], bool]:
+        """``(train_x, train_y, val_x, val_y, validated)``, ``val_fraction`` held back
+        (:func:`data.hold_out`). If none can be, the training data stand in (for the
+        learning-rate schedule only) and a warning says that this run keeps its last
+        weights (``keep="last"``) and writes no ``best.pt``: never select on them."""
+        cfg = self.config
+        train_x, val_x = data.hold_out(xs, fraction=cfg.val_fraction, patch=patch)
+        train_y, val_y = data.hold_out(ys, fraction=cfg.val_fraction, patch=patch) \
+            if ys is not None else ([], [])
+        if val_x:
+            return train_x, train_y, val_x, val_y, True
+        if cfg.val_fraction > 0 or cfg.keep == "best":
+            why = ("val_fraction=0" if cfg.val_fraction <= 0 else
+                   f"val_fraction={cfg.val_fraction} of {len(xs)} image(s) rounds to none and "
+                   f"no image is 2 x {patch} px long")
+            warnings.warn(f"{self.key}: no validation data could be held back ({why}); "
+                          "validating on the training data, so this run keeps its last "
+                          "weights (keep='last') and writes no best.pt. Give more images "
+                          "(or larger ones) to hold some back.", UserWarning, stacklevel=3)
+        return train_x, train_y, train_x, train_y, False
+
+    # --- training -------------------------------------------------------------------
+    def resume(self, path: str | Path) -> None:
+        """Load the checkpoint ``path`` with its optimizer state; an :class:`InputError`
+        if it is missing, another method, or of another ``ARCHITECTURE``."""
+        if not Path(path).is_file():
+            raise InputError(f"resume={str(path)!r}: no such checkpoint file")
+        other = load(path)
+        if type(other) is not type(self) or not isinstance(other, TrainedMethod):
+            raise InputError(f"resume={str(path)!r} is a {other.key!r} model, not {self.key!r}")
+        differ = [k for k in self.ARCHITECTURE
+                  if getattr(other.config, k) != getattr(self.config, k)]
+        if differ:
+            raise InputError(f"resume={str(path)!r} was trained with different "
+                             f"{', '.join(differ)}; use the same values to resume")
+        self.load_state_dict(other.state_dict(training=True))
+
+    def run_generator(self) -> torch.Generator:
+        """The training generator: seeded with ``config.seed``, or at the resumed state."""
+        gen = generator(self.config.seed)
+        if "rng" in self.train_state:
+            gen.set_state(self.train_state["rng"])
+        return gen
+
+    def begin_selection(self, validated: bool, evaluate: Callable[[], float]) -> None:
+        """Start a run's keep-best: with ``keep="best"`` and a validation split, a
+        continuing run first scores the weights it starts from (``evaluate``), so that
+        only an epoch beating them on this run's validation data replaces them."""
+        self._select = self.config.keep == "best" and validated
+        self._kept = None
+        if self._select and self.epoch > 0 and math.isfinite(self.best):
+            self.best = evaluate()
+            self._kept = self.snapshot()
+
+    def select(self, score: float, validated: bool) -> bool:
+        """Whether validation ``score`` improves (call after storing the epoch's
+        ``train_state``; keep-best then snapshots). Training-data scores never do."""
+        beats = score > self.best if self.HIGHER_IS_BETTER else score < self.best
+        if not (validated and beats):
+            return False
+        self.best = score
+        if self._select:
+            self._kept = self.snapshot()
+        return True
+
+    def end_selection(self) -> None:
+        """End a run's keep-best: restore the kept epoch's networks and training state."""
+        if self._select and self._kept is not None:
+            self.restore(self._kept)
+        self._select, self._kept = False, None
+
+    def snapshot(self) -> dict[str, Any]:
+        """CPU copies of the networks and the training state (keep-best)."""
+        state: dict[str, Any] = {name: getattr(self, name).state_dict()
+                                 for name in self.MODULES if getattr(self, name) is not None}
+        state.update(self.train_state)
+        return to_cpu(state)
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot` back."""
+        for name in self.MODULES:
+            if name in snap and getattr(self, name) is not None:
+                getattr(self, name).load_state_dict(snap[name])
+        self.train_state = {k: snap[k] for k in self.TRAIN_KEYS if k in snap}
+
+    def checkpoint(self, improved: bool) -> None:
+        """``last.pt`` (``best.pt`` if improved) in ``checkpoint_dir``, optimizer included."""
+        if self.config.checkpoint_dir:
+            write_checkpoints(self, self.config.checkpoint_dir, improved=improved)
+
+    def loss_loop(self, net: nn.Module, gen: torch.Generator, batch_loss: Callable[[], Any],
+                  val_loss: Callable[[Any], torch.Tensor], val_batches: Iterable[Any], *,
+                  steps: int, device: torch.device, validated: bool, accumulate: int = 1
+                  ) -> None:
+        """The loss-validated run (n2v, deconoising, care): Adam with reduce-on-plateau
+        (restored when resuming) up to ``epochs`` (a finished run: ``epochs`` more),
+        each epoch in ``history`` and checkpoints, early stop after ``stop_patience``
+        epochs without improvement, and keep-best at the end."""
+        cfg = self.config
+        batches = list(val_batches)
+        optimizer, scheduler = make_optimizer(net, lr=cfg.lr, factor=cfg.lr_factor,
+                                              patience=cfg.lr_patience)
+        if "optimizer" in self.train_state:
+            optimizer.load_state_dict(self.train_state["optimizer"])
+            scheduler.load_state_dict(self.train_state["scheduler"])
+        stop = cfg.epochs if self.epoch < cfg.epochs else self.epoch + cfg.epochs
+        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}")
+        patience = int(getattr(cfg, "stop_patience", 0))
+        self.begin_selection(validated, lambda: validate(net, val_loss, batches))
+        stale = 0
+        with deterministic(device):
+            try:
+                for _ in range(self.epoch, stop):
+                    train_loss = train_epoch(net, optimizer, batch_loss, steps=steps,
+                                             accumulate=accumulate, bar=bar)
+                    loss = validate(net, val_loss, batches)
+                    scheduler.step(loss)
+                    self.epoch += 1
+                    lr = float(optimizer.param_groups[0]["lr"])
+                    self.history.append({"epoch": float(self.epoch), "loss": train_loss,
+                                         "val_loss": loss, "lr": lr})
+                    self.train_state = {"optimizer": to_cpu(optimizer.state_dict()),
+                                        "scheduler": to_cpu(scheduler.state_dict()),
+                                        "rng": gen.get_state()}
+                    epoch_status(bar, f"training {self.key}", self.epoch, stop,
+                                 loss=f"{train_loss:.4g}", val=f"{loss:.4g}")
+                    improved = self.select(loss, validated)
+                    self.checkpoint(improved)
+                    stale = 0 if improved else stale + 1
+                    if validated and patience and stale >= patience:
+                        bar.write(f"{self.key}: early stop after epoch {self.epoch} (no better "
+                                  f"validation loss for {stale} epochs)", file=sys.stderr)
+                        break
+            finally:
+                bar.close()
+                net.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+                self.end_selection()
+                net.eval()
+
+    # --- state ----------------------------------------------------------------------
+    def build_modules(self, state: dict[str, Any]) -> dict[str, nn.Module | None]:
+        """Freshly built networks to load ``state`` into, by ``MODULES`` name."""
+        raise NotImplementedError
+
+    def migrate(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A format-1 state in the current format (the default: unchanged)."""
+        return state
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method-specific plain entries of :meth:`state_dict` (none by default)."""
+        return {}
+
+    def state_dict(self, *, training: bool = False) -> dict[str, Any]:
+        """Networks, normalizers, epoch, best score and history; with ``training`` (for
+        checkpoints and resume) also the optimizer, scheduler and RNG state. Exported
+        models (``microdenoise train --out``, :func:`microdenoise.save`) hold none."""
+        if not self.trained or self.norm_in is None or self.norm_out is None:
+            return {}
+        state: dict[str, Any] = {"version": FORMAT_VERSION, "norm_in": self.norm_in.to_dict(),
+                                 "norm_out": self.norm_out.to_dict(), "epoch": self.epoch,
+                                 "best": self.best, "history": list(self.history)}
+        for name in self.MODULES:
+            module = getattr(self, name)
+            if module is not None:
+                state[name] = to_cpu(module.state_dict())
+        state.update(self.extra_state())
+        if training:
+            state.update(self.train_state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; format-1 states are migrated first."""
+        if not state:
+            for name in self.MODULES:
+                setattr(self, name, None)
+            self.norm_in = self.norm_out = None
+            return
+        version = int(state.get("version", 1))
+        if version > FORMAT_VERSION:
+            raise InputError(f"this {self.key} model was made by a newer microdenoise "
+                             f"(format {version} > {FORMAT_VERSION}); upgrade microdenoise")
+        if version < 2:
+            state = self.migrate(dict(state))
+        modules = self.build_modules(state)
+        try:
+            for name, module in modules.items():
+                if module is not None and (name == "net" or name in state):
+                    module.load_state_dict(state[name])
+            norm_in = normalizer_from_dict(state["norm_in"])
+            norm_out = normalizer_from_dict(state["norm_out"])
+        except (KeyError, RuntimeError, InputError) as exc:
+            raise InputError(f"the saved {self.key} weights do not fit its config "
+                             f"({type(exc).__name__}); was the file edited?") from None
+        for name, module in modules.items():
+            setattr(self, name, module.eval() if module is not None else None)
+        self.norm_in, self.norm_out = norm_in, norm_out
+        self.epoch, self.best = int(state["epoch"]), float(state["best"])
+        self.history = [dict(h) for h in state.get("history", [])]
+        self.train_state = {k: state[k] for k in self.TRAIN_KEYS if k in state}
