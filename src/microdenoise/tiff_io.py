@@ -46,16 +46,17 @@ def physical_memory() -> int | None:
 
 
 def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, *,
-                        compressed: bool, in_memory: bool) -> None:
+                        compressed: bool, in_memory: bool, on_disk: int | None = None) -> None:
     """Refuse a TIFF whose header declares more pixels than the file or memory can hold.
 
     Uncompressed pixels cannot be larger than the file; compressed ones more than
     :data:`COMPRESSION_RATIO` times the file are implausible; ``in_memory``: the
     pixels must also fit in this machine's memory (:func:`physical_memory`).
     Checked before any pixel is read, so a malformed header cannot allocate.
+    ``on_disk``: the bytes of all the files holding the pixels (default: ``path``'s).
     """
     declared = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    on_disk = path.stat().st_size
+    on_disk = path.stat().st_size if on_disk is None else on_disk
     what = f"declares {'x'.join(map(str, shape))} {np.dtype(dtype)} pixels ({_gib(declared)})"
     if declared > on_disk * (COMPRESSION_RATIO if compressed else 1):
         kind = "compressed in" if compressed else "in"
@@ -85,7 +86,8 @@ def read_tiff(
         series = tif.series[0]
         page = series.keyframe
         check_declared_size(path, tuple(series.shape), series.dtype, in_memory=not lazy,
-                            compressed=int(page.compression) != 1)
+                            compressed=int(page.compression) != 1,
+                            on_disk=_files_size(path, tif, series))
         data = series.asarray() if not lazy else _lazy_tiff(path, series)
         letters = list(series.axes)
         ij = tif.imagej_metadata or {}
@@ -104,6 +106,14 @@ def read_tiff(
         calibration = _tiff_calibration(tif, page, ij, shaped)
         calibration[2].update(_display(ij))
         return data, mapped, calibration
+
+
+def _files_size(path: Path, tif: tifffile.TiffFile, series: Any) -> int:
+    """Bytes of the files holding the series: a multi-file OME-TIFF spans several."""
+    if not tif.is_ome:
+        return path.stat().st_size
+    names = {Path(p.parent.filehandle.path) for p in series.pages if p is not None}
+    return sum(n.stat().st_size for n in names | {path} if n.exists())
 
 
 def _our_axes(data: Any, letters: list[str], series: Any, ours: Any, *, lazy: bool
