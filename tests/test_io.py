@@ -27,21 +27,22 @@ def _random(shape: tuple[int, ...], dtype: str, *, seed: int = RNG_SEED) -> np.n
 
 
 @pytest.mark.parametrize(
-    ("axes", "shape", "dtype", "imagej"),
+    ("axes", "shape", "dtype", "kind"),
     [
-        ("YX", (12, 13), "uint8", True),
-        ("YX", (12, 13), "uint16", True),
-        ("YX", (12, 13), "float32", True),
-        ("ZYX", (3, 12, 13), "float32", True),
-        ("TCYX", (2, 3, 12, 13), "uint16", True),
-        ("ZYX", (1, 12, 13), "float32", True),  # size-1 axes are kept
-        ("SYX", (4, 12, 13), "float32", False),  # S: not an ImageJ axis
-        ("CZYX", (2, 3, 12, 13), "uint8", False),  # not ImageJ order (TZCYX)
-        ("YX", (12, 13), "float64", False),  # not an ImageJ dtype
+        ("YX", (12, 13), "uint8", "imagej"),
+        ("YX", (12, 13), "uint16", "imagej"),
+        ("YX", (12, 13), "float32", "imagej"),
+        ("ZYX", (3, 12, 13), "float32", "imagej"),
+        ("TCYX", (2, 3, 12, 13), "uint16", "imagej"),
+        ("ZYX", (1, 12, 13), "float32", "imagej"),  # size-1 axes are kept
+        ("SYX", (4, 12, 13), "float32", "plain"),  # S: neither ImageJ nor OME has it
+        ("CZYX", (2, 3, 12, 13), "uint8", "imagej"),  # stored as ZCYX, read back as CZYX
+        ("YX", (12, 13), "float64", "ome"),  # not an ImageJ dtype
+        ("YX", (12, 13), "int64", "plain"),  # not an OME dtype either
     ],
 )
 def test_tiff_round_trip(tmp_path: Path, axes: str, shape: tuple[int, ...], dtype: str,
-                         imagej: bool) -> None:
+                         kind: str) -> None:
     data = _random(shape, dtype)
     out = write_image(tmp_path / "x.tif", data, axes=axes, pixel_size=(0.1234567, 0.065),
                       unit="µm", metadata={"spacing": 0.3, "finterval": 2.5}, dtype="same",
@@ -55,7 +56,8 @@ def test_tiff_round_trip(tmp_path: Path, axes: str, shape: tuple[int, ...], dtyp
     assert img.metadata == {"spacing": 0.3, "finterval": 2.5}
     assert img.path == out
     with tifffile.TiffFile(out) as tif:
-        assert tif.is_imagej == imagej
+        assert (tif.is_imagej, tif.is_ome) == (kind == "imagej", kind == "ome")
+        assert tif.pages[0].tags["ResolutionUnit"].value != tifffile.RESUNIT.INCH
 
 
 @pytest.mark.parametrize("pixel_size", [None, (0.5, 0.25), (1 / 3, 0.1)])

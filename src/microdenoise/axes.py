@@ -92,6 +92,13 @@ class ImageData:
         axes = check_axes(self.axes, ndim=self.data.ndim, shape=self.data.shape)
         object.__setattr__(self, "axes", axes)
 
+    def __repr__(self) -> str:
+        """Shape, dtype, axes, calibration and file; never the pixels."""
+        size = None if self.pixel_size is None else tuple(float(v) for v in self.pixel_size)
+        return (f"ImageData(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, "
+                f"axes={self.axes!r}, pixel_size={size}, unit={self.unit!r}, "
+                f"path={None if self.path is None else str(self.path)!r})")
+
 
 def resolve_axes(path: Path, given: str | None, found: str | None, shape: tuple[int, ...]) -> str:
     """The axes to use: ``given`` (checked) over the file's ``found`` (from its metadata).

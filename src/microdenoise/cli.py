@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import AxesWarning, InputError
+from .errors import AxesWarning, FormatWarning, InputError
 from .registry import Denoiser
 from .training import DEVICES
 
@@ -327,7 +327,7 @@ COMMANDS = {"denoise": cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: object = None, line: str | None = None) -> None:
     """Warnings of ours as one line on stderr, others as Python prints them."""
-    if issubclass(category, AxesWarning):
+    if issubclass(category, (AxesWarning, FormatWarning)):
         print(f"microdenoise: warning: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -14,3 +14,7 @@ class InputError(ValueError):
 
 class AxesWarning(UserWarning):
     """The axes given for a file differ from those its metadata record."""
+
+
+class FormatWarning(UserWarning):
+    """An output's format or metadata differ from what was asked or read (and why)."""

@@ -11,7 +11,7 @@ conversion (:func:`target_dtype`, :func:`convert`), atomic writes
 (:func:`atomic_file`) and file lists (:func:`list_images`, :func:`same_file`,
 :func:`is_zarr`). :class:`ImageData`, :func:`check_axes`, :func:`resolve_axes`
 (from :mod:`microdenoise.axes`) and
-:func:`read_tiff`, :func:`tiff_options` (from :mod:`microdenoise.tiff_io`)
+:func:`read_tiff`, :func:`tiff_plan` (from :mod:`microdenoise.tiff_io`)
 are re-exported.
 """
 
@@ -31,11 +31,12 @@ from numpy.typing import DTypeLike
 
 from .axes import AXES_LETTERS, ImageData, check_axes, drop_colour, resolve_axes
 from .errors import InputError
-from .tiff_io import Calibration, read_tiff, tiff_options, write_tiff
+from .tiff_io import Calibration, read_tiff, tiff_plan, write_tiff
+from .tiff_out import drop_display
 
 __all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "convert",
-           "is_zarr", "list_images", "read_image", "read_tiff", "resolve_axes", "same_file",
-           "target_dtype", "tiff_options", "write_image"]
+           "is_ome_name", "is_zarr", "list_images", "read_image", "read_tiff", "resolve_axes",
+           "same_file", "target_dtype", "tiff_plan", "write_image"]
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy", ".zarr")
 _FORMAT = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".npy": "NPY", ".zarr": "OME-Zarr"}
@@ -53,6 +54,11 @@ def _ext(path: Path) -> str:
 def is_zarr(path: str | Path) -> bool:
     """True for a ``.zarr`` path (an OME-Zarr image is a folder, read as one image)."""
     return Path(path).suffix.lower() == ".zarr"
+
+
+def is_ome_name(path: str | Path) -> bool:
+    """True for ``*.ome.tif``/``*.ome.tiff`` names: such outputs are written as OME-TIFF."""
+    return Path(path).name.lower().endswith((".ome.tif", ".ome.tiff"))
 
 
 def _real_dtype(dtype: np.dtype) -> bool:
@@ -176,11 +182,16 @@ def write_image(
 ) -> Path:
     """Write an image atomically (temporary file, then rename) as TIFF, PNG, NPY or OME-Zarr.
 
-    TIFF is an ImageJ hyperstack when the axes are in ImageJ order (a
-    subsequence of ``TZCYX``) and the dtype is uint8, uint16 or float32, else a
-    plain TIFF whose description records the axes; :func:`read_image` gives
-    back the same data, axes, pixel size, unit and metadata. PNG holds one 2D
-    uint8/uint16 plane; NPY holds the array only.
+    TIFF is an ImageJ hyperstack when the axes are ImageJ's (T, Z, C, Y, X, in
+    any order: stored in TZCYX order, read back in the given one), the dtype is
+    uint8, uint16 or float32 and the data are under 4 GB; else, and for
+    ``*.ome.tif(f)`` names, an OME-TIFF (BigTIFF above 4 GB); a plain TIFF whose
+    description records the axes for axes with S or 64-bit integers (see
+    :mod:`microdenoise.tiff_out`). :func:`read_image` gives back the same data,
+    axes, pixel size, unit and metadata. PNG holds one 2D uint8/uint16 plane;
+    NPY holds the array only. ImageJ display ranges and LUTs in ``metadata``
+    (``"ranges"``, ``"luts"``) are kept in ImageJ TIFFs; a
+    :class:`~microdenoise.errors.FormatWarning` says when they are dropped.
 
     Parameters
     ----------
@@ -189,7 +200,8 @@ def write_image(
     data : numpy.ndarray
         The image, with ``axes`` (letters from ``"STCZYX"``).
     pixel_size, unit, metadata
-        ``(y, x)`` pixel size in ``unit``; ``{"spacing", "finterval"}`` to record.
+        ``(y, x)`` pixel size in ``unit``; ``{"spacing", "finterval", "ranges",
+        "luts"}`` to record.
     dtype : str
         ``"float32"``, ``"same"`` (``source_dtype``) or a numpy dtype name; integer
         outputs are rounded (``np.rint``) and clipped. PNG falls back to a
@@ -236,6 +248,8 @@ def write_image(
                                  "dtype='uint8' or 'uint16', or write a .tif")
             target = np.dtype(source)
     out = convert(data, target)
+    if ext != ".tif" and ext != ".tiff":
+        drop_display(metadata or {}, _FORMAT[ext])
     if ext == ".zarr":
         from .zarr_io import write_zarr
 
@@ -248,7 +262,7 @@ def write_image(
         elif ext == ".png":
             iio.imwrite(tmp, out, extension=".png")
         else:
-            write_tiff(tmp, out, axes, pixel_size, unit, metadata or {})
+            write_tiff(tmp, out, axes, pixel_size, unit, metadata or {}, ome=is_ome_name(path))
     return path
 
 

@@ -4,8 +4,9 @@
 when tiling is on (``tile=`` or ``max_memory=``). The input is opened without
 loading it (:func:`open_image`: a read-only memory map of an uncompressed TIFF
 or NPY, a zarr array of a compressed TIFF or an OME-Zarr); the output is a
-TIFF pre-allocated on disk (``tifffile.memmap`` on a temporary file, renamed
-when complete) or an OME-Zarr. In between runs the same prediction core as
+TIFF pre-allocated on disk (``tifffile.memmap`` on a temporary file, laid out as
+:func:`microdenoise.io.write_image` lays it out, renamed when complete) or an
+OME-Zarr. In between runs the same prediction core as
 :func:`microdenoise.denoise_array` (:func:`microdenoise.core.run`), so the
 result equals the in-memory one with the same ``tile``:
 
@@ -201,12 +202,13 @@ def denoise_file_streamed(
                               source_dtype=source.dtype, overwrite=overwrite, levels=pyramid)
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it")
-    nbytes = int(np.prod(shape)) * out_dtype.itemsize
-    kwargs = io.tiff_options(img.axes, out_dtype, nbytes, pixel_size, img.unit, img.metadata)
+    plan = io.tiff_plan(img.axes, shape, out_dtype, pixel_size, img.unit, img.metadata,
+                        ome=io.is_ome_name(target))
+    back = tuple(int(i) for i in np.argsort(plan.order))  # stored order -> img.axes
     with io.atomic_file(target) as tmp:
-        sink = tifffile.memmap(tmp, shape=shape, dtype=out_dtype, **kwargs)
+        sink = tifffile.memmap(tmp, shape=plan.shape, dtype=out_dtype, **plan.kwargs)
         try:
-            into(sink)
+            into(sink.transpose(back))
             sink.flush()
         finally:
             del sink

@@ -3,17 +3,20 @@
 :func:`microdenoise.io.read_image` and :func:`~microdenoise.io.write_image` call
 this module for ``.tif``/``.tiff`` paths, and the streamed path
 (:mod:`microdenoise.streaming`) uses :func:`read_tiff` (``lazy=True``) and
-:func:`tiff_options` directly. Axes come from the series (tifffile's letters;
-others become ``S``), with size-1 axes restored from our ImageJ description
-key; the pixel size, unit, Z step and time step from OME-XML, the ImageJ
-description, our shaped-TIFF JSON or the resolution tags. Writing gives an
-ImageJ hyperstack when the axes are in ImageJ order and the dtype is uint8,
-uint16 or float32, else a plain (Big)TIFF whose description records the axes.
+:func:`tiff_plan` directly. Before any pixel is read, the size the header
+declares is checked against the file and memory (:func:`check_declared_size`).
+Axes come from the series (tifffile's letters; others become ``S``), with
+size-1 axes and the axes order restored from our ImageJ description key; the
+pixel size, unit, Z step and time step from OME-XML, the ImageJ description,
+our plain-TIFF JSON or the resolution tags; ImageJ display ranges and LUTs
+into ``metadata["ranges"]``/``["luts"]``. Writing: an ImageJ hyperstack, an
+OME-TIFF or a plain TIFF, as :mod:`microdenoise.tiff_out` decides.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -23,36 +26,73 @@ import tifffile
 
 from .axes import AXES_LETTERS, drop_colour
 from .errors import InputError
+from .tiff_out import AXES_KEY, CARRIED, PIXEL_SIZE_KEY, UM_PER, tiff_plan
 
-__all__ = ["Calibration", "read_tiff", "tiff_options", "write_tiff"]
+__all__ = ["Calibration", "check_declared_size", "physical_memory", "read_tiff", "tiff_plan",
+           "write_tiff"]
 
-_IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
-_CARRIED = ("spacing", "finterval")  # metadata keys carried from input to output
-_AXES_KEY = "microdenoise_axes"  # in ImageJ descriptions: keeps size-1 axes
-_PX_KEY = "microdenoise_pixel_size"  # exact "y x" (resolution tags are rationals)
-_UM_PER = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+COMPRESSION_RATIO = 1000  # compressed pixels declared > 1000x the file size: implausible
+_SECONDS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "min": 60.0, "h": 3600.0}
 
 Calibration = tuple[tuple[float, float] | None, str | None, dict[str, Any]]
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, *,
+                        compressed: bool, in_memory: bool, on_disk: int | None = None) -> None:
+    """Refuse a TIFF whose header declares more pixels than the file or memory can hold.
+
+    Uncompressed pixels cannot be larger than the file; compressed ones more than
+    :data:`COMPRESSION_RATIO` times the file are implausible; ``in_memory``: the
+    pixels must also fit in this machine's memory (:func:`physical_memory`).
+    Checked before any pixel is read, so a malformed header cannot allocate.
+    ``on_disk``: the bytes of all the files holding the pixels (default: ``path``'s).
+    """
+    declared = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    on_disk = path.stat().st_size if on_disk is None else on_disk
+    what = f"declares {'x'.join(map(str, shape))} {np.dtype(dtype)} pixels ({_gib(declared)})"
+    if declared > on_disk * (COMPRESSION_RATIO if compressed else 1):
+        kind = "compressed in" if compressed else "in"
+        raise InputError(f"could not read {path} as TIFF (its header {what} {kind} a file of "
+                         f"{on_disk} bytes); the file may be corrupt or truncated")
+    memory = physical_memory() if in_memory else None
+    if memory is not None and declared > memory:
+        raise InputError(f"{path}: the image {what}, more than this machine's memory "
+                         f"({_gib(memory)}); stream it with --tile or --max-memory "
+                         "(denoise_file(..., tile=...) in Python)")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**27 else f"{nbytes / 2**20:.2f} MiB"
 
 
 def read_tiff(
     path: Path, axes: str | None, *, lazy: bool = False
 ) -> tuple[np.ndarray, str, Calibration]:
-    """Pixels, axes and calibration; ``lazy``: a read-only memmap or zarr array of the pixels."""
+    """Pixels, axes and calibration; ``lazy``: a read-only memmap or zarr array of the pixels.
+
+    The declared size is checked first (:func:`check_declared_size`; against
+    memory only when not ``lazy``). Axes stored in ImageJ order by
+    :func:`write_tiff` come back in the order they were written from.
+    """
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         page = series.keyframe
+        check_declared_size(path, tuple(series.shape), series.dtype, in_memory=not lazy,
+                            compressed=int(page.compression) != 1,
+                            on_disk=_files_size(path, tif, series))
         data = series.asarray() if not lazy else _lazy_tiff(path, series)
         letters = list(series.axes)
         ij = tif.imagej_metadata or {}
         shaped = (tif.shaped_metadata or ({},))[0] or {}
-        ours = ij.get(_AXES_KEY)
-        if isinstance(ours, str) and len(ours) > data.ndim:  # restore size-1 axes
-            full_axes, full_shape = series.get_axes(False), series.get_shape(False)
-            keep = [i for i, a in enumerate(full_axes) if full_shape[i] > 1 or a in ours]
-            if len(keep) == len(ours):
-                data = np.asarray(data).reshape([full_shape[i] for i in keep])
-                letters = [full_axes[i] for i in keep]
+        data, letters = _our_axes(data, letters, series, ij.get(AXES_KEY), lazy=lazy)
         if "S" in letters and page.samplesperpixel > 1:  # tifffile's S: samples per pixel
             if page.photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR):
                 data = drop_colour(path, np.asarray(data), letters.index("S"))
@@ -63,7 +103,50 @@ def read_tiff(
         if axes is None and len(set(mapped)) != len(mapped):
             raise InputError(f"{path}: cannot map the TIFF axes {''.join(letters)!r} (shape "
                              f"{data.shape}) to {AXES_LETTERS}; pass axes= (e.g. 'TZYX')")
-        return data, mapped, _tiff_calibration(tif, page, ij, shaped)
+        calibration = _tiff_calibration(tif, page, ij, shaped)
+        calibration[2].update(_display(ij))
+        return data, mapped, calibration
+
+
+def _files_size(path: Path, tif: tifffile.TiffFile, series: Any) -> int:
+    """Bytes of the files holding the series: a multi-file OME-TIFF spans several."""
+    if not tif.is_ome:
+        return path.stat().st_size
+    names = {Path(p.parent.filehandle.path) for p in series.pages if p is not None}
+    return sum(n.stat().st_size for n in names | {path} if n.exists())
+
+
+def _our_axes(data: Any, letters: list[str], series: Any, ours: Any, *, lazy: bool
+              ) -> tuple[Any, list[str]]:
+    """Restore the size-1 axes and the axes order that :func:`write_tiff` recorded."""
+    if not isinstance(ours, str) or not isinstance(data, np.ndarray):
+        return data, letters
+    if len(ours) > data.ndim:  # restore size-1 axes
+        full_axes, full_shape = series.get_axes(False), series.get_shape(False)
+        keep = [i for i, a in enumerate(full_axes) if full_shape[i] > 1 or a in ours]
+        if len(keep) == len(ours):
+            data = data.reshape([full_shape[i] for i in keep])
+            letters = [full_axes[i] for i in keep]
+    if sorted(ours) == sorted(letters) and "".join(letters) != ours:  # ImageJ order -> ours
+        data = data.transpose([letters.index(a) for a in ours])
+        data = data if lazy else np.ascontiguousarray(data)
+        letters = list(ours)
+    return data, letters
+
+
+def _display(ij: dict[str, Any]) -> dict[str, Any]:
+    """ImageJ display ranges (``Ranges``, else ``min``/``max``) and LUTs, to carry."""
+    out: dict[str, Any] = {}
+    ranges = ij.get("Ranges")
+    if ranges is None and isinstance(ij.get("min"), int | float) and isinstance(
+            ij.get("max"), int | float):
+        ranges = (ij["min"], ij["max"])
+    if ranges is not None and len(ranges) % 2 == 0 and len(ranges) > 0:
+        out["ranges"] = tuple(float(v) for v in ranges)
+    luts = ij.get("LUTs")
+    if luts:
+        out["luts"] = [np.asarray(lut, dtype=np.uint8) for lut in luts]
+    return out
 
 
 def _lazy_tiff(path: Path, series: Any) -> Any:
@@ -86,19 +169,22 @@ def _tiff_calibration(
             unit, y_unit = a.get("PhysicalSizeXUnit", "µm"), a.get("PhysicalSizeYUnit", "µm")
             x = float(a["PhysicalSizeX"])
             y = float(a.get("PhysicalSizeY", x))
-            if y_unit != unit and y_unit in _UM_PER and unit in _UM_PER:
-                y = y * _UM_PER[y_unit] / _UM_PER[unit]
-            ome = {"spacing": "PhysicalSizeZ", "finterval": "TimeIncrement"}
-            return (y, x), unit, {k: float(a[v]) for k, v in ome.items() if v in a}
+            if y_unit != unit and y_unit in UM_PER and unit in UM_PER:
+                y = y * UM_PER[y_unit] / UM_PER[unit]
+            meta = {"spacing": float(a["PhysicalSizeZ"])} if "PhysicalSizeZ" in a else {}
+            if "TimeIncrement" in a:
+                per_s = _SECONDS.get(a.get("TimeIncrementUnit", "s"), 1.0)
+                meta["finterval"] = float(a["TimeIncrement"]) * per_s
+            return (y, x), (None if unit == "pixel" else unit), meta
     source = ij or shaped
-    meta = {k: source[k] for k in _CARRIED if k in source}
+    meta = {k: source[k] for k in CARRIED if k in source}
     stored = shaped.get("pixel_size")
     if isinstance(stored, list) and len(stored) == 2:  # written by write_image: exact
         return (float(stored[0]), float(stored[1])), shaped.get("unit"), meta
     xres, yres = (_rational(page.tags.get(t)) for t in ("XResolution", "YResolution"))
     if not xres or not yres:
         return None, None, meta
-    size = _exact(ij.get(_PX_KEY), (1.0 / yres, 1.0 / xres))
+    size = _exact(ij.get(PIXEL_SIZE_KEY), (1.0 / yres, 1.0 / xres))
     found = source.get("unit")
     if isinstance(found, str) and found.strip() and found.lower() not in ("pixel", "pixels"):
         return size, found.replace("\\u00B5", "µ").replace("\\u00b5", "µ"), meta
@@ -134,36 +220,13 @@ def write_tiff(
     pixel_size: tuple[float, float] | None,
     unit: str | None,
     metadata: dict[str, Any],
-) -> None:
-    """Write ``data`` as a TIFF with the keywords of :func:`tiff_options`."""
-    kwargs = tiff_options(axes, data.dtype, data.nbytes, pixel_size, unit, metadata)
-    tifffile.imwrite(path, data, **kwargs)
+    *,
+    ome: bool = False,
+) -> str:
+    """Write ``data`` as the TIFF :func:`~microdenoise.tiff_out.tiff_plan` chooses; return its kind.
 
-
-def tiff_options(
-    axes: str,
-    dtype: np.dtype,
-    nbytes: int,
-    pixel_size: tuple[float, float] | None,
-    unit: str | None,
-    metadata: dict[str, Any],
-) -> dict[str, Any]:
-    """``tifffile.imwrite`` keywords (also for ``tifffile.memmap``) of :func:`write_image`."""
-    extra = {k: float(metadata[k]) for k in _CARRIED if metadata.get(k) is not None}
-    resolution = None if pixel_size is None else (1 / pixel_size[1], 1 / pixel_size[0])
-    order = iter("TZCYX")
-    if all(a in order for a in axes) and dtype in _IMAGEJ_DTYPES:  # ImageJ order
-        ij: dict[str, Any] = {"axes": axes, **extra, _AXES_KEY: axes}
-        if pixel_size is not None:
-            ij[_PX_KEY] = f"{float(pixel_size[0])!r} {float(pixel_size[1])!r}"
-        if unit:
-            ij["unit"] = unit.replace("µ", "\\u00B5").encode("ascii", "replace").decode()
-        return {"imagej": True, "resolution": resolution, "metadata": ij,
-                "photometric": "minisblack"}
-    shaped: dict[str, Any] = {"axes": axes, **extra}
-    if pixel_size is not None:
-        shaped["pixel_size"] = [float(v) for v in pixel_size]
-    if unit:
-        shaped["unit"] = unit
-    return {"metadata": shaped, "resolution": resolution, "photometric": "minisblack",
-            "bigtiff": nbytes > 2**32 - 2**25}
+    ``ome``: the output is named ``*.ome.tif(f)``, so it is written as OME-TIFF.
+    """
+    plan = tiff_plan(axes, data.shape, data.dtype, pixel_size, unit, metadata, ome=ome)
+    tifffile.imwrite(path, data.transpose(plan.order), **plan.kwargs)
+    return plan.kind
