@@ -20,7 +20,7 @@ import pytest
 
 from microdenoise import create, denoise_array, denoise_file, list_methods, write_image
 from microdenoise.core import fit_unit, layout
-from microdenoise.normalize import channel_normalizers
+from microdenoise.intensity import channel_normalizers
 from microdenoise.registry import Denoiser, method_class
 
 from .conftest import blobs, poisson_gaussian

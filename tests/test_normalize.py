@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from microdenoise.errors import InputError
+from microdenoise.intensity import make_normalizer, unit_range
 from microdenoise.normalize import (
     FixedRange,
     Identity,
     MeanStd,
     Normalizer,
     Percentile,
-    make_normalizer,
     normalizer_from_dict,
-    unit_range,
 )
 
 

@@ -18,7 +18,8 @@ from microdenoise import (
     streaming,
     write_image,
 )
-from microdenoise.normalize import Percentile, channel_normalizers, unit_range
+from microdenoise.intensity import channel_normalizers, unit_range
+from microdenoise.normalize import Percentile
 
 from .conftest import blobs, poisson_gaussian
 

@@ -10,7 +10,7 @@ array; ``sink`` anything assignable), so they give the same answer.
 For each *unit* (a YX plane, or a ZYX volume for 3D methods) :func:`run`
 
 1. picks the unit's normalizers: the image's own, computed per channel over the
-   whole image (:func:`microdenoise.normalize.channel_normalizers`, never per
+   whole image (:func:`microdenoise.intensity.channel_normalizers`, never per
    tile), or a trained model's stored ones (``normalization == "model"``);
 2. fits, as the method's :attr:`~microdenoise.registry.Denoiser.fit_policy`
    says: ``"per_image"`` methods (FM2S, self-calibrating filters, blind-spot
@@ -40,7 +40,8 @@ import numpy as np
 
 from .axes import volume_axis
 from .errors import InputError
-from .normalize import Normalizer, channel_normalizers
+from .intensity import channel_normalizers
+from .normalize import Normalizer
 from .registry import Denoiser, create, method_class
 from .tiling import plan_tiles, retry_smaller
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from . import core, io
 from .errors import InputError
-from .normalize import Normalizer, channel_normalizers
+from .intensity import channel_normalizers
+from .normalize import Normalizer
 from .pipeline import BatchResult, default_axes, output_path, output_suffix
 from .registry import Denoiser, load, method_class, save
 
