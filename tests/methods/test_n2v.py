@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from microdenoise import InputError, create, denoise_array, load, save
-from microdenoise.data import blind_spot_mask, sample_patches
 from microdenoise.methods.n2v import N2V
 from microdenoise.metrics import psnr
+from microdenoise.patches import blind_spot_mask, sample_patches
 from microdenoise.training import generator
 
 from ..conftest import blobs, poisson_gaussian

@@ -17,10 +17,10 @@ from scipy import ndimage
 
 from microdenoise import InputError, create, denoise_array, load, save
 from microdenoise.cli import main
-from microdenoise.data import blind_spot_mask, stratified_coords
 from microdenoise.methods.n2v import N2V
 from microdenoise.metrics import psnr
 from microdenoise.networks import UNet
+from microdenoise.patches import blind_spot_mask, stratified_coords
 from microdenoise.tiling import denoise_tiled
 
 from .conftest import apply_model

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import data
+from .. import patches
 from ..networks import Net, UNet, receptive_field
 from ..registry import register
 from ..training import generator, resolve_device, seeded, step_module
@@ -98,8 +98,8 @@ class CAREConfig:
         for name in ("batch_size", "epochs", "steps_per_epoch", "val_patches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.patch_size is not None and self.patch_size * self.upscale < data.MIN_PATCH:
-            raise ValueError(f"patch_size must give target patches of >= {data.MIN_PATCH} px")
+        if self.patch_size is not None and self.patch_size * self.upscale < patches.MIN_PATCH:
+            raise ValueError(f"patch_size must give target patches of >= {patches.MIN_PATCH} px")
         if len(self.percentiles) != 2 or not 0 <= self.percentiles[0] < self.percentiles[1] \
                 <= 100:
             raise ValueError("percentiles must be two numbers 0 <= low < high <= 100")
@@ -193,22 +193,22 @@ class CARE(TrainedMethod):
                 net = self.build_net()
         else:
             net, norm_in, norm_out = self.net, self.norm_in, self.norm_out
-        xs = [data.upsample(norm_in(x), s).numpy() for x in inputs]
+        xs = [patches.upsample(norm_in(x), s).numpy() for x in inputs]
         ys = [norm_out(y) for y in targets]
-        patch = data.choose_patch(ys, self.patch_size * s, multiple=net.multiple)
+        patch = patches.choose_patch(ys, self.patch_size * s, multiple=net.multiple)
         self.net, self.norm_in, self.norm_out = net.to(device), norm_in, norm_out
         train_x, train_y, val_x, val_y, validated = self.split(xs, ys, patch=patch)
         val_gen = generator(cfg.seed + 1)
-        val_batches = [data.sample_pairs(val_x, val_y, min(cfg.batch_size, cfg.val_patches - i),
+        val_batches = [patches.sample_pairs(val_x, val_y, min(cfg.batch_size, cfg.val_patches - i),
                                          patch, step=s, gen=val_gen)
                        for i in range(0, cfg.val_patches, cfg.batch_size)]
         gen = self.run_generator()
         step_net = step_module(net, cfg.precision, device)  # bf16 where the CPU has it
 
         def batch_loss() -> torch.Tensor:
-            batch = data.sample_pairs(train_x, train_y, cfg.batch_size, patch, step=s, gen=gen)
+            batch = patches.sample_pairs(train_x, train_y, cfg.batch_size, patch, step=s, gen=gen)
             if cfg.augment:
-                batch = data.augment(batch, gen)  # the same view of input and target
+                batch = patches.augment(batch, gen)  # the same view of input and target
             return self.loss(step_net, batch.to(device))
 
         self.loss_loop(net, gen, batch_loss, lambda b: self.loss(net, b.to(device)),
@@ -237,7 +237,7 @@ class CARE(TrainedMethod):
         s = self.upscale
         # Phases of the pooling grid, in input pixels: an input shift moves the network's
         # grid by s, so multiple // s shifts per axis cover every phase a tile can have.
-        out = [predict_phases(lambda b: net(data.upsample(b, s)), p, pad=self.receptive_field,
+        out = [predict_phases(lambda b: net(patches.upsample(b, s)), p, pad=self.receptive_field,
                               multiple=max(1, net.multiple // s), scale=s, device=device,
                               shift_average=self.config.shift_average)
                for p in arr.reshape(-1, *arr.shape[-2:])]

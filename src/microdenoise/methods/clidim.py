@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import data
+from .. import patches
 from ..contrastive import ProjectionHead
 from ..errors import InputError
 from ..metrics import psnr
@@ -226,8 +226,8 @@ class CLIDiM(TrainedMethod):
         device = resolve_device(self.device)
         m = 2**cfg.num_downs
         side = min(cfg.crop, *(min(p.shape) for p in inputs))
-        if side < max(m, data.MIN_PATCH):
-            fit_downs = int(math.log2(side)) if side >= data.MIN_PATCH else 0
+        if side < max(m, patches.MIN_PATCH):
+            fit_downs = int(math.log2(side)) if side >= patches.MIN_PATCH else 0
             hint = f"use num_downs={fit_downs} or less" if fit_downs else "use larger images"
             raise InputError(f"clidim with num_downs={cfg.num_downs} trains on crops whose "
                              f"side is a multiple of {m}, but the crop and the smallest "
@@ -245,7 +245,7 @@ class CLIDiM(TrainedMethod):
         else:
             norm_in, norm_out = self.normalizers
             xs, ys = [norm_in(x) for x in inputs], [norm_out(y) for y in targets]
-        crop = data.choose_patch(ys, cfg.crop, multiple=m)
+        crop = patches.choose_patch(ys, cfg.crop, multiple=m)
         train_x, train_y, val_x, val_y, validated = self.split(xs, ys, patch=crop)
         # Seeded init and dropout; the global RNGs of every device untouched.
         with seeded(cfg.seed + self.epoch), deterministic(device):
@@ -280,8 +280,8 @@ class CLIDiM(TrainedMethod):
                 state.set_lr(cfg.lr * factor)
                 sums: dict[str, float] = {}
                 for _ in range(cfg.steps_per_epoch):
-                    batch = data.sample_pairs(*train, cfg.batch_size, crop, gen=gen)
-                    batch = data.augment(batch, gen).to(state.device)
+                    batch = patches.sample_pairs(*train, cfg.batch_size, crop, gen=gen)
+                    batch = patches.augment(batch, gen).to(state.device)
                     for k, v in train_step(state, batch, gen).items():
                         sums[k] = sums.get(k, 0.0) + v
                     bar.update(1)

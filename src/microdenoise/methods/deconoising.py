@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import data
+from .. import patches
 from ..losses import deconoising_loss
 from ..networks import AddUNet, receptive_field
 from ..registry import register
@@ -144,7 +144,7 @@ class DecoNoising(BlindSpotMethod):
     def _raw(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x) * OUT_SCALE * self.std + self.mean
 
-    def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, net: nn.Module, masked: patches.Masked, target: torch.Tensor) -> torch.Tensor:
         s = self._raw(net, masked.inputs)
         psf = torch.from_numpy(self.psf).to(s.device)
         return deconoising_loss(convolve_psf(s, psf), s, target * self.std + self.mean,

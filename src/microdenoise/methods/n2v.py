@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import data
+from .. import patches
 from ..errors import InputError
 from ..losses import masked_mse
 from ..networks import Net, UNet, receptive_field
@@ -106,8 +106,8 @@ class BlindSpotConfig:
                      "accumulate", "val_patches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.patch_size < data.MIN_PATCH:
-            raise ValueError(f"patch_size must be >= {data.MIN_PATCH}")
+        if self.patch_size < patches.MIN_PATCH:
+            raise ValueError(f"patch_size must be >= {patches.MIN_PATCH}")
         if not 0 < self.masked_percentage <= 50:
             raise ValueError("masked_percentage must be in (0, 50]")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -146,7 +146,7 @@ class BlindSpotMethod(TrainedMethod):
     def build_modules(self, state: dict[str, Any]) -> dict[str, nn.Module | None]:
         return {"net": self.build_net()}
 
-    def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, net: nn.Module, masked: patches.Masked, target: torch.Tensor) -> torch.Tensor:
         """Training loss on a masked batch; ``target`` holds the standardized patches."""
         raise NotImplementedError
 
@@ -204,7 +204,7 @@ class BlindSpotMethod(TrainedMethod):
         optimizer (exports hold no optimizer state). The normalizers are kept.
         """
         cfg = self.config
-        planes = data.as_volumes(noisy) if cfg.dims == 3 else data.as_planes(noisy)
+        planes = patches.as_volumes(noisy) if cfg.dims == 3 else patches.as_planes(noisy)
         if self.net is None and cfg.resume:
             self.resume(cfg.resume)
         device = resolve_device(self.device)
@@ -216,8 +216,8 @@ class BlindSpotMethod(TrainedMethod):
         else:
             net, norm = self.net, self.norm_in
         xs = [norm(p) for p in planes]
-        patch = data.choose_patch(xs, cfg.patch_size, multiple=net.multiple)
-        depth = (data.choose_depth(xs, cfg.patch_size_z, multiple=net.multiple)
+        patch = patches.choose_patch(xs, cfg.patch_size, multiple=net.multiple)
+        depth = (patches.choose_depth(xs, cfg.patch_size_z, multiple=net.multiple)
                  if cfg.dims == 3 else 0)
         self.net, self.norm_in, self.norm_out = net.to(device), norm, norm  # data usable
         train, _, held, _, validated = self.split(xs, None, patch=patch)
@@ -225,8 +225,8 @@ class BlindSpotMethod(TrainedMethod):
         val_batches = []
         for start in range(0, cfg.val_patches, cfg.batch_size):
             n = min(cfg.batch_size, cfg.val_patches - start)
-            patches = data.sample_patches(held, n, patch, val_gen, depth=depth)
-            val_batches.append((self._mask(patches, val_gen), patches))
+            batch = patches.sample_patches(held, n, patch, val_gen, depth=depth)
+            val_batches.append((self._mask(batch, val_gen), batch))
         steps = cfg.steps_per_epoch or self._auto_steps(train, patch, depth)
         gen = self.run_generator()
         # bf16 autocast for the training steps where the CPU has it (fp32 outputs, so
@@ -234,28 +234,28 @@ class BlindSpotMethod(TrainedMethod):
         step_net = step_module(net, cfg.precision, device)
 
         def batch_loss() -> torch.Tensor:
-            patches = data.sample_patches(train, cfg.batch_size, patch, gen, depth=depth)
+            batch = patches.sample_patches(train, cfg.batch_size, patch, gen, depth=depth)
             if cfg.augment:
-                patches = data.augment(patches, gen)
-            return self._loss_on(step_net, self._mask(patches, gen), patches, device)
+                batch = patches.augment(batch, gen)
+            return self._loss_on(step_net, self._mask(batch, gen), batch, device)
 
         self.loss_loop(net, gen, batch_loss, lambda b: self._loss_on(net, b[0], b[1], device),
                        val_batches, steps=steps, accumulate=cfg.accumulate, device=device,
                        validated=validated)
         return self
 
-    def _mask(self, patches: torch.Tensor, gen: torch.Generator) -> data.Masked:
+    def _mask(self, batch: torch.Tensor, gen: torch.Generator) -> patches.Masked:
         cfg = self.config
-        return data.blind_spot_mask(patches, percentage=cfg.masked_percentage,
+        return patches.blind_spot_mask(batch, percentage=cfg.masked_percentage,
                                     radius=cfg.roi_radius, replacement=self.replacement,
                                     struct_axis=cfg.struct_axis, struct_span=cfg.struct_span,
                                     gen=gen)
 
-    def _loss_on(self, net: nn.Module, masked: data.Masked, patches: torch.Tensor,
+    def _loss_on(self, net: nn.Module, masked: patches.Masked, batch: torch.Tensor,
                  device: torch.device) -> torch.Tensor:
         moved = dataclasses.replace(masked, inputs=masked.inputs.to(device),
                                     mask=masked.mask.to(device))
-        return self.loss(net, moved, patches.to(device))
+        return self.loss(net, moved, batch.to(device))
 
     def _auto_steps(self, planes: list[np.ndarray], patch: int, depth: int = 0) -> int:
         sides = (depth, patch, patch) if depth else (patch, patch)
@@ -348,5 +348,5 @@ class N2V(BlindSpotMethod):
         return UNet(depth=cfg.depth, filters=cfg.filters, batch_norm=cfg.batch_norm,
                     n2v2=cfg.n2v2, dims=cfg.dims)
 
-    def loss(self, net: nn.Module, masked: data.Masked, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, net: nn.Module, masked: patches.Masked, target: torch.Tensor) -> torch.Tensor:
         return masked_mse(net(masked.inputs), target, masked.mask)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import data
+from .. import patches
 from ..errors import InputError
 from ..normalize import MeanStd, Normalizer, Percentile, normalizer_from_dict
 from ..registry import FORMAT_VERSION, Denoiser, load
@@ -177,15 +177,15 @@ class TrainedMethod(Denoiser):
                              "one clean target per noisy image")
         for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
             if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.ndim >= 2):
-                continue  # data.as_planes explains what is wrong with other data
+                continue  # patches.as_planes explains what is wrong with other data
             sx, sy = x.shape, y.shape
             want = (*sx[:-2], sx[-2] * scale, sx[-1] * scale)
             if sy != want:
                 must = "the same shape" if scale == 1 else f"exactly {scale}x the noisy in YX"
                 raise InputError(f"pair {i}: noisy shape {sx} but clean {sy}; the clean "
                                  f"image must have {must}, {want}")
-        inputs = data.as_planes(xs, name="the noisy images")
-        targets = data.as_planes(ys, name="the clean images")
+        inputs = patches.as_planes(xs, name="the noisy images")
+        targets = patches.as_planes(ys, name="the clean images")
         order = np.random.default_rng(self.config.seed).permutation(len(inputs))
         k = self.config.n_train
         if k is not None:
@@ -200,12 +200,12 @@ class TrainedMethod(Denoiser):
               ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray],
                          list[np.ndarray], bool]:
         """``(train_x, train_y, val_x, val_y, validated)``, ``val_fraction`` held back
-        (:func:`data.hold_out`). If none can be, the training data stand in (for the
+        (:func:`patches.hold_out`). If none can be, the training data stand in (for the
         learning-rate schedule only) and a warning says that this run keeps its last
         weights (``keep="last"``) and writes no ``best.pt``: never select on them."""
         cfg = self.config
-        train_x, val_x = data.hold_out(xs, fraction=cfg.val_fraction, patch=patch)
-        train_y, val_y = data.hold_out(ys, fraction=cfg.val_fraction, patch=patch) \
+        train_x, val_x = patches.hold_out(xs, fraction=cfg.val_fraction, patch=patch)
+        train_y, val_y = patches.hold_out(ys, fraction=cfg.val_fraction, patch=patch) \
             if ys is not None else ([], [])
         if val_x:
             return train_x, train_y, val_x, val_y, True

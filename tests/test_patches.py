@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from microdenoise import InputError
-from microdenoise.data import (
+from microdenoise.patches import (
     as_planes,
     augment,
     blind_spot_mask,
