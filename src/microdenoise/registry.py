@@ -206,6 +206,11 @@ def make_config(config_cls: type[Any], params: dict[str, Any], *, method: str = 
     """Build a frozen config, checking names and coercing strings (``--param k=v``)."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(params) - fields)
+    renamed = {k: v for k, v in getattr(config_cls, "RENAMED", {}).items() if k in unknown}
+    if renamed:
+        old, new = next(iter(renamed.items()))
+        raise InputError(f"parameter {old} of method {method!r} is now called {new}: "
+                         f"use {new}={params[old]}")
     if unknown:
         raise InputError(
             f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
@@ -358,6 +363,13 @@ def load(path: str | Path) -> Denoiser:
     hints = _field_types(cls.Config)
     config = {k: (tuple(v) if typing.get_origin(hints.get(k)) is tuple else v)
               for k, v in payload["config"].items()}
+    # Older files may hold a field under its former name (and, for a while, both
+    # names): a value set under the old name is kept under the new one.
+    for old, new in getattr(cls.Config, "RENAMED", {}).items():
+        if old in config:
+            value = config.pop(old)
+            if new not in config or value:
+                config[new] = value
     method = cls(make_config(cls.Config, config, method=payload["key"]))
     method.load_state_dict(payload["state"])
     return method

@@ -8,7 +8,6 @@ a clear gain, not quality.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pytest
@@ -136,13 +135,13 @@ def test_fit_per_image_trains_on_each_image_in_the_pipeline(pair) -> None:
     assert psnr(out, clean, data_range=1.0) > psnr(noisy, clean, data_range=1.0)
 
 
-def test_calibrate_is_a_deprecated_alias_of_fit_per_image() -> None:
-    with pytest.warns(DeprecationWarning, match="fit_per_image"):
-        model = create("n2v", calibrate=True)
-    assert model.config.fit_per_image and not model.config.calibrate
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not create("deconoising", calibrate=False).config.fit_per_image
+def test_calibrate_names_its_new_name_fit_per_image() -> None:
+    """``calibrate`` means J-invariant calibration of the filters only; a blind-spot
+    method given it is told the parameter's name."""
+    for name in ("n2v", "deconoising"):
+        with pytest.raises(InputError, match="now called fit_per_image: use fit_per_image=True"):
+            create(name, calibrate=True)
+    assert create("n2v", fit_per_image=True).fit_policy == "per_image"
 
 
 def test_model_saved_with_calibrate_loads_as_fit_per_image(trained, tmp_path) -> None:
@@ -151,8 +150,7 @@ def test_model_saved_with_calibrate_loads_as_fit_per_image(trained, tmp_path) ->
     del payload["config"]["fit_per_image"]  # as saved before the rename
     payload["config"]["calibrate"] = True
     torch.save(payload, path)
-    with pytest.warns(DeprecationWarning):
-        old = load(path)
+    old = load(path)
     assert old.config.fit_per_image
     img = poisson_gaussian(blobs((64, 64), seed=8), seed=9)
     np.testing.assert_array_equal(apply_model(old, img), apply_model(trained, img))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
@@ -51,8 +50,9 @@ class BlindSpotConfig:
     ``steps_per_epoch=None`` uses one step per ``batch_size`` patch-sized cells of
     the training data (CAREamics' epoch), clipped to 50..400. ``fit_per_image=True``
     makes ``microdenoise denoise --method n2v`` (and ``denoise_array``) train a fresh
-    network on each input image itself; ``calibrate`` is its deprecated former name,
-    still read from saved models and parameters.
+    network on each input image itself (its former name ``calibrate`` is refused with
+    the new name, and renamed when an older model file is loaded; ``calibrate`` means
+    J-invariant calibration of the classical filters only).
     ``shift_average`` averages the prediction over the pooling phases, which makes
     it shift-equivariant, at 4**pools x the prediction cost. It is off by default:
     tiled prediction starts tiles on multiples of the pooling grid
@@ -93,15 +93,9 @@ class BlindSpotConfig:
     fit_per_image: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     keep: Literal["last", "best"] = "last"
-    calibrate: bool = False  # deprecated alias of fit_per_image
+    RENAMED: ClassVar[dict[str, str]] = {"calibrate": "fit_per_image"}  # old -> new names
 
     def __post_init__(self) -> None:
-        if self.calibrate:
-            warnings.warn("the blind-spot parameter calibrate=true is deprecated: it trains "
-                          "on each image; use fit_per_image=true", DeprecationWarning,
-                          stacklevel=3)
-            object.__setattr__(self, "fit_per_image", True)
-            object.__setattr__(self, "calibrate", False)
         for name in ("patch_size", "patch_size_z", "batch_size", "roi_radius", "epochs",
                      "accumulate", "val_patches"):
             if getattr(self, name) < 1:
