@@ -1,11 +1,14 @@
 """microdenoise: denoising for fluorescence microscopy under one API.
 
-Classical filters, FM2S (zero-shot, the default), and the learned methods of
-later releases share one registry and one pipeline::
+Classical filters, FM2S (zero-shot, the default), Noise2Void and DecoNoising
+(self-supervised), CARE (supervised) and CLIDiM (few-shot) share one registry and
+one prediction core (:mod:`microdenoise.core`)::
 
     import microdenoise as md
     image = md.read_image("cells.tif")
     clean = md.denoise_array(image.data, "fm2s", preset="confocal")
+    model = md.train(noisy_stack, method="n2v", params={"epochs": 20})
+    restored = md.denoise_array(image.data, model)
 """
 
 from __future__ import annotations
