@@ -14,3 +14,8 @@ class InputError(ValueError):
 
 class AxesWarning(UserWarning):
     """The axes given for a file differ from those its metadata record."""
+
+
+class NoticeWarning(UserWarning):
+    """Something done that the user must know about: data passed through unchanged,
+    pixels clipped, files skipped. The CLI prints each as one line on stderr."""
