@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import __version__, cli_denoise
-from .cli_denoise import EXIT_FAILED_FILES
+from .cli_denoise import EXIT_FAILED_FILES, cli_words
 from .errors import AxesWarning, InputError, NoticeWarning
 from .training import DEVICES
 
@@ -224,17 +224,9 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                   lineno: int, file: object = None, line: str | None = None) -> None:
     """Warnings of ours as one line on stderr, others as Python prints them."""
     if issubclass(category, AxesWarning | NoticeWarning):
-        print(f"microdenoise: warning: {_cli_words(str(message))}", file=sys.stderr)
+        print(f"microdenoise: warning: {cli_words(str(message))}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
-def _cli_words(message: str) -> str:
-    """API spellings in a message (``axes=``) as the command's options (``--axes``)."""
-    message = message.replace("axes= (e.g. 'TZYX') or --axes", "--axes (e.g. TZYX)")
-    message = message.replace("pass axes= (e.g. 'TZYX')", "pass --axes (e.g. TZYX)")
-    message = message.replace(" (recursive=True)", "")
-    return message.replace("axes=", "--axes ")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -277,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return COMMANDS[args.command](args)
     except InputError as exc:
-        print(f"microdenoise: error: {_cli_words(str(exc))}", file=sys.stderr)
+        print(f"microdenoise: error: {cli_words(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         term = isinstance(exc, _Terminated)

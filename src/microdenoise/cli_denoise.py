@@ -22,6 +22,8 @@ from .training import DEVICES
 
 EXIT_FAILED_FILES = 1
 SAFE_DTYPES = ("float32", "same")
+PROGRESS_DELAY_S = 3.0  # a file quicker than this shows no progress inside it
+PROGRESS_EVERY_S = 5.0  # without a terminal, at most one progress line this often
 
 
 def add_parser(sub: Any) -> None:
@@ -71,6 +73,14 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run one Dask task per file: local:N (N worker processes here) or "
                         "tcp://HOST:PORT (a running scheduler)")
+
+
+def cli_words(message: str) -> str:
+    """API spellings in a message (``axes=``) as the command's options (``--axes``)."""
+    message = message.replace("axes= (e.g. 'TZYX') or --axes", "--axes (e.g. TZYX)")
+    message = message.replace("pass axes= (e.g. 'TZYX')", "pass --axes (e.g. TZYX)")
+    message = message.replace(" (recursive=True)", "")
+    return message.replace("axes=", "--axes ")
 
 
 def check_dtype(dtype: str, allow_clipping: bool) -> None:
@@ -131,7 +141,10 @@ class Progress:
     timestamped line at most every ``every`` seconds, so batch-job logs show life.
     """
 
-    def __init__(self, stream: TextIO, *, delay: float = 3.0, every: float = 5.0) -> None:
+    def __init__(self, stream: TextIO, *, delay: float | None = None,
+                 every: float | None = None) -> None:
+        delay = PROGRESS_DELAY_S if delay is None else delay
+        every = PROGRESS_EVERY_S if every is None else every
         self.stream, self.delay, self.every = stream, delay, every
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.name = ""
@@ -208,7 +221,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     def report(path: Path, written: Path | None, error: str | None) -> None:
         progress.close()
         if error is not None:
-            print(f"skipped {path}: {error}", file=err, flush=True)
+            print(f"skipped {path}: {cli_words(error)}", file=err, flush=True)
         elif written is not None:
             finished.append(written)
             print(written, flush=True)
