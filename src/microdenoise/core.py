@@ -307,7 +307,7 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
                     f"{fb.describe_scaling(den, np.dtype(source.dtype))}")
     if tile is not None and den.global_field and tile < max(lay.shape[-2:]):
         warn_global(den, f"{tile}-pixel tiles")
-    clip = _Clipping(sink)
+    clip = fb.ClipCounter(sink)
     per_image = fresh and den.fit_policy == "per_image"
     model = den
     if per_image and fit_on is not None and work:
@@ -338,26 +338,6 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
         if progress is not None:
             progress(1)
     fb.warn_clipped(report.name, clip.clipped, clip.total, clip.dtype)
-
-
-class _Clipping:
-    """Counts the pixels an integer sink clips, piece by piece."""
-
-    def __init__(self, sink: Any) -> None:
-        dtype = np.dtype(getattr(sink, "dtype", np.float32))
-        self.dtype = dtype if dtype.kind in "ui" else None
-        self.clipped = self.total = 0
-
-    def wrap(self, convert: Convert | None) -> Convert | None:
-        if self.dtype is None:
-            return convert
-
-        def counted(piece: np.ndarray) -> np.ndarray:
-            self.clipped += fb.count_clipped(piece, self.dtype)
-            self.total += piece.size
-            return piece if convert is None else convert(piece)
-
-        return counted
 
 
 def _out_shape(lay: Layout, s: int) -> tuple[int, ...]:

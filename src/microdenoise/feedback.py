@@ -27,8 +27,8 @@ import numpy as np
 
 from .errors import NoticeWarning
 
-__all__ = ["Feedback", "count_clipped", "current", "describe_scaling", "notice", "reporting",
-           "warn_clipped"]
+__all__ = ["ClipCounter", "Feedback", "count_clipped", "current", "describe_scaling", "notice",
+           "reporting", "warn_clipped"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,25 @@ def warn_clipped(name: str, clipped: int, total: int, dtype: Any) -> None:
     info = np.iinfo(np.dtype(dtype))
     notice(f"{name}: {clipped} of {total} pixels ({100 * clipped / max(total, 1):.1f}%) "
            f"clipped to the {np.dtype(dtype)} range {info.min}..{info.max}")
+
+
+class ClipCounter:
+    """Counts the pixels an integer sink clips, piece by piece (nothing for a float sink)."""
+
+    def __init__(self, sink: Any) -> None:
+        dtype = np.dtype(getattr(sink, "dtype", np.float32))
+        self.dtype = dtype if dtype.kind in "ui" else None
+        self.clipped = self.total = 0
+
+    def wrap(self, convert: Callable[[np.ndarray], np.ndarray] | None
+             ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """``convert``, counting what it will clip first."""
+        if self.dtype is None:
+            return convert
+
+        def counted(piece: np.ndarray) -> np.ndarray:
+            self.clipped += count_clipped(piece, self.dtype)
+            self.total += piece.size
+            return piece if convert is None else convert(piece)
+
+        return counted
