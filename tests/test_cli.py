@@ -47,8 +47,9 @@ def test_dtype_same_and_overwrite(sample: Path, tmp_path: Path, capsys) -> None:
     args = ["denoise", str(sample), "-o", str(out), "--method", "median", "--dtype", "same"]
     assert main(args) == 0
     assert tifffile.imread(out / "fish.tif").dtype == np.uint8
-    assert main(args) == 1  # per-file failures exit 1; bad options exit 2
-    assert "--overwrite" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(args) == 0  # an existing output is kept, not a failure (issue #14)
+    assert f"kept existing {out / 'fish.tif'}" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
 
 
@@ -125,11 +126,13 @@ def test_batch_skips_bad_files_and_reports(sample: Path, tmp_path: Path, capsys)
     code = main(["denoise", str(folder), "-o", str(out), "--method", "median"])
     err = capsys.readouterr().err
     assert code == 1
-    assert _files(out) == ["fish.tif"]  # the good one, and no partial files
-    for name in ("corrupt.tif", "empty.png", "tiny.tif", "nan.tif", "flat.tif", "flat8.png",
-                 "rgb.png"):
+    # the good one and the constant ones (passed through, issue #14), no partial files
+    assert _files(out) == ["fish.tif", "flat.tif", "flat8.tif"]
+    for name in ("corrupt.tif", "empty.png", "tiny.tif", "nan.tif", "rgb.png"):
         assert f"skipped {folder / name}" in err
-    assert "Traceback" not in err and "7 of 8 file(s) failed" in err
+    for name in ("flat.tif", "flat8.png"):
+        assert f"{folder / name} is constant (value 9): passed through unchanged" in err
+    assert "Traceback" not in err and "5 of 8 file(s) failed" in err
 
 
 @pytest.mark.parametrize("argv, message", [

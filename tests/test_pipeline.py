@@ -129,8 +129,6 @@ def test_fm2s_seed_changes_the_result(clean_noisy) -> None:
 @pytest.mark.parametrize("image, message", [
     (np.zeros((1, 1), np.float32), "1x1 pixels"),
     (np.zeros((3, 5), np.float32), "3x5 pixels"),
-    (np.full((32, 32), 7.0, np.float32), "constant"),
-    (np.full((32, 32), 7, np.uint8), "constant"),
     (np.array([[np.nan] * 32] * 32, np.float32), "NaN/Inf"),
     (np.zeros(40, np.float32), "at least 2 dimensions"),
     (np.zeros((32, 32), complex), "numeric"),
@@ -138,6 +136,38 @@ def test_fm2s_seed_changes_the_result(clean_noisy) -> None:
 def test_bad_arrays_are_clear_errors(image, message) -> None:
     with pytest.raises(InputError, match=message):
         denoise_array(image, "median")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_constant_images_pass_through_unless_strict(dtype) -> None:
+    """Issue #14: a constant image is returned unchanged with a notice; strict refuses it."""
+    from microdenoise.errors import NoticeWarning
+    from microdenoise.feedback import Feedback, reporting
+
+    image = np.full((32, 32), 7, dtype)
+    with pytest.warns(NoticeWarning, match=r"the image is constant \(value 7\): passed"):
+        out = denoise_array(image, "median")
+    assert out.dtype == np.float32 and np.all(out == 7)
+    with reporting(Feedback(strict=True)), pytest.raises(InputError, match="constant"):
+        denoise_array(image, "median")
+
+
+def test_constant_planes_of_a_stack_pass_through(clean_noisy) -> None:
+    """Issue #14: a blank frame in a stack is passed through; the others are denoised, and
+    a fully blank channel does not stop the other channels."""
+    from microdenoise.errors import NoticeWarning
+
+    _, noisy = clean_noisy
+    stack = np.stack([noisy, np.zeros_like(noisy), noisy[:, ::-1]])  # same min..max
+    with pytest.warns(NoticeWarning, match="plane S=1 of the image is constant"):
+        out = denoise_array(stack, "fm2s", axes="SYX", fast_steps=5, fast_crop=32)
+    assert np.all(out[1] == 0)
+    np.testing.assert_allclose(out[0], denoise_array(noisy, "fm2s", fast_steps=5, fast_crop=32))
+    channels = np.stack([noisy, np.full_like(noisy, 3.0)])
+    with pytest.warns(NoticeWarning, match="plane C=1 of the image is constant"):
+        out = denoise_array(channels, "median", axes="CYX")
+    np.testing.assert_allclose(out[0], denoise_array(noisy, "median"))
+    assert np.all(out[1] == 3)
 
 
 def test_axes_must_match(clean_noisy) -> None:

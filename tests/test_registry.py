@@ -36,7 +36,8 @@ def test_strings_are_coerced_to_field_types() -> None:
 
 
 @pytest.mark.parametrize("item, message", [("n_chan=abc", "number"), ("n_chan=1.5", "whole"),
-                                           ("schedule=slow", "one of"), ("n_chan=0", ">= 1"),
+                                           ("schedule=slow", "one of"),
+                                           ("n_chan=0", "n_chan of method 'fm2s' must be > 0"),
                                            ("fast_bf16=maybe", "true or false, or must be one of")])
 def test_bad_parameter_values_are_clear(item: str, message: str) -> None:
     with pytest.raises(InputError, match=message):

@@ -107,10 +107,18 @@ def test_streamed_input_errors(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "nan.tif", bad)
     with pytest.raises(InputError, match="NaN"):
         denoise_file(tmp_path / "nan.tif", tmp_path / "o.tif", "median", tile=32)
+    assert not (tmp_path / "o.tif").exists()
+    # A constant image is passed through with a notice (strict: an error), issue #14.
+    from microdenoise.errors import NoticeWarning
+    from microdenoise.feedback import Feedback, reporting
+
     tifffile.imwrite(tmp_path / "flat.tif", np.full((40, 40), 7, np.uint16))
-    with pytest.raises(InputError, match="constant"):
+    with reporting(Feedback(strict=True)), pytest.raises(InputError, match="constant"):
         denoise_file(tmp_path / "flat.tif", tmp_path / "o.tif", "median", tile=32)
     assert not (tmp_path / "o.tif").exists()
+    with pytest.warns(NoticeWarning, match="constant"):
+        denoise_file(tmp_path / "flat.tif", tmp_path / "o.tif", "median", tile=32)
+    assert np.all(tifffile.imread(tmp_path / "o.tif") == 7)
 
 
 @pytest.mark.parametrize(("text", "size"), [("2GB", 2 * 2**30), ("512 MB", 512 * 2**20),

@@ -26,7 +26,7 @@ __all__ = ["AXES_LETTERS", "ImageData", "check_axes", "drop_colour", "resolve_ax
 
 AXES_LETTERS = "STCZYX"
 _RGB_MESSAGE = (
-    "{} is an RGB image; microdenoise denoises single-channel fluorescence images: split "
+    "{} is an {} image; microdenoise denoises single-channel fluorescence images: split "
     "the channels (e.g. in Fiji: Image > Color > Split Channels) and denoise each"
 )
 
@@ -57,7 +57,7 @@ def drop_colour(path: Path, data: np.ndarray, axis: int) -> np.ndarray:
     n = 1 if colour.shape[0] == 2 else min(colour.shape[0], 3)  # alpha is not a colour
     if all(np.array_equal(colour[0], colour[i]) for i in range(1, n)):
         return np.ascontiguousarray(colour[0])
-    raise InputError(_RGB_MESSAGE.format(path))
+    raise InputError(_RGB_MESSAGE.format(path, "RGBA" if colour.shape[0] == 4 else "RGB"))
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,27 +1,41 @@
-"""The ``microdenoise`` command: denoise, list, evaluate, demo.
+"""The ``microdenoise`` command: denoise, list, evaluate, demo, train.
 
-Each subcommand parses its arguments and calls one library function. Bad input
-ends with one line on stderr saying what is wrong and what to do, and exit code 2;
-a batch in which some files failed exits with 1 after processing the rest.
+Each subcommand parses its arguments and calls one library function
+(``denoise`` lives in :mod:`microdenoise.cli_denoise`). Exit codes: 0 done
+(outputs that already existed are kept and count as done); 1 some files of a
+batch failed (the others were processed); 2 bad input, one line on stderr
+saying what is wrong and what to do, before any work; 3 an internal error (a
+bug); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM, what SLURM
+and most schedulers send): no partial output is left, and a line says which
+files finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
-from . import __version__
-from .errors import AxesWarning, FormatWarning, InputError
-from .registry import Denoiser
+from . import __version__, cli_denoise
+from .cli_denoise import EXIT_FAILED_FILES, cli_words
+from .errors import AxesWarning, FormatWarning, InputError, NoticeWarning
 from .training import DEVICES
 
-EXIT_FAILED_FILES = 1
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED_FILES", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+           "build_parser", "main"]
+
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 _EPILOG = """examples:
   microdenoise denoise cells.tif -o denoised/                  # FM2S, zero-shot
@@ -37,14 +51,6 @@ _EPILOG = """examples:
 """
 
 
-def _add_method_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="fm2s", help="method name (default fm2s; see `list`)")
-    p.add_argument("--preset", default=None, help="named parameter set of the method")
-    p.add_argument("--param", action="append", default=[], metavar="K=V",
-                   help="method parameter, repeatable (e.g. --param schedule=paper)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``microdenoise`` command."""
     parser = argparse.ArgumentParser(
@@ -56,37 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"microdenoise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("denoise", help="denoise image files or folders",
-                       description="Denoise TIFF/PNG/NPY/OME-Zarr images; outputs are "
-                                   "OUTDIR/<name>.tif (OUTDIR/<name>.ome.zarr for OME-Zarr) "
-                                   "with axes and pixel size kept. With --tile or "
-                                   "--max-memory, files are streamed tile by tile.")
-    d.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    d.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR",
-                   help="output folder (created if missing)")
-    _add_method_options(d)
-    d.add_argument("--model", type=Path, default=None,
-                   help="a saved model (.pt) to apply instead of --method")
-    d.add_argument("--tile", type=int, default=None, help="tile size for tiled prediction")
-    d.add_argument("--overlap", type=int, default=None,
-                   help="tile overlap (default and minimum: the method's receptive field)")
-    d.add_argument("--max-memory", default=None, metavar="SIZE",
-                   help="stream large images tile by tile within about SIZE of memory "
-                        "(e.g. 2GB); picks --tile when it is not given")
-    d.add_argument("--device", choices=DEVICES, default="auto")
-    d.add_argument("--dtype", default="float32",
-                   help="output type: float32 (default) or same (the input's, rounded, clipped)")
-    d.add_argument("--axes", default=None, help="axes of the input, letters from STCZYX")
-    d.add_argument("--fit-on", type=int, default=None, metavar="K",
-                   help="zero-shot methods on stacks: fit once on K planes, apply to all")
-    d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    d.add_argument("--pyramid", type=int, default=1, metavar="N",
-                   help="write OME-Zarr outputs (<name>.ome.zarr) with N resolution levels, "
-                        "each a 2x2 mean of the one before (default 1: no pyramid)")
-    d.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run one Dask task per file: local:N (N worker processes here) or "
-                        "tcp://HOST:PORT (a running scheduler); existing outputs are kept, "
-                        "so a rerun resumes")
+    cli_denoise.add_parser(sub)
 
     sub.add_parser("list", help="list the methods, what they need and their parameters")
 
@@ -142,95 +118,15 @@ def _progress(total: int, desc: str):  # noqa: ANN202  (tqdm type)
     return tqdm(total=total, desc=desc, unit="img", disable=None, file=sys.stderr)
 
 
-def _check_options(args: argparse.Namespace, method: Denoiser) -> None:
-    """Refuse bad options before any work (exit 2), rather than once per file."""
-    import numpy as np
-
-    from .io import check_axes
-    from .training import resolve_device
-
-    if args.dtype != "same":
-        try:
-            ok = np.dtype(args.dtype).kind in "uif"
-        except TypeError:
-            ok = False
-        if not ok:
-            raise InputError(f"--dtype {args.dtype!r}: use float32, same, uint8 or uint16")
-    resolve_device(args.device)
-    if args.axes is not None:
-        check_axes(args.axes)
-    if args.fit_on is not None and args.fit_on < 1:
-        raise InputError("--fit-on must be at least 1")
-    if args.pyramid < 1:
-        raise InputError(f"--pyramid takes a number of levels >= 1, got {args.pyramid}")
-    rf = method.receptive_field
-    if args.overlap is not None and args.overlap < rf:
-        raise InputError(f"--overlap {args.overlap} is below {method.key}'s receptive field "
-                         f"({rf} px): tiles would show seams; use --overlap {rf} or more")
-    overlap = rf if args.overlap is None else args.overlap
-    if args.tile is not None and args.tile <= 2 * overlap:
-        raise InputError(f"--tile {args.tile} must be larger than twice the overlap "
-                         f"({overlap} px)")
-    if args.max_memory is not None and method.upscale != 1:
-        raise InputError(f"--max-memory streams same-size outputs; this model writes "
-                         f"{method.upscale}x larger images: drop --max-memory (use --tile "
-                         "to bound the network's memory)")
-    if args.max_memory is not None and args.tile is None:
-        from .streaming import tile_for_memory
-
-        tile_for_memory(args.max_memory, method, overlap=overlap)
-
-
-def cmd_denoise(args: argparse.Namespace) -> int:
-    from . import io, pipeline, registry
-
-    params = registry.parse_params(args.param)
-    if args.model is not None:
-        method: str | registry.Denoiser = registry.load(args.model)
-        if args.preset or params:
-            raise InputError("--preset/--param configure --method; a --model is used as saved")
-        _check_options(args, registry.load(args.model))
-    else:
-        method = args.method
-        _check_options(args, registry.create(args.method, preset=args.preset, **params))
-    paths = io.list_images(args.inputs)
-    bar = _progress(len(paths), "denoising")
-
-    def report(path: Path, written: Path | None, error: str | None) -> None:
-        bar.update(1)
-        if error is not None:
-            bar.write(f"skipped {path}: {error}", file=sys.stderr)
-
-    options = {"dtype": args.dtype, "overwrite": args.overwrite, "axes": args.axes,
-               "tile": args.tile, "overlap": args.overlap, "device": args.device,
-               "seed": args.seed, "fit_on": args.fit_on, "max_memory": args.max_memory,
-               "pyramid": args.pyramid}
-    if isinstance(method, str):
-        options.update(preset=args.preset, params=params)
-    if args.scheduler is not None:
-        from .distributed import denoise_files_distributed
-
-        result = denoise_files_distributed(paths, args.out, method, scheduler=args.scheduler,
-                                           on_file=report, **options)
-    else:
-        result = pipeline.denoise_files(paths, args.out, method, on_file=report, **options)
-    bar.close()
-    for path in result.skipped:
-        print(f"kept {path} (exists; --overwrite redoes it)", file=sys.stderr)
-    for path in result.written:
-        print(path)
-    if result.failed:
-        print(f"{len(result.failed)} of {len(paths)} file(s) failed", file=sys.stderr)
-        return EXIT_FAILED_FILES
-    return 0
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from .registry import describe, list_methods
 
-    for name in list_methods():
-        info = describe(name)
-        print(f"{name:<10} {info['family']:<16} needs: {info['needs']}")
+    names = list_methods()
+    infos = [describe(name) for name in names]
+    width = max(len(name) for name in names) + 1
+    family = max(len(info["family"]) for info in infos) + 1
+    for name, info in zip(names, infos, strict=True):
+        print(f"{name:<{width}} {info['family']:<{family}} needs: {info['needs']}")
         if info["summary"]:
             print(f"    {info['summary']}")
         params = ", ".join(f"{k}={v}" for k, v in info["params"].items())
@@ -320,43 +216,74 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"denoise": cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
+COMMANDS = {"denoise": cli_denoise.cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
             "demo": cmd_demo, "train": cmd_train}
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,
                   lineno: int, file: object = None, line: str | None = None) -> None:
     """Warnings of ours as one line on stderr, others as Python prints them."""
-    if issubclass(category, (AxesWarning, FormatWarning)):
-        print(f"microdenoise: warning: {message}", file=sys.stderr)
+    if issubclass(category, AxesWarning | NoticeWarning | FormatWarning):
+        print(f"microdenoise: warning: {cli_words(str(message))}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _quiet_and_interruptible() -> Iterator[None]:
+    """SIGTERM unwinds like SIGINT (temporary files removed); tifffile's own log lines
+    (e.g. on a truncated file) are silenced: our one error line says it."""
+    tiff_log = logging.getLogger("tifffile")
+    was_disabled = tiff_log.disabled
+    tiff_log.disabled = True
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        tiff_log.disabled = was_disabled
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 some files failed, 2 bad input)."""
+    """Run the CLI; return the exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_and_interruptible():
             warnings.simplefilter("always", AxesWarning)
+            warnings.simplefilter("always", NoticeWarning)
             warnings.showwarning = _show_warning
             return COMMANDS[args.command](args)
     except InputError as exc:
-        print(f"microdenoise: error: {exc}", file=sys.stderr)
+        print(f"microdenoise: error: {cli_words(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("microdenoise: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, _Terminated)
+        note = getattr(args, "finished_note", None)
+        detail = f"; {note()}" if note is not None else ""
+        print(f"microdenoise: {'terminated (SIGTERM)' if term else 'interrupted'}{detail}",
+              file=sys.stderr)
+        return EXIT_TERMINATED if term else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001  (one line, not a traceback; MICRODENOISE_DEBUG=1 shows it)
         if os.environ.get("MICRODENOISE_DEBUG"):
             raise
         print(f"microdenoise: internal error: {type(exc).__name__}: {exc} (this is a bug; "
               "rerun with MICRODENOISE_DEBUG=1 and report the traceback)", file=sys.stderr)
-        return 3
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

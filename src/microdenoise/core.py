@@ -38,16 +38,17 @@ from typing import Any
 
 import numpy as np
 
+from . import feedback as fb
 from .axes import volume_axis
 from .errors import InputError
 from .intensity import channel_normalizers
-from .normalize import Normalizer
+from .normalize import Identity, Normalizer
 from .registry import Denoiser, create, method_class
 from .tiling import plan_tiles, retry_smaller
 
-__all__ = ["Layout", "MIN_SIZE", "check_tiling", "denoise_block", "fit_unit", "layout",
-           "predict_unit", "warn_global",
-           "normalizers", "on_device", "prepare", "run"]
+__all__ = ["Layout", "MIN_SIZE", "check_tiling", "constant_units", "denoise_block", "fit_unit",
+           "image_normalizers", "layout", "normalizers", "on_device", "predict_unit",
+           "prepare", "run", "warn_global"]
 
 MIN_SIZE = 16
 Convert = Callable[[np.ndarray], np.ndarray]
@@ -101,6 +102,86 @@ class Layout:
     def channel(self, unit: tuple[Any, ...]) -> int:
         """The channel a unit belongs to (0 without a channel axis)."""
         return 0 if self.cax is None else int(unit[self.cax])
+
+    def describe(self, unit: tuple[Any, ...], name: str) -> str:
+        """``"plane T=2, C=0 of NAME"`` (indices from 0), or ``NAME`` for a single image."""
+        where = ", ".join(f"{self.axes[i]}={k}" for i, k in enumerate(unit)
+                          if not isinstance(k, slice))
+        kind = "volume" if self.vax is not None else "plane"
+        return f"{kind} {where} of {name}" if where else name
+
+
+class _Planes:
+    """Some YX planes of a source, indexable like a stack of them (one leading axis)."""
+
+    def __init__(self, source: Any, planes: list[tuple[int, ...]]) -> None:
+        self.source, self.planes = source, planes
+        self.shape = (len(planes), *tuple(source.shape)[-2:])
+        self.dtype = source.dtype
+
+    def __getitem__(self, index: tuple[Any, ...]) -> Any:
+        return self.source[(*self.planes[index[0]], *index[1:])]
+
+
+def constant_units(source: Any, lay: Layout, *, after_row: Callable[[], None] | None = None
+                   ) -> dict[int, float]:
+    """The units of ``source`` (positions in ``lay.units()``) whose pixels all have one
+    value, and that value.
+
+    Read in row bands (memory-mapped pages are released by ``after_row``), so a
+    streamed file is never held whole.
+    """
+    ny, nx = lay.shape[-2:]
+    rows = max(1, (1 << 22) // max(1, nx * max(1, _depth(lay))))
+    found: dict[int, float] = {}
+    for k, unit in enumerate(lay.units()):
+        low, high = np.inf, -np.inf
+        for r0 in range(0, ny, rows):
+            band = np.asarray(source[(*unit, slice(r0, r0 + rows), slice(None))])
+            if after_row is not None:
+                after_row()
+            low, high = min(low, float(band.min())), max(high, float(band.max()))
+            if not low == high:  # also NaN: not constant (the normalizers refuse it)
+                break
+        if low == high:
+            found[k] = low
+    return found
+
+
+def _depth(lay: Layout) -> int:
+    return 1 if lay.vax is None else lay.shape[lay.vax]
+
+
+def image_normalizers(den: Denoiser, source: Any, lay: Layout,
+                      constant: dict[int, float], *,
+                      after_row: Callable[[], None] | None = None) -> list[Normalizer]:
+    """Per-channel normalizers of the image, from its units that are not constant.
+
+    Constant units are passed through, never fed to a method, so they do not enter
+    the statistics either (a blank frame does not stretch the others' range). With
+    none, this is :func:`~microdenoise.intensity.channel_normalizers` of the image;
+    a channel with only constant units gets an (unused) identity.
+    """
+    units = lay.units()
+    if len(constant) == len(units):
+        return []
+    kind = den.normalization
+    if not constant or kind == "model":
+        return channel_normalizers(source, kind, cax=lay.cax, after_band=after_row)
+    position = {tuple(None if isinstance(i, slice) else i for i in u): k
+                for k, u in enumerate(units)}
+    live: list[list[tuple[int, ...]]] = [[] for _ in range(_channels(lay))]
+    for plane in np.ndindex(*lay.shape[:-2]):
+        key = tuple(None if i == lay.vax else k for i, k in enumerate(plane))
+        if position[key] not in constant:
+            live[0 if lay.cax is None else plane[lay.cax]].append(plane)
+    return [channel_normalizers(_Planes(source, planes), kind, cax=None,
+                                after_band=after_row)[0] if planes else Identity()
+            for planes in live]
+
+
+def _channels(lay: Layout) -> int:
+    return 1 if lay.cax is None else lay.shape[lay.cax]
 
 
 def layout(shape: tuple[int, ...], axes: str, den: Denoiser) -> Layout:
@@ -191,27 +272,71 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
         Called with 1 after each unit.
     after_row
         Called after each row of tiles (e.g. to release memory-mapped pages).
+
+    Notes
+    -----
+    The :class:`~microdenoise.feedback.Feedback` in effect (see
+    :func:`microdenoise.feedback.reporting`) names the image in messages, hears
+    which method and scaling run and how far the work is (per unit and per tile),
+    and says whether a constant unit is an error (``strict``). Otherwise a
+    constant unit (a blank frame) is copied to the output unchanged, with a
+    :class:`~microdenoise.errors.NoticeWarning`. Pixels that an integer ``sink``
+    clips are counted and reported the same way.
     """
     if fit_on is not None and fit_on < 1:
         raise InputError("--fit-on must be at least 1")
-    norms = channel_normalizers(source, den.normalization, cax=lay.cax, after_band=after_row)
+    report = fb.current()
     units = lay.units()
+    constant = constant_units(source, lay, after_row=after_row)
+    for k, value in constant.items():
+        where = lay.describe(units[k], report.name)
+        if report.strict:
+            raise InputError(f"{where} is constant (every pixel = {value:g}): nothing to "
+                             "denoise (--strict refuses it; without it, it is passed through)")
+        fb.notice(f"{where} is constant (value {value:g}): passed through unchanged")
+    norms = image_normalizers(den, source, lay, constant, after_row=after_row)
+    work = [u for k, u in enumerate(units) if k not in constant]
+    if report.info is not None and work:
+        report.info(f"{report.label or den.key}, "
+                    f"{fb.describe_scaling(den, np.dtype(source.dtype))}")
     if tile is not None and den.global_field and tile < max(lay.shape[-2:]):
         warn_global(den, f"{tile}-pixel tiles")
+    clip = fb.ClipCounter(sink)
     per_image = fresh and den.fit_policy == "per_image"
     model = den
-    if per_image and fit_on is not None:
-        model = fit_unit(den, source, [units[i] for i in _fit_picks(len(units), fit_on)],
+    if per_image and fit_on is not None and work:
+        model = fit_unit(den, source, [work[i] for i in _fit_picks(len(work), fit_on)],
                          lay, norms)
         per_image = False
-    for unit in units:
-        if per_image:
-            model = fit_unit(den, source, [unit], lay, norms)
-        pair = normalizers(model, norms, lay.channel(unit))
-        tile = predict_unit(model, source, sink, unit, pair, tile=tile, overlap=overlap,
-                            convert=convert, after_row=after_row)
+    what = "volumes" if lay.vax is not None else "planes"
+    for k, unit in enumerate(units):
+        if k in constant:
+            full = np.full(_out_shape(lay, den.upscale), constant[k], dtype=np.float32)
+            sink[unit] = full if convert is None else convert(full)
+        else:
+            if per_image:
+                if report.progress is not None:
+                    report.progress(float(k), len(units), f"{what} (fitting)")
+                model = fit_unit(den, source, [unit], lay, norms)
+            pair = normalizers(model, norms, lay.channel(unit))
+
+            def on_tile(done: int, total: int, k: int = k) -> None:
+                if report.progress is not None:
+                    report.progress(k + done / total, len(units), what)
+
+            tile = predict_unit(model, source, sink, unit, pair, tile=tile, overlap=overlap,
+                                convert=clip.wrap(convert), after_row=after_row,
+                                on_tile=on_tile)
+        if report.progress is not None:
+            report.progress(float(k + 1), len(units), what)
         if progress is not None:
             progress(1)
+    fb.warn_clipped(report.name, clip.clipped, clip.total, clip.dtype)
+
+
+def _out_shape(lay: Layout, s: int) -> tuple[int, ...]:
+    lead = tuple(n for i, n in enumerate(lay.shape[:-2]) if i == lay.vax)
+    return (*lead, lay.shape[-2] * s, lay.shape[-1] * s)
 
 
 def warn_global(den: Denoiser, pieces: str) -> None:
@@ -223,9 +348,11 @@ def warn_global(den: Denoiser, pieces: str) -> None:
 
 def predict_unit(den: Denoiser, source: Any, sink: Any, unit: tuple[Any, ...],
                  pair: tuple[Normalizer, Normalizer], *, tile: int | None, overlap: int,
-                 convert: Convert | None = None, after_row: Callable[[], None] | None = None
-                 ) -> int | None:
-    """Denoise one unit, whole (``tile=None``) or tile by tile; return the tile that worked."""
+                 convert: Convert | None = None, after_row: Callable[[], None] | None = None,
+                 on_tile: Callable[[int, int], None] | None = None) -> int | None:
+    """Denoise one unit, whole (``tile=None``) or tile by tile; return the tile that worked.
+
+    ``on_tile(done, total)`` is called after each tile (once, ``(1, 1)``, untiled)."""
     norm_in, norm_out = pair
     s, m = den.upscale, den.tile_multiple
     shape = source.shape[-2:]
@@ -238,6 +365,8 @@ def predict_unit(den: Denoiser, source: Any, sink: Any, unit: tuple[Any, ...],
         if size is None:
             x = norm_in(np.asarray(source[unit]))
             put((), _checked(den, den.denoise(x), x.shape))
+            if on_tile is not None:
+                on_tile(1, 1)
             return
         plan = plan_tiles(shape, tile=size, overlap=overlap, multiple=m)
         for k, spec in enumerate(plan):
@@ -245,6 +374,8 @@ def predict_unit(den: Denoiser, source: Any, sink: Any, unit: tuple[Any, ...],
             y = _checked(den, den.denoise(x), x.shape)
             crop: tuple[Any, ...] = (Ellipsis, *_scaled(spec.crop, s))
             put(_scaled(spec.target, s), y[crop])
+            if on_tile is not None:
+                on_tile(k + 1, len(plan))
             if after_row is not None and (k + 1 == len(plan)
                                           or plan[k + 1].target[0] != spec.target[0]):
                 after_row()

@@ -12,11 +12,15 @@ once per chunk. For a local method the result equals ``denoise_array``.
 (``local:N`` starts N worker processes on this machine; ``tcp://HOST:PORT``
 joins a running scheduler). Workers write the outputs themselves, atomically,
 with :func:`microdenoise.denoise_file`; a fitted model is saved once beside the
-outputs and loaded once per worker process; a failed file is retried once and
-reported; outputs that already exist are skipped, so an interrupted run resumes.
-A worker process that dies (killed, out of memory) is restarted by its nanny
-and its task rerun elsewhere; a file that kills more than
-``distributed.scheduler.allowed-failures`` workers is reported as failed.
+outputs and loaded once per worker process. A file that fails (bad input, or a
+bug) is reported as the local path reports it, without a retry and without a
+worker traceback in the logs: the task returns the error instead of raising it.
+Outputs that already exist are kept, so an interrupted run resumes. A worker
+process that dies (killed, out of memory) is restarted by its nanny and its
+task rerun elsewhere; a file that kills more than ``retries`` workers (local
+clusters; ``distributed.scheduler.allowed-failures`` of a running scheduler)
+is reported as failed. Notices a worker raises (constant planes, clipped
+pixels) and its info lines come back with the result and are re-issued here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +37,11 @@ from typing import Any
 import numpy as np
 
 from . import core, io
-from .errors import InputError
+from . import feedback as fb
+from .errors import InputError, NoticeWarning
 from .intensity import channel_normalizers
 from .normalize import Normalizer
-from .pipeline import BatchResult, default_axes, output_path, output_suffix
+from .pipeline import BatchResult, default_axes, plan_batch, prepare_output_dir
 from .registry import Denoiser, load, method_class, save
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
@@ -176,7 +182,7 @@ def _aligned_chunks(n: int, size: int, multiple: int, depth: int) -> tuple[int, 
     return tuple(chunks)
 
 
-def _client(scheduler: str, timeout: float) -> Any:
+def _client(scheduler: str, timeout: float, allowed_failures: int = 1) -> Any:
     import dask
     from distributed import Client, LocalCluster
 
@@ -189,7 +195,8 @@ def _client(scheduler: str, timeout: float) -> Any:
             raise InputError(f"--scheduler {scheduler!r}: use local:N with N >= 1 workers")
         # One task per worker at a time: a file is seconds of work, and a worker that
         # dies then takes only its running task's retry budget with it.
-        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
+                              "distributed.scheduler.allowed-failures": allowed_failures}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address=None)
         return Client(cluster)
@@ -224,22 +231,47 @@ def _ship(method: str | Denoiser, out_dir: Path) -> str | Denoiser | _ModelFile:
     return _ModelFile(str(path))
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What a task sends back: the output or the error, and what it had to say."""
+
+    written: str | None
+    error: str | None = None
+    internal: bool = False
+    notices: tuple[str, ...] = ()
+    infos: tuple[str, ...] = ()
+
+
 def _denoise_one(path: str, target: str, method: str | Denoiser | _ModelFile,
-                 options: dict[str, Any]) -> str:
+                 options: dict[str, Any], label: str | None = None, strict: bool = False
+                 ) -> _Outcome:
+    """Run one file on a worker; errors are returned, not raised (no retry, no traceback)."""
     from .pipeline import denoise_file
 
     if not options.get("overwrite", False) and Path(target).exists():
         # Written by this batch: the task is rerun when the worker holding its result
-        # died. (Outputs that existed before the batch were skipped when it was planned.)
-        return target
-    if isinstance(method, _ModelFile):
-        global created
-        with _LOCK:
-            if method.path not in _METHODS:
-                _METHODS[method.path] = load(method.path)
-                created += 1
-            method = _METHODS[method.path]
-    return str(denoise_file(path, target, method, **options))
+        # died. (Outputs that existed before the batch were kept when it was planned.)
+        return _Outcome(target)
+    infos: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoticeWarning)
+        try:
+            if isinstance(method, _ModelFile):
+                global created
+                with _LOCK:
+                    if method.path not in _METHODS:
+                        _METHODS[method.path] = load(method.path)
+                        created += 1
+                    method = _METHODS[method.path]
+            with fb.reporting(fb.Feedback(label=label, strict=strict, info=infos.append)):
+                written: str | None = str(denoise_file(path, target, method, **options))
+            error, internal = None, False
+        except InputError as exc:
+            written, error, internal = None, str(exc), False
+        except Exception as exc:  # noqa: BLE001  (a bug: reported, not retried)
+            written, error, internal = None, f"{type(exc).__name__}: {exc}", True
+    notices = tuple(str(w.message) for w in caught if issubclass(w.category, NoticeWarning))
+    return _Outcome(written, error, internal, notices, tuple(infos))
 
 
 def denoise_files_distributed(
@@ -251,13 +283,14 @@ def denoise_files_distributed(
     timeout: float = 10.0,
     retries: int = 1,
     on_file: Callable[[Path, Path | None, str | None], None] | None = None,
+    on_kept: Callable[[Path, Path], None] | None = None,
     **options: Any,
 ) -> BatchResult:
     """Denoise every image in ``inputs`` into ``out_dir``, one Dask task per file.
 
     Parameters
     ----------
-    inputs, out_dir, method, on_file, options
+    inputs, out_dir, method, on_file, on_kept, options
         As in :func:`microdenoise.denoise_files` (``options`` go to ``denoise_file``).
     scheduler : str
         ``"local:N"``: a local cluster of N single-threaded worker processes;
@@ -265,7 +298,9 @@ def denoise_files_distributed(
     timeout : float
         Seconds to wait for the scheduler at ``tcp://`` before an :class:`InputError`.
     retries : int
-        Times a failed file is tried again before it is reported.
+        Local clusters: times a file may kill its worker (out of memory, a crash in
+        native code) and be rerun elsewhere before it is reported. A file that
+        raises an error is reported at once, never rerun.
 
     Returns
     -------
@@ -276,51 +311,33 @@ def denoise_files_distributed(
     from distributed.scheduler import KilledWorker
 
     paths = io.list_images(inputs)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot use {str(out_dir)!r} as output folder "
-                         f"({exc.strerror or exc}); give a folder") from None
+    out_dir = prepare_output_dir(out_dir)
+    todo, kept, bad = plan_batch(paths, out_dir, pyramid=options.get("pyramid", 1),
+                                 overwrite=options.get("overwrite", False))
     result = BatchResult()
-    sources = {p.resolve() for p in paths}
-    seen: dict[Path, Path] = {}
-    todo: list[tuple[Path, Path]] = []
-    for path in paths:
-        target = output_path(path, out_dir, suffix=output_suffix(options.get("pyramid", 1)))
-        problem = None
-        if target.resolve() in sources:
-            problem = f"output {str(target)!r} would replace an input file; choose another folder"
-        elif target in seen:
-            problem = f"{path} and {seen[target]} would both be written to {target}"
-        if problem is not None:
-            result.failed.append((path, problem))
-            if on_file is not None:
-                on_file(path, None, problem)
-            continue
-        seen[target] = path
-        if target.exists() and not options.get("overwrite", False):
-            result.skipped.append(target)
-            if on_file is not None:
-                on_file(path, target, None)
-            continue
-        todo.append((path, target))
+    for path, message in bad:
+        result.record(path, None, InputError(message), on_file)
+    for path, target in kept:
+        result.skipped.append(target)
+        if on_kept is not None:
+            on_kept(path, target)
     if not todo:
         return result
     shipped = _ship(method, out_dir)
     try:
-        client = _client(scheduler, timeout)
+        client = _client(scheduler, timeout, allowed_failures=retries)
     except BaseException:
         if isinstance(shipped, _ModelFile):
             Path(shipped.path).unlink(missing_ok=True)
         raise
     try:
-        futures = {client.submit(_denoise_one, str(p), str(t), shipped, options, pure=False,
-                                 retries=retries): p for p, t in todo}
+        report = fb.current()
+        futures = {client.submit(_denoise_one, str(p), str(t), shipped, options, report.label,
+                                 report.strict, pure=False): p for p, t in todo}
         for future in as_completed(futures):
             path = futures[future]
             try:
-                written = Path(future.result())
+                outcome = future.result()
             except KilledWorker:
                 died = InputError("every Dask worker that ran it died (out of memory? a "
                                   "crash in native code?); see the worker logs, or give "
@@ -330,7 +347,17 @@ def denoise_files_distributed(
             except Exception as exc:  # noqa: BLE001  (report per file, go on)
                 result.record(path, None, exc, on_file, internal=False)
                 continue
-            result.record(path, written, None, on_file)
+            for line in outcome.infos:
+                if report.info is not None:
+                    report.info(line)
+            for line in outcome.notices:
+                fb.notice(line)
+            if outcome.error is not None:
+                error = (RuntimeError(outcome.error) if outcome.internal
+                         else InputError(outcome.error))
+                result.record(path, None, error, on_file)
+            else:
+                result.record(path, Path(str(outcome.written)), None, on_file)
     finally:
         cluster = getattr(client, "cluster", None)
         client.close()

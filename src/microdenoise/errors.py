@@ -18,3 +18,8 @@ class AxesWarning(UserWarning):
 
 class FormatWarning(UserWarning):
     """An output's format or metadata differ from what was asked or read (and why)."""
+
+
+class NoticeWarning(UserWarning):
+    """Something done that the user must know about: data passed through unchanged,
+    pixels clipped, files skipped. The CLI prints each as one line on stderr."""

@@ -20,7 +20,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import socket
+import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,13 +34,14 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .axes import AXES_LETTERS, ImageData, check_axes, drop_colour, resolve_axes
-from .errors import InputError
+from .errors import InputError, NoticeWarning
 from .tiff_io import Calibration, read_tiff, tiff_plan, write_tiff
 from .tiff_out import drop_display
 
 __all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "convert",
-           "is_ome_name", "is_zarr", "list_images", "read_image", "read_tiff", "resolve_axes",
-           "same_file", "target_dtype", "tiff_plan", "write_image"]
+           "is_ome_name", "is_zarr", "list_images", "read_image", "read_tiff",
+           "remove_stale_partials", "resolve_axes", "same_file", "target_dtype", "tiff_plan",
+           "write_image"]
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy", ".zarr")
 _FORMAT = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".npy": "NPY", ".zarr": "OME-Zarr"}
@@ -266,20 +271,31 @@ def write_image(
     return path
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
+_STARTED = time.time()  # partial files older than this process may be stale
+# atomic_file's temporary names: .<name>.<host>-<pid>-<8 hex>.part; older versions wrote
+# .<name>.<8 hex>.part (no owner recorded).
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]{1,32})-(?P<pid>[0-9]{1,10})-"
+                      r"[0-9a-f]{8}\.part$")
+_OLD_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.part$")
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
 
     The folder is created first. On any failure the temporary file is removed, so no
     partial output is ever left, and OS errors (disk full, no permission) become
-    :class:`InputError`.
+    :class:`InputError`. The temporary name, ``.<name>.<host>-<pid>-<random>.part``,
+    records its writer, so :func:`remove_stale_partials` can tell one left by a killed
+    run from one still being written.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the folder {path.parent} ({exc.strerror}); "
                          "choose another output location") from exc
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -291,6 +307,66 @@ def atomic_file(path: Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def _open_anywhere(path: Path) -> bool | None:
+    """Whether a process on this machine holds ``path`` open (None: cannot tell)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    target = str(path.resolve())
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        return True
+    return False
+
+
+def remove_stale_partials(folder: str | Path) -> list[tuple[Path, int]]:
+    """Remove partial outputs that killed runs left in ``folder``; return them with sizes.
+
+    Conservative: only regular files named as :func:`atomic_file` names its
+    temporary files, last modified before this process started, and either
+    written by a process of this machine that no longer runs, or (names of older
+    versions, which record no writer) held open by no process here.
+    """
+    removed: list[tuple[Path, int]] = []
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL.match(entry.name)
+        old = None if match else _OLD_PARTIAL.match(entry.name)
+        if match is None and old is None:
+            continue
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if not entry.is_file() or entry.is_symlink() or info.st_mtime >= _STARTED:
+            continue
+        if match is not None:
+            if match["host"] != _HOST or _alive(int(match["pid"])):
+                continue
+        elif _open_anywhere(entry) is not False:
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append((entry, info.st_size))
+    return removed
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Return True if ``a`` and ``b`` name the same file (symlinks resolved)."""
     a, b = Path(a), Path(b)
@@ -299,10 +375,13 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def list_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand folders into their images (sorted, not recursive, hidden files skipped).
+def list_images(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
+    """Expand folders into their images (sorted, hidden files skipped).
 
-    Files are kept as given (a file named twice is listed once).
+    Files are kept as given (a file named twice is listed once). Subfolders are
+    searched only with ``recursive=True``; files of unsupported types in a folder,
+    and subfolders not searched, are named in a
+    :class:`~microdenoise.errors.NoticeWarning` (one per folder), never dropped silently.
 
     Raises
     ------
@@ -316,15 +395,49 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
         if not p.exists():
             raise InputError(f"{p} does not exist; check the path")
         if p.is_dir() and not is_zarr(p):
-            images = sorted(f for f in p.iterdir() if (f.is_file() or is_zarr(f))
-                            and not f.name.startswith(".")
-                            and f.suffix.lower() in SUPPORTED_EXTENSIONS)
-            if not images:
-                raise InputError(f"folder {p} contains no images "
-                                 f"({', '.join(SUPPORTED_EXTENSIONS)})")
+            images = _folder_images(p, recursive=recursive)
         else:
             _ext(p)
             images = [p]
         for f in images:
             found.setdefault(f.resolve(), f)
     return list(found.values())
+
+
+def _folder_images(folder: Path, *, recursive: bool) -> list[Path]:
+    images: list[Path] = []
+    others: list[Path] = []
+    subfolders: list[Path] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        for f in sorted(current.iterdir()):
+            if f.name.startswith("."):
+                continue
+            if f.is_dir() and not is_zarr(f):
+                (pending if recursive else subfolders).append(f)
+            elif f.suffix.lower() in SUPPORTED_EXTENSIONS and (f.is_file() or is_zarr(f)):
+                images.append(f)
+            else:
+                others.append(f)
+    images.sort()
+    if others:
+        names = ", ".join(str(f.relative_to(folder)) for f in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        warnings.warn(f"folder {folder}: skipped {len(others)} file(s) of unsupported type "
+                      f"({names}{more}); images are {', '.join(SUPPORTED_EXTENSIONS)}",
+                      NoticeWarning, stacklevel=3)
+    if not images and subfolders:
+        raise InputError(f"folder {folder} holds only subfolders ({len(subfolders)}: "
+                         f"{', '.join(f.name for f in subfolders[:3])}"
+                         f"{', ...' if len(subfolders) > 3 else ''}), no images; add "
+                         "--recursive (recursive=True) to search them")
+    if not images:
+        raise InputError(f"folder {folder} contains no images "
+                         f"({', '.join(SUPPORTED_EXTENSIONS)})")
+    if subfolders:
+        warnings.warn(f"folder {folder}: {len(subfolders)} subfolder(s) not searched "
+                      f"({', '.join(f.name for f in subfolders[:3])}"
+                      f"{', ...' if len(subfolders) > 3 else ''}); add --recursive to "
+                      "include them", NoticeWarning, stacklevel=3)
+    return images

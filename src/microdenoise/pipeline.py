@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import core, io
+from . import feedback as fb
 from .errors import InputError
 from .registry import Denoiser, create, method_class
 
@@ -188,6 +191,14 @@ def denoise_file(
     memory model is for same-size outputs).
     """
     path, out = Path(path), Path(out)
+    with fb.reporting(dataclasses.replace(fb.current(), name=str(path))):
+        return _denoise_file(path, out, method, dtype=dtype, overwrite=overwrite, axes=axes,
+                             max_memory=max_memory, pyramid=pyramid, **options)
+
+
+def _denoise_file(path: Path, out: Path, method: str | Denoiser, *, dtype: str,
+                  overwrite: bool, axes: str | None, max_memory: str | int | None,
+                  pyramid: int, **options: Any) -> Path:
     target = output_path(path, out, suffix=output_suffix(pyramid)) \
         if out.is_dir() and not io.is_zarr(out) else out
     if io.same_file(path, target):
@@ -210,6 +221,8 @@ def denoise_file(
                                      **options)
     img = io.read_image(path, axes=axes)
     result = denoise_array(img.data, method, axes=img.axes, **options)
+    out_dtype = io.target_dtype(dtype, img.data.dtype)
+    fb.warn_clipped(str(path), fb.count_clipped(result, out_dtype), result.size, out_dtype)
     pixel_size = img.pixel_size
     if pixel_size is not None and up != 1:
         pixel_size = (pixel_size[0] / up, pixel_size[1] / up)
@@ -235,38 +248,81 @@ def _upscale(method: str | Denoiser, options: dict[str, Any]) -> int:
     return create(method, preset=options.get("preset"), **(options.get("params") or {})).upscale
 
 
+def prepare_output_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir``, prove it writable (a temporary file made and removed) and
+    remove partial files that killed runs left there (a notice names each): before
+    any work, so a batch never computes what it cannot write."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".microdenoise-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to the output folder {str(out_dir)!r} "
+                         f"({exc.strerror or exc}); choose a writable folder") from None
+    for path, size in io.remove_stale_partials(out_dir):
+        fb.notice(f"removed {path} ({size / 2**20:.1f} MB), a partial output left by an "
+                  "interrupted run")
+    return out_dir
+
+
+def plan_batch(paths: list[Path], out_dir: Path, *, pyramid: int = 1, overwrite: bool = False
+               ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]],
+                          list[tuple[Path, str]]]:
+    """Split a batch into (input, output) pairs to do, pairs whose output exists (kept
+    unless ``overwrite``), and inputs that cannot be done (with the reason)."""
+    sources = {p.resolve() for p in paths}
+    seen: dict[Path, Path] = {}
+    todo: list[tuple[Path, Path]] = []
+    kept: list[tuple[Path, Path]] = []
+    bad: list[tuple[Path, str]] = []
+    for path in paths:
+        target = output_path(path, out_dir, suffix=output_suffix(pyramid))
+        if target.resolve() in sources:
+            bad.append((path, f"output {str(target)!r} would replace an input file; choose "
+                              "another output folder"))
+        elif target in seen:
+            bad.append((path, f"{path} and {seen[target]} would both be written to {target}"))
+        elif target.exists() and not overwrite:
+            seen[target] = path
+            kept.append((path, target))
+        else:
+            seen[target] = path
+            todo.append((path, target))
+    return todo, kept, bad
+
+
 def denoise_files(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
     method: str | Denoiser = "fm2s",
     *,
     on_file: Callable[[Path, Path | None, str | None], None] | None = None,
+    on_kept: Callable[[Path, Path], None] | None = None,
     **options: Any,
 ) -> BatchResult:
     """Denoise every image in ``inputs`` (files or folders) into ``out_dir``.
 
     A file that fails is reported through ``on_file(path, None, message)`` and skipped;
-    the others are still processed. ``options`` go to :func:`denoise_file`.
+    the others are still processed, and each is reported as it finishes. An output
+    that exists is kept (not redone unless ``overwrite=True``): listed in
+    ``BatchResult.skipped`` and reported through ``on_kept(path, output)``, so a
+    rerun of an interrupted batch resumes. ``options`` go to :func:`denoise_file`.
     """
     paths = io.list_images(inputs)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot use {str(out_dir)!r} as output folder "
-                         f"({exc.strerror or exc}); give a folder") from None
-    sources = {p.resolve() for p in paths}
-    seen: dict[Path, Path] = {}
+    out_dir = prepare_output_dir(out_dir)
+    todo, kept, bad = plan_batch(paths, out_dir, pyramid=options.get("pyramid", 1),
+                                 overwrite=options.get("overwrite", False))
     result = BatchResult()
-    for path in paths:
-        target = output_path(path, out_dir, suffix=output_suffix(options.get("pyramid", 1)))
+    for path, message in bad:
+        result.record(path, None, InputError(message), on_file)
+    for path, target in kept:
+        result.skipped.append(target)
+        if on_kept is not None:
+            on_kept(path, target)
+    for path, target in todo:
         try:
-            if target.resolve() in sources:
-                raise InputError(f"output {str(target)!r} would replace an input file; "
-                                 "choose another output folder")
-            if target in seen:
-                raise InputError(f"{path} and {seen[target]} would both be written to {target}")
-            seen[target] = path
             written = denoise_file(path, target, method, **options)
         except Exception as exc:  # noqa: BLE001  (report per file, go on with the batch)
             result.record(path, None, exc, on_file)

@@ -173,6 +173,7 @@ def list_methods() -> list[str]:
 def method_class(name: str) -> type[Denoiser]:
     """The class registered as ``name``; a clear error naming the choices otherwise."""
     _load_builtin_methods()
+    name = str(name).strip().lower()  # keys are lower-case; FM2S and N2V are meant
     if name not in _REGISTRY:
         raise InputError(
             f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} "
@@ -195,7 +196,7 @@ def create(name: str, *, preset: str | None = None, **params: Any) -> Denoiser:
             raise InputError(f"method {name!r} has no preset {preset!r}; presets: {choices}")
         merged.update(cls.PRESETS[preset])
     merged.update(params)
-    return cls(make_config(cls.Config, merged, method=name))
+    return cls(make_config(cls.Config, merged, method=cls.key))
 
 
 def _field_types(config_cls: type[Any]) -> dict[str, Any]:
@@ -218,10 +219,47 @@ def make_config(config_cls: type[Any], params: dict[str, Any], *, method: str = 
         )
     hints = _field_types(config_cls)
     values = {k: coerce(v, hints[k], name=k) for k, v in params.items()}
+    by_name = {f.name: f for f in dataclasses.fields(config_cls)}
+    for key, value in values.items():
+        check_range(key, value, by_name[key].metadata.get("min"), method=method)
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as exc:
         raise InputError(f"bad parameters for method {method!r}: {exc}") from None
+
+
+#: Numeric parameters for which 0 is meaningful (a seed, a weight or term switched off,
+#: "no patience", a fraction or percentile that may be 0). Every other int/float
+#: parameter of every method must be > 0; a config field may also declare its own
+#: lower bound with ``dataclasses.field(metadata={"min": ...})``.
+NON_NEGATIVE = frozenset({
+    "seed", "g_map", "stage1_steps", "stop_patience", "lr_patience", "n_epochs",
+    "n_epochs_decay", "lambda_gan", "lambda_l1", "lambda_ssim", "lambda_tv", "lambda_cl",
+    "positivity", "tv", "val_fraction", "val_from", "beta1", "beta2", "percentiles",
+    "target_percentiles",
+})
+
+
+def check_range(name: str, value: Any, minimum: float | None = None, *,
+                method: str = "") -> None:
+    """Refuse a number (or a tuple of numbers) below a parameter's range.
+
+    The range is ``minimum`` when given, else ``>= 0`` for the names in
+    :data:`NON_NEGATIVE`, else ``> 0``. ``None`` (a default computed later) passes.
+    """
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            continue
+        if minimum is not None:
+            ok, rule = item >= minimum, f">= {minimum:g}"
+        elif name in NON_NEGATIVE:
+            ok, rule = item >= 0, ">= 0"
+        else:
+            ok, rule = item > 0, "> 0"
+        if not ok:
+            of = f" of method {method!r}" if method else ""
+            raise InputError(f"parameter {name}{of} must be {rule}, got {value!r}")
 
 
 def coerce(value: Any, hint: Any, *, name: str) -> Any:
@@ -282,6 +320,9 @@ def parse_params(items: typing.Iterable[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--param takes key=value, got {item!r}")
+        if key.strip() in out:
+            raise InputError(f"--param {key.strip()} is given twice ({out[key.strip()]!r} and "
+                             f"{value.strip()!r}); give each parameter once")
         out[key.strip()] = value.strip()
     return out
 
@@ -344,6 +385,8 @@ def save(method: Denoiser, path: str | Path, *, training: bool = False) -> Path:
 def load(path: str | Path) -> Denoiser:
     """Load a model saved by :func:`save`; never executes code from the file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"model {str(path)!r} is a folder; give the model file (.pt) in it")
     if not path.is_file():
         raise InputError(f"model file {str(path)!r} does not exist")
     try:
