@@ -15,6 +15,9 @@ from .conftest import blobs, poisson_gaussian
 
 TINY = ["--param", "epochs=1", "--param", "steps_per_epoch=3", "--param", "batch_size=2",
         "--param", "patch_size=32", "--param", "filters=4", "--param", "kernel_size=3"]
+# The 2x models' input patch is half the target's: patch_size=16 instead of TINY's 32.
+TINY_2X = [*TINY[:TINY.index("patch_size=32") - 1], *TINY[TINY.index("patch_size=32") + 1:],
+           "--param", "patch_size=16"]
 
 
 def _write_pairs(root: Path, n: int, *, scale: int = 1) -> tuple[Path, Path]:
@@ -49,8 +52,7 @@ def test_train_2x_writes_twice_the_size_at_half_the_pixel_size(tmp_path: Path) -
     noisy_dir, clean_dir = _write_pairs(tmp_path, 2, scale=2)
     model = tmp_path / "sr.pt"
     assert main(["train", "--method", "care", "--input", str(noisy_dir), "--target",
-                 str(clean_dir), "--out", str(model), *TINY, "--param", "upscale=2",
-                 "--param", "patch_size=16", "--device", "cpu"]) == 0
+                 str(clean_dir), "--out", str(model), *TINY_2X, "--param", "upscale=2", "--device", "cpu"]) == 0
     out = tmp_path / "out"
     assert main(["denoise", "--model", str(model), str(noisy_dir / "img1.tif"),
                  "-o", str(out)]) == 0
@@ -140,8 +142,7 @@ def test_evaluate_refuses_a_2x_model(tmp_path: Path, capsys) -> None:
     noisy_dir, clean_dir = _write_pairs(tmp_path / "lr", 1, scale=2)
     model = tmp_path / "sr.pt"
     assert main(["train", "--method", "care", "--input", str(noisy_dir), "--target",
-                 str(clean_dir), "--out", str(model), *TINY, "--param", "upscale=2",
-                 "--param", "patch_size=16", "--device", "cpu"]) == 0
+                 str(clean_dir), "--out", str(model), *TINY_2X, "--param", "upscale=2", "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--dataset", str(tmp_path / "lr"), "--model", str(model),
                  "--out", str(tmp_path / "ev")]) == 2

@@ -186,9 +186,9 @@ def test_parameters_are_coerced_and_checked() -> None:
     assert method.config.size == 5 and isinstance(method.config.size, int)
     assert create("tv", weight="0.2", calibrate="true").config.calibrate is True
     assert create("nlm", sigma="none").config.sigma is None
-    with pytest.raises(InputError, match="size must be > 0"):
+    with pytest.raises(InputError, match="parameter size of method .median. must be > 0"):
         create("median", size=0)
-    with pytest.raises(InputError, match="sigma_color must be > 0"):
+    with pytest.raises(InputError, match="parameter sigma_color of method .bilateral. must be > 0"):
         create("bilateral", sigma_color=-0.1)
     with pytest.raises(InputError, match="unknown wavelet"):
         create("wavelet", wavelet="nope")
