@@ -24,6 +24,7 @@ import tifffile
 
 from microdenoise import errors, pipeline, registry
 from microdenoise.cli import main
+from microdenoise.config import NON_NEGATIVE
 from microdenoise.errors import InputError
 from microdenoise.registry import Denoiser
 
@@ -347,7 +348,7 @@ def _numeric_fields() -> list[tuple[str, str, bool]]:
 
 
 # Fields where 0 is legitimate (negative values are still refused):
-ZERO_OK = getattr(registry, "NON_NEGATIVE", frozenset())
+ZERO_OK = NON_NEGATIVE
 
 
 @pytest.mark.parametrize("method, field, is_tuple", _numeric_fields())

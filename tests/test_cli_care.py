@@ -52,7 +52,8 @@ def test_train_2x_writes_twice_the_size_at_half_the_pixel_size(tmp_path: Path) -
     noisy_dir, clean_dir = _write_pairs(tmp_path, 2, scale=2)
     model = tmp_path / "sr.pt"
     assert main(["train", "--method", "care", "--input", str(noisy_dir), "--target",
-                 str(clean_dir), "--out", str(model), *TINY_2X, "--param", "upscale=2", "--device", "cpu"]) == 0
+                 str(clean_dir), "--out", str(model), *TINY_2X, "--param", "upscale=2",
+                 "--device", "cpu"]) == 0
     out = tmp_path / "out"
     assert main(["denoise", "--model", str(model), str(noisy_dir / "img1.tif"),
                  "-o", str(out)]) == 0
@@ -142,7 +143,8 @@ def test_evaluate_refuses_a_2x_model(tmp_path: Path, capsys) -> None:
     noisy_dir, clean_dir = _write_pairs(tmp_path / "lr", 1, scale=2)
     model = tmp_path / "sr.pt"
     assert main(["train", "--method", "care", "--input", str(noisy_dir), "--target",
-                 str(clean_dir), "--out", str(model), *TINY_2X, "--param", "upscale=2", "--device", "cpu"]) == 0
+                 str(clean_dir), "--out", str(model), *TINY_2X, "--param", "upscale=2",
+                 "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--dataset", str(tmp_path / "lr"), "--model", str(model),
                  "--out", str(tmp_path / "ev")]) == 2

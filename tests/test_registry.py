@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from microdenoise import InputError, create, list_methods, load, save
-from microdenoise.registry import describe, parse_params
+from microdenoise.config import parse_params
+from microdenoise.registry import describe
 
 ALL = {"median", "gaussian", "box", "box3d", "nlm", "tv", "wavelet", "bilateral", "bm3d", "fm2s"}
 

@@ -205,7 +205,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .registry import parse_params
+    from .config import parse_params
     from .training import train_files
 
     path = train_files(args.input, args.method, args.out, preset=args.preset,

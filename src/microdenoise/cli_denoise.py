@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import feedback as fb
+from .config import parse_params
 from .errors import InputError
 from .registry import Denoiser
 from .training import DEVICES
@@ -200,9 +201,9 @@ def _resolve_method(args: argparse.Namespace, params: dict[str, str]
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     """Denoise the inputs into ``--out``; 0 when every file is written or kept."""
-    from . import io, pipeline, registry
+    from . import io, pipeline
 
-    params = registry.parse_params(args.param)
+    params = parse_params(args.param)
     method, instance, label = _resolve_method(args, params)
     check_options(args, instance)
     paths = io.list_images(args.inputs, recursive=args.recursive)

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .config import parse_params
 from .datasets import Pair
 from .errors import InputError
 from .pipeline import denoise_array
-from .registry import Denoiser, load, method_class, parse_params
+from .registry import Denoiser, load, method_class
 
 _GROUP_PRESETS = {"confocal": "confocal", "twophoton": "twophoton", "widefield": "widefield",
                   "srdtrans": "srdtrans", "w2s": "widefield"}

@@ -6,26 +6,20 @@ themselves, and dispatch TIFF (ImageJ, OME, plain) to
 :mod:`microdenoise.tiff_io` and OME-Zarr to :mod:`microdenoise.zarr_io`;
 ``read_image(write_image(...))`` gives back the same data, axes, pixel size,
 unit and metadata. Image size and values (NaN, tiny images) are the
-pipeline's business, not this module's. Also here: dtype
-conversion (:func:`target_dtype`, :func:`convert`), atomic writes
-(:func:`atomic_file`) and file lists (:func:`list_images`, :func:`same_file`,
-:func:`is_zarr`). :class:`ImageData`, :func:`check_axes`, :func:`resolve_axes`
-(from :mod:`microdenoise.axes`) and
-:func:`read_tiff`, :func:`tiff_plan` (from :mod:`microdenoise.tiff_io`)
-are re-exported.
+pipeline's business, not this module's. Also here: dtype conversion
+(:func:`target_dtype`, :func:`convert`) and file lists (:func:`list_images`,
+:func:`same_file`, :func:`is_zarr`). Re-exported: :class:`ImageData`,
+:func:`check_axes`, :func:`resolve_axes` (from :mod:`microdenoise.axes`),
+:func:`atomic_file`, :func:`remove_stale_partials` (from :mod:`microdenoise.atomic`),
+:func:`read_tiff`, :func:`tiff_plan` (from :mod:`microdenoise.tiff_io`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import re
-import socket
-import time
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +27,14 @@ import imageio.v3 as iio
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .atomic import atomic_file, remove_stale_partials
 from .axes import AXES_LETTERS, ImageData, check_axes, drop_colour, resolve_axes
 from .errors import InputError, NoticeWarning
 from .tiff_io import Calibration, read_tiff, tiff_plan, write_tiff
 from .tiff_out import drop_display
 
 __all__ = ["AXES_LETTERS", "SUPPORTED_EXTENSIONS", "ImageData", "check_axes", "convert",
-           "is_ome_name", "is_zarr", "list_images", "read_image", "read_tiff",
+           "atomic_file", "is_ome_name", "is_zarr", "list_images", "read_image", "read_tiff",
            "remove_stale_partials", "resolve_axes", "same_file", "target_dtype", "tiff_plan",
            "write_image"]
 
@@ -269,102 +264,6 @@ def write_image(
         else:
             write_tiff(tmp, out, axes, pixel_size, unit, metadata or {}, ome=is_ome_name(path))
     return path
-
-
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
-_STARTED = time.time()  # partial files older than this process may be stale
-# atomic_file's temporary names: .<name>.<host>-<pid>-<8 hex>.part; older versions wrote
-# .<name>.<8 hex>.part (no owner recorded).
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]{1,32})-(?P<pid>[0-9]{1,10})-"
-                      r"[0-9a-f]{8}\.part$")
-_OLD_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.part$")
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
-
-    The folder is created first. On any failure the temporary file is removed, so no
-    partial output is ever left, and OS errors (disk full, no permission) become
-    :class:`InputError`. The temporary name, ``.<name>.<host>-<pid>-<random>.part``,
-    records its writer, so :func:`remove_stale_partials` can tell one left by a killed
-    run from one still being written.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder {path.parent} ({exc.strerror}); "
-                         "choose another output location") from exc
-    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.part")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(f"could not write {path} ({exc.strerror or exc}); check that the "
-                         "folder is writable and has free space") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: alive
-        return True
-    return True
-
-
-def _open_anywhere(path: Path) -> bool | None:
-    """Whether a process on this machine holds ``path`` open (None: cannot tell)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    target = str(path.resolve())
-    for fd_dir in proc.glob("[0-9]*/fd"):
-        with contextlib.suppress(OSError):
-            for fd in fd_dir.iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) == target:
-                        return True
-    return False
-
-
-def remove_stale_partials(folder: str | Path) -> list[tuple[Path, int]]:
-    """Remove partial outputs that killed runs left in ``folder``; return them with sizes.
-
-    Conservative: only regular files named as :func:`atomic_file` names its
-    temporary files, last modified before this process started, and either
-    written by a process of this machine that no longer runs, or (names of older
-    versions, which record no writer) held open by no process here.
-    """
-    removed: list[tuple[Path, int]] = []
-    try:
-        entries = sorted(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _PARTIAL.match(entry.name)
-        old = None if match else _OLD_PARTIAL.match(entry.name)
-        if match is None and old is None:
-            continue
-        try:
-            info = entry.lstat()
-        except OSError:
-            continue
-        if not entry.is_file() or entry.is_symlink() or info.st_mtime >= _STARTED:
-            continue
-        if match is not None:
-            if match["host"] != _HOST or _alive(int(match["pid"])):
-                continue
-        elif _open_anywhere(entry) is not False:
-            continue
-        with contextlib.suppress(OSError):
-            entry.unlink()
-            removed.append((entry, info.st_size))
-    return removed
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

@@ -147,7 +147,7 @@ def test_paper_schedule_predicts_once_like_the_official_code(clean_noisy) -> Non
 
 @pytest.mark.parametrize("value, expected", [("auto", "auto"), ("false", False), ("on", True)])
 def test_fast_bf16_takes_auto_or_a_boolean(value: str, expected: object) -> None:
-    from microdenoise.registry import parse_params
+    from microdenoise.config import parse_params
 
     assert create("fm2s", **parse_params([f"fast_bf16={value}"])).config.fast_bf16 == expected
 
