@@ -172,3 +172,16 @@ def test_hold_out_planes_or_strips() -> None:
     assert train[0].shape == (100, 268) and val[0].shape == (100, 32)
     train, val = hold_out([np.zeros((40, 40))], fraction=0.1, patch=32)
     assert len(train) == 1 and val == []  # too small: validate on the training data
+
+
+def test_augment_without_rotation_keeps_rows_rows() -> None:
+    """``rotate=False`` (structN2V): only flips along Y and X, so a row of a patch is
+    always a row of its view (a line mask along X stays along the correlation)."""
+    patch = torch.arange(16.0).reshape(1, 1, 4, 4)
+    batch = patch.repeat(64, 1, 1, 1)
+    views = augment(batch, generator(0), rotate=False)
+    allowed = [patch[0], patch[0].flip(-1), patch[0].flip(-2), patch[0].flip((-2, -1))]
+    seen = {next(i for i, a in enumerate(allowed) if torch.equal(v, a)) for v in views}
+    assert seen == {0, 1, 2, 3}  # all four axis-preserving views, and nothing else
+    rotated = augment(batch, generator(0))
+    assert any(torch.equal(v, torch.rot90(patch[0], 1, dims=(-2, -1))) for v in rotated)

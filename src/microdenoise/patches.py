@@ -178,8 +178,22 @@ def sample_patches(planes: Sequence[np.ndarray], n: int, size: int,
     return torch.from_numpy(out)
 
 
-def augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 90-degree rotation and horizontal flip per patch (the 8 dihedral views)."""
+def augment(batch: torch.Tensor, gen: torch.Generator, *, rotate: bool = True) -> torch.Tensor:
+    """Random 90-degree rotation and horizontal flip per patch (the 8 dihedral views).
+
+    ``rotate=False``: a random flip along Y and one along X instead (identity, either
+    mirror, or the 180-degree rotation), the 4 views that keep every row a row and
+    every column a column, so noise correlated along X (or Y) stays so: structN2V's
+    line mask then still lies along the correlation (a 90-degree rotation would turn
+    it across).
+    """
+    if not rotate:
+        flips = torch.randint(0, 2, (batch.shape[0], 2), generator=gen).tolist()
+        out = []
+        for patch, (fy, fx) in zip(batch, flips, strict=True):
+            dims = [d for d, f in ((-2, fy), (-1, fx)) if f]
+            out.append(patch.flip(dims) if dims else patch)
+        return torch.stack(out)
     ks = torch.randint(0, 4, (batch.shape[0],), generator=gen).tolist()
     flips = torch.randint(0, 2, (batch.shape[0],), generator=gen).tolist()
     views = []

@@ -215,3 +215,24 @@ def test_shift_average_off_is_a_single_pass(trained) -> None:
     out = apply_model(averaged, img)
     assert out.shape == img.shape
     assert not np.array_equal(out, apply_model(trained, img))
+
+
+@pytest.mark.parametrize(("axis", "rotates"), [("none", True), ("x", False), ("y", False)])
+def test_structn2v_patches_are_never_rotated(monkeypatch, pair, axis: str,
+                                             rotates: bool) -> None:
+    """A 90-degree rotation would turn structN2V's line mask across the correlated
+    noise (CAREamics turns augmentation off for it): with ``struct_axis`` set, training
+    augments by flips only."""
+    import microdenoise.patches as patches
+
+    calls: list[bool] = []
+    original = patches.augment
+
+    def spy(batch: torch.Tensor, gen: torch.Generator, *, rotate: bool = True) -> torch.Tensor:
+        calls.append(rotate)
+        return original(batch, gen, rotate=rotate)
+
+    monkeypatch.setattr(patches, "augment", spy)
+    create("n2v", **{**TINY, "epochs": 1, "steps_per_epoch": 3},
+           struct_axis=axis).fit(pair[1])
+    assert calls and set(calls) == {rotates}

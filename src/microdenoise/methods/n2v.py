@@ -229,8 +229,8 @@ class BlindSpotMethod(TrainedMethod):
 
         def batch_loss() -> torch.Tensor:
             batch = patches.sample_patches(train, cfg.batch_size, patch, gen, depth=depth)
-            if cfg.augment:
-                batch = patches.augment(batch, gen)
+            if cfg.augment:  # structN2V: flips only, the line mask stays along the noise
+                batch = patches.augment(batch, gen, rotate=cfg.struct_axis == "none")
             return self._loss_on(step_net, self._mask(batch, gen), batch, device)
 
         self.loss_loop(net, gen, batch_loss, lambda b: self._loss_on(net, b[0], b[1], device),
