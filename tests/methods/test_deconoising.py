@@ -122,3 +122,29 @@ def test_bad_parameters_and_data() -> None:
         create("deconoising", psf_sigma=5.0, patch_size=32)
     with pytest.raises(InputError, match="constant"):
         create("deconoising", **TINY).fit(np.zeros((64, 64)))
+
+
+def test_background_is_subtracted_for_positivity_and_added_back(pair) -> None:
+    """``background``: the camera offset (official ``--meanValue``) subtracted before the
+    positivity term acts. Data shifted by 100 with the background shifted by 100 train
+    the same network (standardization removes the shift), so the output is shifted by
+    exactly 100: the offset is an affine shift inside the model's mean/std."""
+    noisy = pair[1].astype(np.float64) * 50
+    fast = {**TINY, "epochs": 1}
+    a = create("deconoising", **fast, background=10.0, precision="fp32").fit(noisy)
+    b = create("deconoising", **fast, background=110.0, precision="fp32").fit(noisy + 100)
+    assert (a.background, b.background) == (10.0, 110.0)
+    np.testing.assert_allclose(apply_model(b, noisy + 100), apply_model(a, noisy) + 100,
+                               atol=2e-2)
+    auto = create("deconoising", **fast, background="auto").fit(noisy)
+    assert auto.background == pytest.approx(np.percentile(noisy, 0.5))
+    assert create("deconoising", **fast).fit(noisy).background == 0.0  # "none"
+
+
+def test_background_is_stored_and_loaded(pair, tmp_path) -> None:
+    model = create("deconoising", **{**TINY, "epochs": 1}, background=520.0).fit(pair[1])
+    loaded = load(save(model, tmp_path / "d.pt"))
+    assert isinstance(loaded, DecoNoising) and loaded.background == 520.0
+    np.testing.assert_array_equal(apply_model(loaded, pair[1]), apply_model(model, pair[1]))
+    with pytest.raises(InputError, match="background"):
+        create("deconoising", background="dark")

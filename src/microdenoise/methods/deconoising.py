@@ -30,8 +30,9 @@ neighbours are drawn without the official off-by-one at the patch border.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -79,6 +80,11 @@ class DecoNoisingConfig(BlindSpotConfig):
     ``psf_sigma``: std (pixels) of the Gaussian PSF; ``positivity``, ``tv``: weights
     of the penalties on the phantom image; ``output``: ``"denoised"`` (s * PSF) or
     ``"deconvolved"`` (s), both in the input's intensity units.
+    ``background``: the camera offset subtracted before the positivity term acts (the
+    official script's ``--meanValue``, 520 in its Convallaria notebook): a number in
+    raw units, ``"auto"`` (the 0.5th percentile of the training data, computed once and
+    stored in the model) or ``"none"`` (0). ``s`` is penalized where it is below it; the
+    output is in raw units (the offset added back).
     """
 
     patch_size: int = 100
@@ -97,9 +103,13 @@ class DecoNoisingConfig(BlindSpotConfig):
     positivity: float = 1.0
     tv: float = 0.0
     output: Literal["denoised", "deconvolved"] = "denoised"
+    background: Literal["auto", "none"] | float = field(default="none",
+                                                        metadata={"min": -math.inf})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.background, str) and self.background not in ("auto", "none"):
+            raise ValueError("background must be a number, 'auto' or 'none'")
         if not 2 <= self.depth <= 6 or self.filters < 1:
             raise ValueError("depth must be in 2..6 and filters >= 1")
         if self.dims != 2:
@@ -127,6 +137,36 @@ class DecoNoising(BlindSpotMethod):
         "paper": {"batch_size": 1, "accumulate": 20, "precision": "fp32"},  # official: fp32
     }
     ARCHITECTURE = ("depth", "filters")
+    BACKGROUND_PERCENTILE = 0.5  # background="auto": this percentile of the training data
+
+    def __init__(self, config: Any = None, /, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.background = 0.0  # raw units; set by a fresh fit, or loaded with the model
+
+    def fit(self, noisy: Any, clean: np.ndarray | None = None) -> Self:
+        """Train as :meth:`BlindSpotMethod.fit`; a fresh model first fixes its
+        ``background`` (the config's value, or the 0.5th percentile of ``noisy``)."""
+        if self.net is None and not self.config.resume:
+            self.background = self.background_of(noisy)
+        return super().fit(noisy, clean)
+
+    def background_of(self, noisy: Any) -> float:
+        """The offset ``background`` asks for, in the raw units of ``noisy``."""
+        b = self.config.background
+        if b == "none":
+            return 0.0
+        if b == "auto":
+            planes = patches.as_planes(noisy)
+            return float(np.percentile(np.concatenate([p.ravel() for p in planes]),
+                                       self.BACKGROUND_PERCENTILE))
+        return float(b)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"background": self.background}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.background = float(state.get("background", 0.0)) if state else 0.0
 
     @property
     def receptive_field(self) -> int:
@@ -142,17 +182,20 @@ class DecoNoising(BlindSpotMethod):
         return AddUNet(depth=self.config.depth, filters=self.config.filters)
 
     def _raw(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return net(x) * OUT_SCALE * self.std + self.mean
+        """``s`` in raw units less the background (where positivity means s >= 0)."""
+        return net(x) * OUT_SCALE * self.std + (self.mean - self.background)
 
     def loss(self, net: nn.Module, masked: patches.Masked, target: torch.Tensor) -> torch.Tensor:
         s = self._raw(net, masked.inputs)
         psf = torch.from_numpy(self.psf).to(s.device)
-        return deconoising_loss(convolve_psf(s, psf), s, target * self.std + self.mean,
-                                masked.mask, std=self.std, positivity=self.config.positivity,
-                                tv=self.config.tv)
+        raw = target * self.std + (self.mean - self.background)
+        return deconoising_loss(convolve_psf(s, psf), s, raw, masked.mask, std=self.std,
+                                positivity=self.config.positivity, tv=self.config.tv)
 
     def predict(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return net(x) * OUT_SCALE  # standardized s; averaged over phases, then de-standardized
+        # Standardized s, averaged over phases; the core's de-standardization (x std +
+        # mean) adds the background back, as it is inside the training data's mean.
+        return net(x) * OUT_SCALE
 
     def finish(self, y: np.ndarray) -> np.ndarray:
         """``s`` (``output="deconvolved"``) or ``s * PSF``, standardized."""
