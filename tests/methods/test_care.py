@@ -159,9 +159,9 @@ def test_2x_output_tiles_and_halves_the_pixel_size(trained_2x: CARE, tmp_path) -
 def test_n_train_takes_the_first_k_pairs_after_a_seeded_shuffle() -> None:
     noisy, clean = _pairs(4, (32, 32))
     model = create("care", n_train=2)
-    xs, ys = model.pairs(noisy, clean)  # type: ignore[attr-defined]
-    assert len(xs) == 2
-    again, _ = model.pairs(noisy, clean)  # type: ignore[attr-defined]
+    xs, ys, spare_x, _ = model.pairs(noisy, clean)  # type: ignore[attr-defined]
+    assert len(xs) == 2 and len(spare_x) == 2
+    again, *_ = model.pairs(noisy, clean)  # type: ignore[attr-defined]
     assert all(a is b or np.array_equal(a, b) for a, b in zip(xs, again, strict=True))
     chosen = [next(i for i, x in enumerate(noisy) if np.array_equal(x, xi)) for xi in xs]
     assert chosen == list(np.random.default_rng(42).permutation(4)[:2])
@@ -229,3 +229,47 @@ def test_without_a_terminal_each_epoch_status_goes_to_stderr_as_a_line(capsys) -
     assert len(lines) == 2, lines
     assert lines[0].startswith("training care: epoch 1/3 loss ") and " val " in lines[0]
     assert lines[1].startswith("training care: epoch 3/3 loss ")
+
+
+@pytest.mark.parametrize("method", ["care", "clidim"])
+def test_n_train_k_trains_on_exactly_k_pairs_and_validates_on_others(method: str) -> None:
+    """K means K training pairs: validation comes from the pairs outside the K
+    (``max(1, round(val_fraction * given))`` of them); with none left, the no-validation
+    path (a warning, the last weights)."""
+    noisy, clean = _pairs(6, (32, 32))
+    model = create(method, n_train=3, val_fraction=0.3)
+    xs, ys, sx, sy = model.pairs(noisy, clean)  # type: ignore[attr-defined]
+    tx, ty, vx, vy, validated = model.split(xs, ys, patch=16,  # type: ignore[attr-defined]
+                                            spare=(sx, sy))
+    assert validated and len(tx) == 3 and len(vx) == 2  # round(0.3 * 6) = 2 of the 3 others
+    assert all(t is x for t, x in zip(tx, xs, strict=True))  # whole pairs, none cut
+    assert not any(np.array_equal(v, t) for v in vx for t in tx)
+    assert all(any(np.array_equal(v, s) for s in sx) for v in vx)
+    every = create(method, n_train=6)
+    xs, ys, sx, sy = every.pairs(noisy, clean)  # type: ignore[attr-defined]
+    with pytest.warns(UserWarning, match="none is left to validate on"):
+        tx, _, vx, _, validated = every.split(xs, ys, patch=16,  # type: ignore[attr-defined]
+                                              spare=(sx, sy))
+    assert not validated and len(tx) == 6 and vx is tx
+
+
+def test_per_image_normalization_is_csbdeeps(tmp_path) -> None:
+    """``normalization="per_image"``: training pairs each scaled by their own jittered
+    percentiles (CSBDeep's create_patches); at prediction the core scales the image by
+    its own percentiles and maps the output back with them, so a brighter copy of an
+    image gives a proportionally brighter output."""
+    from microdenoise import denoise_array
+    from microdenoise.methods.care import per_image_percentiles
+
+    noisy, clean = _pairs(2)
+    xs, ys = per_image_percentiles([noisy[0] * 7 + 3], [clean[0] * 5], np.random.default_rng(0))
+    assert abs(np.percentile(xs[0], 2)) < 0.05 and abs(np.percentile(xs[0], 99.7) - 1) < 0.05
+    assert abs(np.percentile(ys[0], 2)) < 0.05 and abs(np.percentile(ys[0], 99.7) - 1) < 0.05
+    model = create("care", **{**TINY, "epochs": 1, "steps_per_epoch": 2},
+                   normalization="per_image").fit(noisy, clean)
+    assert model.normalization == "percentile"
+    out = denoise_array(noisy[0], model)
+    brighter = denoise_array(noisy[0] * 10 + 100, model)
+    np.testing.assert_allclose(brighter, out * 10 + 100, rtol=1e-4, atol=1e-3)
+    loaded = load(save(model, tmp_path / "p.pt"))
+    np.testing.assert_array_equal(denoise_array(noisy[0], loaded), out)

@@ -139,7 +139,7 @@ def test_any_size_and_stacks(trained: CLIDiM) -> None:
 
 def test_normalization_uses_training_percentiles_not_the_ground_truth(trained: CLIDiM) -> None:
     noisy, clean = _pairs(3)
-    inputs, targets = trained.pairs(noisy, clean)
+    inputs, targets, _, _ = trained.pairs(noisy, clean)
     low, high = np.percentile(np.concatenate([p.ravel() for p in inputs]), [1.0, 99.8])
     n_in, n_out = trained.normalizers  # affine maps onto Tanh's [-1, 1]
     np.testing.assert_allclose(n_in(np.array([low, high])), [-1.0, 1.0], atol=1e-4)
@@ -207,3 +207,36 @@ def test_cli_train_then_denoise(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["denoise", "--model", str(model), str(noisy_dir), "-o", str(out)]) == 0
     assert io.read_image(out / "img0.tif").data.shape == (48, 40)
+
+
+def test_a_test_image_brighter_than_the_training_targets_saturates(trained: CLIDiM) -> None:
+    """Tanh caps the output at the training targets' max (their exact min/max map to
+    -1/1): an image far brighter than anything in training comes out at most at that
+    max, whatever its own intensities."""
+    noisy, clean = _pairs(3)
+    top = max(float(c.max()) for c in clean)
+    assert trained.normalizers[1].inverse(np.float32(1.0)) == pytest.approx(top, rel=1e-5)
+    bright = apply_model(trained, noisy[0] * 50 + 10 * top)
+    assert bright.max() <= top * (1 + 1e-5) and bright.min() >= min(c.min() for c in clean) - 1e-5
+    assert bright.max() > 0.9 * top  # pinned near the cap, not scaled up with the input
+
+
+def test_per_image_minmax_maps_each_image_by_its_own_range(tmp_path: Path) -> None:
+    """``normalization="per_image_minmax"``: the leak-free counterpart of the official
+    per-batch min/max: training pairs scaled by their noisy plane's min..max (the
+    target by the same map), prediction by the core's per-image "unit" scaling."""
+    from microdenoise import denoise_array
+    from microdenoise.methods.clidim import per_image_minmax
+
+    noisy, clean = _pairs(3)
+    xs, ys = per_image_minmax([noisy[0] * 3 + 5], [clean[0] * 3 + 5])
+    assert xs[0].min() == pytest.approx(-1) and xs[0].max() == pytest.approx(1)
+    lo, hi = float(noisy[0].min()) * 3 + 5, float(noisy[0].max()) * 3 + 5
+    np.testing.assert_allclose(ys[0], 2 * (clean[0] * 3 + 5 - lo) / (hi - lo) - 1, atol=1e-5)
+    model = create("clidim", **TINY, normalization="per_image_minmax").fit(noisy, clean)
+    assert model.normalization == "unit"
+    out = denoise_array(noisy[0], model)
+    np.testing.assert_allclose(denoise_array(noisy[0] * 4 + 2, model), out * 4 + 2,
+                               rtol=1e-4, atol=1e-4)
+    loaded = load(save(model, tmp_path / "m.pt"))
+    np.testing.assert_array_equal(denoise_array(noisy[0], loaded), out)

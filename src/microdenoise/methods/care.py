@@ -36,11 +36,29 @@ from torch import nn
 
 from .. import patches
 from ..networks import Net, UNet, receptive_field
+from ..normalize import Identity, Percentile
 from ..registry import register
 from ..training import generator, resolve_device, seeded, step_module
 from .trained import TrainedMethod, fit_normalizers, predict_phases
 
-__all__ = ["CARE", "CAREConfig", "CARENet", "fit_normalizers"]
+__all__ = ["CARE", "CAREConfig", "CARENet", "fit_normalizers", "per_image_percentiles"]
+
+JITTER_LOW, JITTER_HIGH = (1.0, 3.0), (99.5, 99.9)  # CSBDeep's sample_percentiles()
+
+
+def per_image_percentiles(inputs: list[np.ndarray], targets: list[np.ndarray],
+                          rng: np.random.Generator) -> tuple[list[np.ndarray],
+                                                             list[np.ndarray]]:
+    """CSBDeep's training normalization (``create_patches`` with ``norm_percentiles``):
+    each pair draws percents ``p_low ~ U(1, 3)``, ``p_high ~ U(99.5, 99.9)``; the input
+    is mapped by its own ``p_low``/``p_high`` percentiles to 0/1 and the target by its
+    own at the same percents."""
+    xs, ys = [], []
+    for x, y in zip(inputs, targets, strict=True):
+        lo, hi = rng.uniform(*JITTER_LOW), rng.uniform(*JITTER_HIGH)
+        xs.append(Percentile.fit(x, p_low=lo, p_high=hi)(x))
+        ys.append(Percentile.fit(y, p_low=lo, p_high=hi)(y))
+    return xs, ys
 
 
 @dataclass(frozen=True)
@@ -66,7 +84,7 @@ class CAREConfig:
     residual: bool = True
     loss: Literal["l1", "l2"] = "l1"
     upscale: int = 1
-    normalization: Literal["percentile", "meanstd"] = "percentile"
+    normalization: Literal["percentile", "meanstd", "per_image"] = "percentile"
     percentiles: tuple[float, float] = (1.0, 99.8)
     patch_size: int | None = None
     batch_size: int = 16
@@ -142,6 +160,15 @@ class CARE(TrainedMethod):
         "depth", "filters", "kernel_size", "batch_norm", "residual", "upscale")
 
     @property
+    def normalization(self) -> str:  # type: ignore[override]
+        """``"model"`` (normalizers stored in the model), or with
+        ``normalization="per_image"`` ``"percentile"``: the core scales each image by
+        its own 1/99.8 percentiles (per channel, over the whole image, never per tile)
+        and maps the prediction back with them (the stored normalizers are then
+        identities)."""
+        return "percentile" if self.config.normalization == "per_image" else "model"
+
+    @property
     def upscale(self) -> int:
         return int(self.config.upscale)
 
@@ -182,22 +209,30 @@ class CARE(TrainedMethod):
         """
         cfg = self.config
         s = self.upscale
-        inputs, targets = self.pairs(noisy, clean, scale=s)
+        inputs, targets, spare_in, spare_tg = self.pairs(noisy, clean, scale=s)
         if self.net is None and cfg.resume:
             self.resume(cfg.resume)
         device = resolve_device(self.device)
+        if cfg.normalization == "per_image":  # CSBDeep: each pair by its own percentiles
+            rng = np.random.default_rng(cfg.seed + self.epoch)
+            inputs, targets = per_image_percentiles(inputs, targets, rng)
+            spare_in, spare_tg = per_image_percentiles(spare_in, spare_tg, rng)
         if self.net is None or self.norm_in is None or self.norm_out is None:
-            norm_in, norm_out = fit_normalizers(inputs, targets, kind=cfg.normalization,
-                                                percentiles=tuple(cfg.percentiles))
+            norm_in, norm_out = (Identity(), Identity()) if cfg.normalization == "per_image" \
+                else fit_normalizers(inputs, targets, kind=cfg.normalization,
+                                     percentiles=tuple(cfg.percentiles))
             with seeded(cfg.seed):  # seeded init; the global RNGs untouched
                 net = self.build_net()
         else:
             net, norm_in, norm_out = self.net, self.norm_in, self.norm_out
         xs = [patches.upsample(norm_in(x), s).numpy() for x in inputs]
         ys = [norm_out(y) for y in targets]
+        spare = ([patches.upsample(norm_in(x), s).numpy() for x in spare_in],
+                 [norm_out(y) for y in spare_tg])
         patch = patches.choose_patch(ys, self.patch_size * s, multiple=net.multiple)
         self.net, self.norm_in, self.norm_out = net.to(device), norm_in, norm_out
-        train_x, train_y, val_x, val_y, validated = self.split(xs, ys, patch=patch)
+        train_x, train_y, val_x, val_y, validated = self.split(xs, ys, patch=patch,
+                                                               spare=spare)
         val_gen = generator(cfg.seed + 1)
         val_batches = [patches.sample_pairs(val_x, val_y, min(cfg.batch_size, cfg.val_patches - i),
                                          patch, step=s, gen=val_gen)

@@ -57,7 +57,7 @@ from ..contrastive import ProjectionHead
 from ..errors import InputError
 from ..metrics import psnr
 from ..networks import NLayerDiscriminator, UnetGenerator, pix2pix_receptive_field
-from ..normalize import MeanStd, Percentile
+from ..normalize import Identity, MeanStd, Percentile
 from ..registry import register
 from ..training import deterministic, epoch_status, progress_bar, resolve_device, seeded
 from .clidim_train import TrainState, train_step
@@ -66,6 +66,32 @@ from .trained import TrainedMethod, fit_normalizers
 __all__ = ["CLIDiM", "CLIDiMConfig", "tanh_range"]
 
 Variant = Literal["baseline", "tv", "ssim", "cl", "cl+tv+ssim"]
+
+
+def per_image_minmax(noisy: Any, clean: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each noisy plane and its target mapped onto [-1, 1] by the *noisy* plane's range
+    (``2 (v - low) / (high - low) - 1``): min..max, or 0..255 for uint8 data, as the
+    core's ``"unit"`` normalization scales an image at prediction. Leak-free: the
+    target follows the input's transform, so it may leave [-1, 1]."""
+    xs = list(noisy) if isinstance(noisy, list | tuple) else [noisy]
+    ys = list(clean) if isinstance(clean, list | tuple) else [clean]
+    out_x, out_y = [], []
+    for x, y in zip(xs, ys, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim < 2 or y.shape != x.shape:
+            out_x.append(x)  # TrainedMethod.pairs explains what is wrong
+            out_y.append(y)
+            continue
+        fx = x.reshape(-1, *x.shape[-2:]).astype(np.float64)
+        fy = y.reshape(-1, *y.shape[-2:]).astype(np.float64)
+        if x.dtype == np.uint8:
+            low, high = np.zeros((len(fx), 1, 1)), np.full((len(fx), 1, 1), 255.0)
+        else:
+            low, high = fx.min(axis=(1, 2), keepdims=True), fx.max(axis=(1, 2), keepdims=True)
+        scale = np.where(high > low, high - low, 1.0)
+        out_x.append((2 * (fx - low) / scale - 1).astype(np.float32).reshape(x.shape))
+        out_y.append((2 * (fy - low) / scale - 1).astype(np.float32).reshape(y.shape))
+    return out_x, out_y
 
 
 def tanh_range(p: Percentile) -> MeanStd:
@@ -117,6 +143,7 @@ class CLIDiMConfig:
     cl_temperature: float = 0.1
     cl_dim: int = 128
     cl_head_trainable: bool = True
+    normalization: Literal["training", "per_image_minmax"] = "training"
     percentiles: tuple[float, float] = (1.0, 99.8)
     target_percentiles: tuple[float, float] = (0.0, 100.0)
     val_fraction: float = 0.1
@@ -178,6 +205,14 @@ class CLIDiM(TrainedMethod):
         self.head: ProjectionHead | None = None
 
     @property
+    def normalization(self) -> str:  # type: ignore[override]
+        """``"model"`` (affine maps onto [-1, 1] stored in the model), or with
+        ``normalization="per_image_minmax"`` ``"unit"``: the core scales each image to
+        [0, 1] by its own min..max (uint8: 0..255), ``denoise`` maps that onto [-1, 1]
+        and back, and the core maps the prediction back with the image's range."""
+        return "unit" if self.config.normalization == "per_image_minmax" else "model"
+
+    @property
     def receptive_field(self) -> int:
         """Half-width bound of the generator's receptive field (1020 px for unet_256)."""
         return pix2pix_receptive_field(self.config.num_downs)
@@ -220,7 +255,10 @@ class CLIDiM(TrainedMethod):
         checkpoint. Without a validation split: a warning, and the last generator.
         """
         cfg = self.config
-        inputs, targets = self.pairs(noisy, clean)
+        per_image = cfg.normalization == "per_image_minmax"
+        if per_image:  # each pair onto [-1, 1] by its noisy plane's range, before pairs()
+            noisy, clean = per_image_minmax(noisy, clean)
+        inputs, targets, spare_in, spare_tg = self.pairs(noisy, clean)
         if self.net is None and cfg.resume:
             self.resume(cfg.resume)
         device = resolve_device(self.device)
@@ -233,7 +271,11 @@ class CLIDiM(TrainedMethod):
                              f"side is a multiple of {m}, but the crop and the smallest "
                              f"training image allow {side} px; {hint}")
         fresh = not self.trained
-        if fresh:
+        if per_image:
+            if fresh:
+                self.norm_in, self.norm_out = Identity(), Identity()
+            xs, ys, spare = inputs, targets, (spare_in, spare_tg)
+        elif fresh:
             p_in, p_out = fit_normalizers(inputs, targets, percentiles=cfg.percentiles,
                                           target_percentiles=cfg.target_percentiles)
             assert isinstance(p_in, Percentile) and isinstance(p_out, Percentile)
@@ -242,11 +284,13 @@ class CLIDiM(TrainedMethod):
             # fresh run trains on the same bits as format-1 models did.
             xs = [2 * p_in(x) - 1 for x in inputs]
             ys = [2 * p_out(y) - 1 for y in targets]
+            spare = ([2 * p_in(x) - 1 for x in spare_in], [2 * p_out(y) - 1 for y in spare_tg])
         else:
             norm_in, norm_out = self.normalizers
             xs, ys = [norm_in(x) for x in inputs], [norm_out(y) for y in targets]
+            spare = ([norm_in(x) for x in spare_in], [norm_out(y) for y in spare_tg])
         crop = patches.choose_patch(ys, cfg.crop, multiple=m)
-        train_x, train_y, val_x, val_y, validated = self.split(xs, ys, patch=crop)
+        train_x, train_y, val_x, val_y, validated = self.split(xs, ys, patch=crop, spare=spare)
         # Seeded init and dropout; the global RNGs of every device untouched.
         with seeded(cfg.seed + self.epoch), deterministic(device):
             if fresh or self.disc is None:
@@ -333,5 +377,8 @@ class CLIDiM(TrainedMethod):
         """Denoise a normalized 2D image (or each plane of a stack; any size) and return
         the generator's output in [-1, 1] (the core applies ``normalizers[1].inverse``)."""
         arr = self.planes(image)
-        planes = [self._forward(p) for p in arr.reshape(-1, *arr.shape[-2:])]
+        if self.config.normalization == "per_image_minmax":  # [0, 1] from the core
+            planes = [(self._forward(2 * p - 1) + 1) / 2 for p in arr.reshape(-1, *arr.shape[-2:])]
+        else:
+            planes = [self._forward(p) for p in arr.reshape(-1, *arr.shape[-2:])]
         return np.stack(planes).reshape(arr.shape).astype(np.float32)

@@ -53,14 +53,19 @@ def fit_normalizers(inputs: list[np.ndarray], targets: list[np.ndarray], *,
     """Input and target normalizers, computed once over the whole training set:
     ``"percentile"``, inputs' ``percentiles`` and targets' ``target_percentiles``
     (default: the same) map to 0 and 1 (CSBDeep's ``normalize(x, 1, 99.8)`` with
-    training-set statistics); ``"meanstd"``, the inputs' mean/std for both."""
+    training-set statistics; a percent of 0 or 100 is the exact min or max of all the
+    pixels, not an estimate from a subsample); ``"meanstd"``, the inputs' mean/std for
+    both."""
     if kind == "meanstd":
         both = MeanStd.fit(inputs)
         return both, both
 
     def fit(planes: list[np.ndarray], percents: tuple[float, float]) -> Percentile:
-        return Percentile.fit(np.concatenate([p.ravel() for p in planes]), p_low=percents[0],
-                              p_high=percents[1])
+        pixels = np.concatenate([p.ravel() for p in planes])
+        p = Percentile.fit(pixels, p_low=percents[0], p_high=percents[1])
+        low = float(pixels.min()) if percents[0] <= 0 else p.low
+        high = float(pixels.max()) if percents[1] >= 100 else p.high
+        return p if (low, high) == (p.low, p.high) else Percentile(low, high)
 
     return fit(inputs, percentiles), fit(targets, target_percentiles or percentiles)
 
@@ -163,9 +168,13 @@ class TrainedMethod(Denoiser):
         return self.net, device
 
     def pairs(self, noisy: Any, clean: Any, *, scale: int = 1
-              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(input, target) float32 YX planes, shuffled (seeded), ``n_train`` applied;
-        ``noisy``/``clean``: arrays or lists of them (clean ``scale`` x larger in YX)."""
+              ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray],
+                         list[np.ndarray]]:
+        """``(inputs, targets, spare_inputs, spare_targets)``: float32 YX planes after a
+        seeded shuffle; ``noisy``/``clean``: arrays or lists of them (clean ``scale`` x
+        larger in YX). With ``n_train=K`` the first K pairs are the training pairs and
+        the others are *spare*: :meth:`split` validates on them, so that K means K
+        training pairs; without ``n_train`` every pair is a training pair (spare: none)."""
         if clean is None:
             raise InputError(f"{self.key} is trained on noisy/clean pairs: fit(noisy, clean) "
                              "needs the clean targets (or train with --input NOISY_DIR "
@@ -188,29 +197,46 @@ class TrainedMethod(Denoiser):
         targets = patches.as_planes(ys, name="the clean images")
         order = np.random.default_rng(self.config.seed).permutation(len(inputs))
         k = self.config.n_train
-        if k is not None:
-            if k < 1 or k > len(inputs):
-                raise InputError(f"n_train={k} but only {len(inputs)} pair(s) were given "
-                                 "(each plane of a stack is a pair); lower n_train or add "
-                                 "pairs")
-            order = order[:k]
-        return [inputs[i] for i in order], [targets[i] for i in order]
+        if k is not None and (k < 1 or k > len(inputs)):
+            raise InputError(f"n_train={k} but only {len(inputs)} pair(s) were given "
+                             "(each plane of a stack is a pair); lower n_train or add "
+                             "pairs")
+        used, spare = (order, order[:0]) if k is None else (order[:k], order[k:])
+        return ([inputs[i] for i in used], [targets[i] for i in used],
+                [inputs[i] for i in spare], [targets[i] for i in spare])
 
-    def split(self, xs: list[np.ndarray], ys: list[np.ndarray] | None, *, patch: int
+    def split(self, xs: list[np.ndarray], ys: list[np.ndarray] | None, *, patch: int,
+              spare: tuple[list[np.ndarray], list[np.ndarray]] | None = None
               ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray],
                          list[np.ndarray], bool]:
-        """``(train_x, train_y, val_x, val_y, validated)``, ``val_fraction`` held back
-        (:func:`patches.hold_out`). If none can be, the training data stand in (for the
-        learning-rate schedule only) and a warning says that this run keeps its last
-        weights (``keep="last"``) and writes no ``best.pt``: never select on them."""
+        """``(train_x, train_y, val_x, val_y, validated)``.
+
+        With ``n_train`` set, every pair in ``xs``/``ys`` is trained on and validation
+        uses the ``spare`` pairs (those outside the K, :meth:`pairs`): the first
+        ``max(1, round(val_fraction * (K + spare)))`` of them (none if ``val_fraction``
+        is 0). Without ``n_train``, ``val_fraction`` of ``xs`` is held back
+        (:func:`patches.hold_out`). If no validation data result, the training data
+        stand in (for the learning-rate schedule only) and a warning says that this run
+        keeps its last weights (``keep="last"``) and writes no ``best.pt``: never select
+        on them."""
         cfg = self.config
-        train_x, val_x = patches.hold_out(xs, fraction=cfg.val_fraction, patch=patch)
-        train_y, val_y = patches.hold_out(ys, fraction=cfg.val_fraction, patch=patch) \
-            if ys is not None else ([], [])
+        few_shot = getattr(cfg, "n_train", None) is not None
+        if few_shot:
+            sx, sy = spare if spare is not None else ([], [])
+            n_val = (min(len(sx), max(1, round(cfg.val_fraction * (len(xs) + len(sx)))))
+                     if cfg.val_fraction > 0 else 0)
+            train_x, train_y = list(xs), list(ys) if ys is not None else []
+            val_x, val_y = list(sx[:n_val]), list(sy[:n_val])
+        else:
+            train_x, val_x = patches.hold_out(xs, fraction=cfg.val_fraction, patch=patch)
+            train_y, val_y = patches.hold_out(ys, fraction=cfg.val_fraction, patch=patch) \
+                if ys is not None else ([], [])
         if val_x:
             return train_x, train_y, val_x, val_y, True
         if cfg.val_fraction > 0 or cfg.keep == "best":
             why = ("val_fraction=0" if cfg.val_fraction <= 0 else
+                   f"n_train={cfg.n_train} uses every given pair for training and none is "
+                   "left to validate on" if few_shot else
                    f"val_fraction={cfg.val_fraction} of {len(xs)} image(s) rounds to none and "
                    f"no image is 2 x {patch} px long")
             warnings.warn(f"{self.key}: no validation data could be held back ({why}); "
