@@ -13,7 +13,9 @@
     The U-Net of pn2v / DecoNoising (Goncharova et al., ECCV-W 2020): ``depth``
     levels (``depth - 1`` poolings), no batch norm, 2x2 transposed-conv
     upsampling that halves the channels, skips merged by *addition*, linear
-    1x1 output conv, Xavier-normal initialization.
+    1x1 output conv. Xavier-normal weights and zero biases on every conv *and
+    transposed conv*; the official code initializes only its ``Conv2d`` layers so
+    (its ``ConvTranspose2d`` layers keep PyTorch's default).
 
 :class:`UnetGenerator` and :class:`NLayerDiscriminator`
     pix2pix's generator and PatchGAN discriminator (Isola et al., CVPR 2017), as

@@ -5,17 +5,31 @@ fluorescence microscopy", Nature Methods 15, 1090-1097 (2018), as CSBDeep's
 ``csbdeep.models.CARE`` does it in 2D (its ``Config`` defaults): a U-Net of depth 2
 with 32 initial filters, 5x5 kernels, no batch norm, nearest upsampling,
 concatenated skips, a linear 1x1 output conv plus the input (residual); the L1
-("mae") loss; Adam (lr 4e-4), batches of 16 random patches, flipped and rotated,
-100 epochs of 400 steps, ReduceLROnPlateau (factor 0.5, patience 10) on the
-validation loss, and the best weights by validation loss kept at the end.
+("mae") loss; Adam (lr 4e-4), batches of 16 patches, 100 epochs of 400 steps,
+ReduceLROnPlateau (factor 0.5, patience 10) on the validation loss, and the best
+weights by validation loss kept at the end.
 
-Differences, all options: intensities are normalized by percentiles (1 / 99.8)
-computed once over the training inputs and, separately, the training targets
-and stored in the model (CSBDeep: per image), or by the mean/std of the training
-inputs applied to inputs and targets (``normalization="meanstd"``);
-``shift_average=True`` averages the network over its pooling phases (16x the
-prediction cost at depth 2; off by default, as CSBDeep: tiles start on the pooling
-grid, :attr:`Denoiser.tile_multiple`, so tiled output equals untiled output anyway).
+Differences from CSBDeep (the defaults here, then how to get CSBDeep's):
+
+* normalization: by default percentiles (1 / 99.8) computed once over all training
+  inputs and, separately, all training targets, stored in the model (a fixed affine
+  map, exportable as such). CSBDeep normalizes each image by its own percentiles
+  (training pairs at percents jittered in 1..3 / 99.5..99.9, the target at the same
+  percents as its input; prediction at 2 / 99.8, the output mapped back with the
+  input's): ``normalization="per_image"`` does that, but predicts at 1 / 99.8 (the
+  core's per-image percentile scaling). ``"meanstd"``: the training inputs'
+  mean/std for inputs and targets;
+* augmentation: patches are flipped and rotated by 90 degrees (the 8 dihedral views)
+  by default; CSBDeep does not augment: ``augment=False``;
+* patches: drawn afresh at random from the whole training images for every batch;
+  CSBDeep extracts a fixed set of patches once (``create_patches``) and skips
+  background patches (``no_background_patches(0.4)``: only patches whose target
+  reaches 0.4 x the image's 99.9th percentile); there is no background filter here;
+* validation: whole pairs held back (``val_fraction`` of the images, or the pairs
+  outside ``n_train``); CSBDeep holds back 10 % of its patches;
+* ``shift_average=True`` averages the network over its pooling phases (16x the
+  prediction cost at depth 2; off by default, as CSBDeep: tiles start on the pooling
+  grid, :attr:`Denoiser.tile_multiple`, so tiled output equals untiled output anyway).
 
 ``upscale=2`` restores and super-resolves jointly, as CSBDeep's
 ``UpsamplingCARE``: the low-resolution input is upsampled 2x by linear
@@ -67,7 +81,9 @@ class CAREConfig:
 
     ``patch_size`` is the input patch side (default 128, or 64 for ``upscale=2``: the
     target patch is then 128). ``n_train=K`` trains on the first K pairs after a
-    seeded shuffle (few-shot); each YX plane of a stack is a pair. ``stop_patience=N``
+    seeded shuffle (few-shot; each YX plane of a stack is a pair) and validates on
+    ``max(1, round(val_fraction x given))`` of the pairs outside the K (none left:
+    a warning and the last weights). ``stop_patience=N``
     stops after N epochs without a better validation loss (0: never). ``keep`` is
     the weights ``fit`` ends with: ``"best"`` by validation loss (with that epoch's
     optimizer, scheduler and RNG state) or ``"last"`` (always, when no validation

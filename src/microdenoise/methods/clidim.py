@@ -23,10 +23,16 @@ networks", CVPR 2017). As the official code does it:
 
 Differences, by design: (1) the official code scales each batch by the joint min/max
 of the noisy input *and the ground truth*, which uses the ground truth at test time;
-here inputs are scaled by the 1/99.8 percentiles of the training inputs
-(``percentiles``) and targets by the min/max of the training targets
-(``target_percentiles`` 0/100, so that every target lies in Tanh's range, as in the
-official code), both stored in the model as affine maps onto [-1, 1]. (2) The official
+here (``normalization="training"``, the default) inputs are scaled by the 1/99.8
+percentiles of the training inputs (``percentiles``) and targets by the exact min/max
+of the training targets (``target_percentiles`` 0/100), both stored in the model as
+affine maps onto [-1, 1]; every training target then lies in Tanh's range. Tanh caps
+the output at the training targets' range: a test image brighter than every training
+target comes out at most at their max (saturated). ``normalization=
+"per_image_minmax"`` is the leak-free counterpart closest to the official scaling:
+each image by its own noisy min..max (uint8: 0..255, as the core's ``"unit"``
+scaling), the target by the same map in training (it may then leave [-1, 1]); the
+core computes it per image (never per tile) and maps the output back with it. (2) The official
 projection head is never trained (it is built after the optimizers); it is trained
 by default here, ``cl_head_trainable=False`` reproduces the code. (3) Model
 selection uses a validation split of the training pairs (the official code selects
@@ -107,9 +113,13 @@ class CLIDiMConfig:
 
     ``variant`` picks the paper's ablation rows: ``"baseline"`` (pix2pix: GAN + L1),
     ``"tv"``, ``"ssim"``, ``"cl"`` (baseline plus that term) or ``"cl+tv+ssim"``.
-    ``n_train=K`` trains on the first K pairs after a seeded shuffle (16 or 32 in the
-    paper); ``val_fraction`` of them (or strips of a single image) are held back for
-    model selection, evaluated every ``val_every`` epochs from epoch ``val_from`` on.
+    ``n_train=K`` trains on exactly the first K pairs after a seeded shuffle (16 or 32
+    in the paper) and selects on ``max(1, round(val_fraction x given))`` of the pairs
+    outside the K (none left: a warning and the last generator); without ``n_train``,
+    ``val_fraction`` of the pairs (or strips of a single image) are held back. Validation
+    runs every ``val_every`` epochs from epoch ``val_from`` on.
+    ``normalization``: ``"training"`` (training-set statistics stored in the model) or
+    ``"per_image_minmax"`` (each image by its own noisy min..max; module docstring).
     ``keep="best"`` keeps the generator with the best validation PSNR, with that epoch's
     discriminator, head, optimizers and RNG (the last one if no validation ran or no
     validation split could be held back). Every ``checkpoint_every`` epochs ``last.pt``
@@ -181,7 +191,8 @@ class CLIDiM(TrainedMethod):
     train --method clidim --input NOISY_DIR --target CLEAN_DIR --n-train 16``. Its
     normalizers map the training percentiles onto Tanh's [-1, 1] (both affine, see
     :func:`tanh_range`): ``denoise`` maps normalized
-    inputs to the generator's output in [-1, 1].
+    inputs to the generator's output in [-1, 1] (with ``normalization=
+    "per_image_minmax"``: [0, 1] in, [0, 1] out, the core scaling each image).
     """
 
     family = "few-shot"
@@ -375,7 +386,9 @@ class CLIDiM(TrainedMethod):
     @torch.no_grad()
     def denoise(self, image: np.ndarray) -> np.ndarray:
         """Denoise a normalized 2D image (or each plane of a stack; any size) and return
-        the generator's output in [-1, 1] (the core applies ``normalizers[1].inverse``)."""
+        the generator's output in [-1, 1] (the core applies ``normalizers[1].inverse``);
+        with ``normalization="per_image_minmax"`` the image and the output are in
+        [0, 1] (the image's own range, which the core applies and undoes)."""
         arr = self.planes(image)
         if self.config.normalization == "per_image_minmax":  # [0, 1] from the core
             planes = [(self._forward(2 * p - 1) + 1) / 2 for p in arr.reshape(-1, *arr.shape[-2:])]

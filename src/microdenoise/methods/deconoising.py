@@ -21,11 +21,29 @@ applies after.
 
 The defaults are the official training script's (2.8 % blind spots per 100x100
 patch, replaced from the 5x5 neighbourhood, Adam 1e-3 with ReduceLROnPlateau
-(factor 0.5, patience 10), 200 epochs x 10 steps of 20 patches) with one
-difference: a batch of 20 patches instead of 20 accumulated batches of 1, the
-same gradient (no batch norm) in a twentieth of the calls. The ``paper`` preset
-restores batch 1 with gradient accumulation over 20 batches. Blind-spot
-neighbours are drawn without the official off-by-one at the patch border.
+(factor 0.5, patience 10) on the validation loss, 30 % of the data held back for
+validation, 200 epochs x 10 steps of 20 patches, positivity 1, no TV), with these
+differences:
+
+1. a batch of 20 patches instead of 20 accumulated batches of 1: the same gradient
+   (no batch norm) in a twentieth of the calls; the ``paper`` preset restores batch 1
+   with gradient accumulation over 20 batches;
+2. ``precision="auto"``: bfloat16 autocast training steps on CPUs with native bf16
+   (the official code, and the ``paper`` preset, train in float32);
+3. augmentation by the 8 dihedral views (90-degree rotations and a mirror); the
+   official code uses 4 (``rot90`` and ``np.flip`` without an axis, a 180-degree
+   rotation: no mirror images);
+4. validation on a fixed set of ``val_patches`` (32) patches and masks drawn once
+   (seeded) from the held-back data; the official code draws fresh validation
+   patches every epoch (``valSize`` 20);
+5. :class:`~microdenoise.networks.AddUNet` initializes its transposed convolutions
+   with Xavier-normal as well; the official code initializes only its ``Conv2d``
+   layers so (``ConvTranspose2d`` keeps PyTorch's default);
+6. blind-spot neighbours are drawn without the official off-by-one at the patch
+   border;
+7. the camera offset: the official script subtracts it by hand (``--meanValue``, 520
+   in its notebook) so that the positivity term acts; here ``background`` does it
+   (default ``"none"``: no offset, as for data whose dark level is 0).
 """
 
 from __future__ import annotations
