@@ -18,5 +18,10 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
 def apply_model(model, image: np.ndarray) -> np.ndarray:
     """A trained model on a raw image, as the pipeline applies it (untiled): normalize
     with its input normalizer, ``denoise``, map back with its output normalizer."""
-    n_in, n_out = model.normalizers
+    if model.normalization != "model":  # scaled by the image itself (per-image options)
+        from microdenoise.intensity import make_normalizer
+
+        n_in = n_out = make_normalizer(model.normalization, image)
+    else:
+        n_in, n_out = model.normalizers
     return n_out.inverse(model.denoise(n_in(image)))

@@ -18,7 +18,7 @@ from ..conftest import blobs, poisson_gaussian
 from .conftest import apply_model
 
 TINY = {"epochs": 4, "steps_per_epoch": 10, "batch_size": 4, "patch_size": 32,
-        "filters": 8, "kernel_size": 3, "lr": 3e-3}
+        "filters": 8, "kernel_size": 3, "lr": 3e-3, "normalization": "percentile"}
 
 
 def _pairs(n: int, shape: tuple[int, int] = (64, 64)) -> tuple[list[np.ndarray],
@@ -57,6 +57,7 @@ def test_defaults_are_csbdeep() -> None:
     assert (cfg.lr_factor, cfg.lr_patience, cfg.upscale) == (0.5, 10, 1)
     assert model.family == "supervised" and model.needs == "pairs"
     assert model.normalization == "model" and model.upscale == 1
+    assert create("care", normalization="per_image").normalization == "percentile"
     assert model.patch_size == 128 and create("care", upscale=2).patch_size == 64
     net = model.build_net()
     assert sum(p.numel() for p in net.parameters()) == 922_977  # CSBDeep's 2D CARE
@@ -265,9 +266,11 @@ def test_per_image_normalization_is_csbdeeps(tmp_path) -> None:
     xs, ys = per_image_percentiles([noisy[0] * 7 + 3], [clean[0] * 5], np.random.default_rng(0))
     assert abs(np.percentile(xs[0], 2)) < 0.05 and abs(np.percentile(xs[0], 99.7) - 1) < 0.05
     assert abs(np.percentile(ys[0], 2)) < 0.05 and abs(np.percentile(ys[0], 99.7) - 1) < 0.05
-    model = create("care", **{**TINY, "epochs": 1, "steps_per_epoch": 2},
-                   normalization="per_image").fit(noisy, clean)
+    model = create("care", **{**TINY, "epochs": 1, "steps_per_epoch": 2,
+                              "normalization": "per_image"}).fit(noisy, clean)
     assert model.normalization == "percentile"
+    with pytest.raises(InputError, match="stores no normalizers"):
+        model.normalizers  # noqa: B018
     out = denoise_array(noisy[0], model)
     brighter = denoise_array(noisy[0] * 10 + 100, model)
     np.testing.assert_allclose(brighter, out * 10 + 100, rtol=1e-4, atol=1e-3)

@@ -22,7 +22,8 @@ from ..conftest import blobs, poisson_gaussian
 from .conftest import apply_model
 
 TINY = {"num_downs": 4, "ngf": 8, "ndf": 8, "crop": 32, "batch_size": 4, "n_epochs": 2,
-        "n_epochs_decay": 2, "steps_per_epoch": 3, "lr": 2e-3, "val_from": 0}
+        "n_epochs_decay": 2, "steps_per_epoch": 3, "lr": 2e-3, "val_from": 0,
+        "normalization": "training"}
 
 
 def _pairs(n: int, shape: tuple[int, int] = (64, 64)) -> tuple[list[np.ndarray],
@@ -233,10 +234,25 @@ def test_per_image_minmax_maps_each_image_by_its_own_range(tmp_path: Path) -> No
     assert xs[0].min() == pytest.approx(-1) and xs[0].max() == pytest.approx(1)
     lo, hi = float(noisy[0].min()) * 3 + 5, float(noisy[0].max()) * 3 + 5
     np.testing.assert_allclose(ys[0], 2 * (clean[0] * 3 + 5 - lo) / (hi - lo) - 1, atol=1e-5)
-    model = create("clidim", **TINY, normalization="per_image_minmax").fit(noisy, clean)
+    assert create("clidim").normalization == "unit"  # the default (issue #15 rule)
+    model = create("clidim", **{**TINY, "normalization": "per_image_minmax"}).fit(noisy, clean)
     assert model.normalization == "unit"
     out = denoise_array(noisy[0], model)
     np.testing.assert_allclose(denoise_array(noisy[0] * 4 + 2, model), out * 4 + 2,
                                rtol=1e-4, atol=1e-4)
     loaded = load(save(model, tmp_path / "m.pt"))
     np.testing.assert_array_equal(denoise_array(noisy[0], loaded), out)
+
+
+def test_files_from_before_the_normalization_option_keep_their_scaling(
+        trained: CLIDiM, tmp_path: Path) -> None:
+    """Model files without ``normalization`` (older than the option, whose default is
+    now per_image_minmax) store affine normalizers: they load as ``"training"``."""
+    path = save(trained, tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["normalization"]
+    torch.save(payload, path)
+    loaded = load(path)
+    assert loaded.config.normalization == "training" and loaded.normalization == "model"
+    noisy, _ = _pairs(1)
+    np.testing.assert_array_equal(apply_model(loaded, noisy[0]), apply_model(trained, noisy[0]))

@@ -30,9 +30,10 @@ TINY = {
     "deconoising": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 4, "patch_size": 32,
                     "masked_percentage": 5.0, "filters": 8},
     "care": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 4, "patch_size": 32,
-             "filters": 8, "kernel_size": 3, "lr": 3e-3},
+             "filters": 8, "kernel_size": 3, "lr": 3e-3, "normalization": "percentile"},
     "clidim": {"num_downs": 4, "ngf": 8, "ndf": 8, "crop": 32, "batch_size": 4,
-               "n_epochs": 1, "n_epochs_decay": 0, "steps_per_epoch": 2, "val_from": 0},
+               "n_epochs": 1, "n_epochs_decay": 0, "steps_per_epoch": 2, "val_from": 0,
+               "normalization": "training"},
     "fm2s": {"fast_steps": 3, "fast_crop": 32},
 }
 
@@ -83,9 +84,9 @@ def test_the_model_contract() -> None:
     """normalization "model": (input, output) normalizers, describable; denoise maps
     normalized input to the output normalizer's space."""
     for name in ("n2v", "deconoising", "care", "clidim"):
-        assert create(name).normalization == "model", name  # by default (per-image: options)
+        assert create(name, **TINY[name]).normalization == "model", name
         with pytest.raises(InputError, match="train it first"):
-            create(name).normalizers  # noqa: B018
+            create(name, **TINY[name]).normalizers  # noqa: B018
         model = _fit(name)
         n_in, n_out = model.normalizers
         assert {n_in.to_dict()["kind"], n_out.to_dict()["kind"]} <= {"mean_std", "percentile"}

@@ -139,7 +139,14 @@ class TrainedMethod(Denoiser):
     @property
     def normalizers(self) -> tuple[Normalizer, Normalizer]:
         """``(input, output)`` normalizers fitted on the training data: ``denoise`` takes
-        ``input(raw)`` and returns what ``output.inverse`` maps to raw units."""
+        ``input(raw)`` and returns what ``output.inverse`` maps to raw units. A method
+        set to normalize each image by itself (``normalization`` not ``"model"``:
+        CARE's ``per_image``, CLIDiM's ``per_image_minmax``) stores none: an
+        :class:`InputError`, as for the filters, so that no exporter mistakes its
+        stored identities for the model's scaling."""
+        if self.normalization != "model":
+            raise InputError(f"this {self.key} model normalizes each image by itself "
+                             f"({self.normalization!r}), it stores no normalizers")
         if self.norm_in is None or self.norm_out is None:
             raise self.untrained_error()
         return self.norm_in, self.norm_out
