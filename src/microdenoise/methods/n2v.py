@@ -7,7 +7,8 @@ grid) are replaced by a random neighbour within +-5 pixels, to the original
 values; the loss is the MSE on those pixels only. Patches are flipped and rotated
 by 90 degrees; intensities are standardized by the mean/std of the training data
 (stored in the model); Adam (lr 1e-3) with ReduceLROnPlateau on the validation
-loss of patches held back from the training images.
+loss of patches held back from the training images. The training *length* is not
+CAREamics': see :class:`BlindSpotConfig` (``epochs``, ``steps_per_epoch``).
 
 Options: ``n2v2=True`` (Höck et al., "N2V2 - Fixing Noise2Void Checkerboard
 Artifacts with Modified Sampling Strategies and a Tweaked Network Architecture",
@@ -48,7 +49,12 @@ class BlindSpotConfig:
     """Data, masking and training parameters shared by ``n2v`` and ``deconoising``.
 
     ``steps_per_epoch=None`` uses one step per ``batch_size`` patch-sized cells of
-    the training data (CAREamics' epoch), clipped to 50..400. ``fit_per_image=True``
+    the training data (CAREamics' epoch), clipped to 50..400; with ``epochs=100`` that
+    is **not CAREamics' length**, which is 30 epochs of one pass (no clipping): on one
+    512x512 image 100 x 50 = 5,000 steps here vs 30 x 4 = 120 there (~40x). The
+    longer default is deliberate: on FMD ``_1`` frames 600 steps beat CAREamics' 120
+    (``benchmarks/results/faithful_checks``, n2v_length); for CAREamics' length pass
+    ``epochs=30`` and ``steps_per_epoch`` = ceil(patch-sized cells / ``batch_size``). ``fit_per_image=True``
     makes ``microdenoise denoise --method n2v`` (and ``denoise_array``) train a fresh
     network on each input image itself (its former name ``calibrate`` is refused with
     the new name, and renamed when an older model file is loaded; ``calibrate`` means
@@ -294,7 +300,9 @@ class BlindSpotMethod(TrainedMethod):
 
 @dataclass(frozen=True)
 class N2VConfig(BlindSpotConfig):
-    """Noise2Void parameters; defaults are CAREamics 0.3.5's (see :class:`BlindSpotConfig`).
+    """Noise2Void parameters; defaults are CAREamics 0.3.5's but for the training length
+    (see :class:`BlindSpotConfig`) and structN2V's augmentation (flips only, where
+    CAREamics turns augmentation off).
 
     ``n2v2=True`` switches to N2V2 (median replacement unless ``replacement`` is set,
     max-blur-pool, no top skip). ``struct_axis="x"`` (or ``"y"``) hides a line of
