@@ -54,9 +54,9 @@ class BlindSpotConfig:
     512x512 image 100 x 50 = 5,000 steps here vs 30 x 4 = 120 there (~40x). The
     longer default is deliberate: on FMD ``_1`` frames 600 steps beat CAREamics' 120
     (``benchmarks/results/faithful_checks``, n2v_length); for CAREamics' length pass
-    ``epochs=30`` and ``steps_per_epoch`` = ceil(patch-sized cells / ``batch_size``). ``fit_per_image=True``
-    makes ``microdenoise denoise --method n2v`` (and ``denoise_array``) train a fresh
-    network on each input image itself (its former name ``calibrate`` is refused with
+    ``epochs=30`` and ``steps_per_epoch`` = ceil(patch-sized cells / ``batch_size``).
+    ``fit_per_image=True`` makes ``microdenoise denoise --method n2v`` (and
+    ``denoise_array``) train a fresh network on each input image itself (its former name ``calibrate`` is refused with
     the new name, and renamed when an older model file is loaded; ``calibrate`` means
     J-invariant calibration of the classical filters only).
     ``shift_average`` averages the prediction over the pooling phases, which makes
