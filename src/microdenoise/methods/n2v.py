@@ -56,9 +56,10 @@ class BlindSpotConfig:
     (``benchmarks/results/faithful_checks``, n2v_length); for CAREamics' length pass
     ``epochs=30`` and ``steps_per_epoch`` = ceil(patch-sized cells / ``batch_size``).
     ``fit_per_image=True`` makes ``microdenoise denoise --method n2v`` (and
-    ``denoise_array``) train a fresh network on each input image itself (its former name ``calibrate`` is refused with
-    the new name, and renamed when an older model file is loaded; ``calibrate`` means
-    J-invariant calibration of the classical filters only).
+    ``denoise_array``) train a fresh network on each input image itself (its former
+    name ``calibrate`` is refused with the new name, and renamed when an older model
+    file is loaded; ``calibrate`` means J-invariant calibration of the classical
+    filters only).
     ``shift_average`` averages the prediction over the pooling phases, which makes
     it shift-equivariant, at 4**pools x the prediction cost. It is off by default:
     tiled prediction starts tiles on multiples of the pooling grid
