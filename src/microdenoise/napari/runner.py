@@ -83,6 +83,10 @@ class Job(QObject):
         stop the run here instead."""
         if self.stop.is_set():
             raise _Cancelled
+        self.send(payload)
+
+    def send(self, payload: Any) -> None:
+        """Send ``payload`` to ``on_progress`` (from the worker thread), cancelled or not."""
         self.progressed.emit(payload)
 
     def returned(self, result: Any) -> None:
