@@ -208,12 +208,13 @@ class MethodPicker(QWidget):
         layout.addLayout(top)
         self.form = ParamForm()
         layout.addWidget(self.form)
-        self.on_change = on_change
+        self.on_change: Callable[[], None] | None = None  # not while building
         self.method_box.currentTextChanged.connect(self.method_changed)
         self.preset_box.currentTextChanged.connect(self.preset_changed)
         if default in methods:
             self.method_box.setCurrentText(default)
         self.method_changed(self.method_box.currentText())
+        self.on_change = on_change
 
     @property
     def method(self) -> str:
