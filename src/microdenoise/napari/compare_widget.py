@@ -101,7 +101,7 @@ class CompareWidget(QWidget):
     def add(self) -> None:
         """Add the picked method, preset and parameters to the list (checked first)."""
         try:
-            self.picker.create()
+            self.picker.build()
         except InputError as exc:
             notify(exc)
             return

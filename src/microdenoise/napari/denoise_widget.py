@@ -120,7 +120,7 @@ class DenoiseWidget(QWidget):
         path = self.model_edit.text().strip()
         if path:
             return layer, axes, path, {}
-        self.picker.create()  # the CLI's checks and messages, before any thread starts
+        self.picker.build()  # the CLI's checks and messages, before any thread starts
         return layer, axes, None, {"method": self.picker.method, "preset": self.picker.preset,
                                    "params": self.picker.params()}
 

@@ -251,7 +251,7 @@ class MethodPicker(QWidget):
         """The parameters the user changed (strings, as ``--param`` gives them)."""
         return self.form.params()
 
-    def create(self) -> Denoiser:
+    def build(self) -> Denoiser:
         """The configured method; an :class:`~microdenoise.InputError` (the CLI's message)
         for a bad value."""
         return create(self.method, preset=self.preset, **self.params())

@@ -176,7 +176,7 @@ class TrainWidget(QWidget):
             if pairs and clean is None:
                 raise InputError(f"{self.picker.method!r} is trained on noisy/clean pairs: "
                                  "choose the clean layer")
-            self.picker.create()  # the CLI's checks and messages, before any thread starts
+            self.picker.build()  # the CLI's checks and messages, before any thread starts
         except InputError as exc:
             notify(exc)
             return
