@@ -275,3 +275,20 @@ def test_compare_scores_each_method_against_the_ground_truth(viewer, qtbot) -> N
     assert widget.table.rowCount() == 3 and widget.table.item(1, 0).text() == "gaussian"
     assert all(widget.rows[0][1] < r[1] for r in widget.rows[1:])  # denoising helps
     assert "FMD noisy (gaussian)" in viewer.layers and "FMD noisy (median)" in viewer.layers
+
+
+def test_an_rgb_layer_is_denoised_channel_by_channel(viewer, qtbot) -> None:
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    viewer.add_image(rgb, name="rgb", rgb=True)
+    widget = dock(viewer, "Denoise")
+    widget.layer_box.setCurrentText("rgb")
+    assert widget.axes_edit.text() == "CYX"
+    widget.picker.set_method("median")
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    out = viewer.layers["rgb (median)"]
+    assert out.rgb and out.data.dtype == np.uint8 and out.data.shape == rgb.shape
+    planes = denoise_array(np.moveaxis(rgb, -1, 0), "median", axes="CYX")
+    np.testing.assert_array_equal(out.data, np.clip(np.rint(np.moveaxis(planes, 0, -1)),
+                                                    0, 255).astype(np.uint8))

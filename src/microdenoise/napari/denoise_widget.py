@@ -96,7 +96,7 @@ class DenoiseWidget(QWidget):
         layer = self.layer_box.layer()
         if layer is not None:
             rgb = bool(getattr(layer, "rgb", False))
-            self.axes_edit.setText(guess_axes(len(layer_shape(layer)) - rgb, rgb))
+            self.axes_edit.setText(guess_axes(len(layer_shape(layer)), rgb))
 
     def model_changed(self, text: str) -> None:
         self.picker.setEnabled(not text.strip())

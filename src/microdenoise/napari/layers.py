@@ -20,7 +20,8 @@ GUESSES = {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX", 6: "STCZYX"}
 
 
 def guess_axes(ndim: int, rgb: bool = False) -> str:
-    """The axes assumed for a layer of ``ndim`` dimensions (RGB: colour as ``C``)."""
+    """The axes assumed for a layer whose data have ``ndim`` dimensions (RGB: the colour
+    axis, last in napari, counts, and is ``C`` before ``YX``)."""
     if rgb:
         return GUESSES.get(ndim - 1, "")[:-2] + "CYX" if ndim >= 3 else ""
     return GUESSES.get(ndim, "")
