@@ -13,12 +13,14 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,bm3d]'
+	$(BIN)/python -m pip install -q -e '.[dev,bm3d,napari]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/microdenoise demo
 
+# The napari tests need a display: run `xvfb-run -a make test` on a headless machine
+# (.ci/run does); without one they are skipped with the reason.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 

@@ -262,7 +262,9 @@ def _arrays(value: Any) -> bool:
 def train(inputs: Any, *, method: str, out: str | Path | None = None,
           target: Any = None, preset: str | None = None,
           params: dict[str, Any] | None = None, axes: str | None = None,
-          device: str = "auto", seed: int | None = None) -> Denoiser:
+          device: str = "auto", seed: int | None = None,
+          on_epoch: Callable[[int, int, dict[str, float]], bool | None] | None = None
+          ) -> Denoiser:
     """Train ``method`` and return it (the Python twin of ``microdenoise train``).
 
     Parameters
@@ -289,6 +291,10 @@ def train(inputs: Any, *, method: str, out: str | Path | None = None,
         ``auto``, ``cpu``, ``cuda`` or ``mps``.
     seed : int, optional
         Overrides the method's seed.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, stop, row)`` after each epoch (the epoch, the run's last
+        epoch, its history row: loss, validation score); returning true stops the run
+        there with keep-best applied (a GUI's progress and Cancel).
 
     Returns
     -------
@@ -324,6 +330,11 @@ def train(inputs: Any, *, method: str, out: str | Path | None = None,
     model = create(method, preset=preset, **params)
     resolve_device(device)
     model.device = device
+    if on_epoch is not None:
+        from .methods.trained import TrainedMethod
+
+        if isinstance(model, TrainedMethod):
+            model.on_epoch = on_epoch
     noisy: Any  # lists of arrays: sizes may differ
     if pairs:
         clean: Any

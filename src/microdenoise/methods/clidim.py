@@ -299,6 +299,8 @@ class CLIDiM(TrainedMethod):
                              val=f"{row.get('val_psnr', float('nan')):.2f}")
                 if improved or self.epoch % cfg.checkpoint_every == 0:
                     self.checkpoint(improved)
+                if self.epoch_done(stop):
+                    break
         finally:
             bar.close()
             state.release()

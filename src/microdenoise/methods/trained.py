@@ -117,6 +117,9 @@ class TrainedMethod(Denoiser):
         self.history: list[dict[str, float]] = []
         self.train_state: dict[str, Any] = {}  # optimizer, scheduler, RNG of the last epoch
         self._select, self._kept = False, None  # keep-best in this run
+        #: ``on_epoch(epoch, stop, row)``, called after each training epoch (see
+        #: :meth:`epoch_done`); not saved, not copied by :meth:`fresh`.
+        self.on_epoch: Callable[[int, int, dict[str, float]], bool | None] | None = None
 
     # --- the contract ---------------------------------------------------------------
     @property
@@ -283,6 +286,18 @@ class TrainedMethod(Denoiser):
                 getattr(self, name).load_state_dict(snap[name])
         self.train_state = {k: snap[k] for k in self.TRAIN_KEYS if k in snap}
 
+    def epoch_done(self, stop: int) -> bool:
+        """Tell :attr:`on_epoch` about the epoch just finished; whether it asks to stop.
+
+        ``on_epoch(epoch, stop, row)`` gets the epoch number, the run's last epoch and
+        the epoch's ``history`` row (call after appending it). A true return ends the
+        run after this epoch as an early stop does: keep-best still applies, so the
+        model is usable (a GUI's Cancel).
+        """
+        if self.on_epoch is None:
+            return False
+        return bool(self.on_epoch(self.epoch, stop, dict(self.history[-1])))
+
     def checkpoint(self, improved: bool) -> None:
         """``last.pt`` (``best.pt`` if improved) in ``checkpoint_dir``, optimizer included."""
         if self.config.checkpoint_dir:
@@ -327,6 +342,8 @@ class TrainedMethod(Denoiser):
                     improved = self.select(loss, validated)
                     self.checkpoint(improved)
                     stale = 0 if improved else stale + 1
+                    if self.epoch_done(stop):
+                        break
                     if validated and patience and stale >= patience:
                         bar.write(f"{self.key}: early stop after epoch {self.epoch} (no better "
                                   f"validation loss for {stale} epochs)", file=sys.stderr)
