@@ -206,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import parse_params
-    from .training import train_files
+    from .training_io import train_files
 
     path = train_files(args.input, args.method, args.out, preset=args.preset,
                        params=parse_params(args.param), axes=args.axes, device=args.device,

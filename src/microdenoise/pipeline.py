@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 
 from . import core, io
 from . import feedback as fb
+from .atomic import check_writable
 from .errors import InputError
 from .registry import Denoiser, create, method_class
 
@@ -252,15 +251,7 @@ def prepare_output_dir(out_dir: str | Path) -> Path:
     """Create ``out_dir``, prove it writable (a temporary file made and removed) and
     remove partial files that killed runs left there (a notice names each): before
     any work, so a batch never computes what it cannot write."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".microdenoise-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"cannot write to the output folder {str(out_dir)!r} "
-                         f"({exc.strerror or exc}); choose a writable folder") from None
+    out_dir = check_writable(out_dir)
     for path, size in io.remove_stale_partials(out_dir):
         fb.notice(f"removed {path} ({size / 2**20:.1f} MB), a partial output left by an "
                   "interrupted run")

@@ -33,17 +33,27 @@ from ..training import (
     epoch_status,
     generator,
     make_optimizer,
-    progress_bar,
     resolve_device,
     to_cpu,
     train_epoch,
+    use_bf16,
     validate,
     write_checkpoints,
 )
+from ..training_progress import progress_bar
 
-__all__ = ["MAX_PIXELS", "TrainedMethod", "fit_normalizers", "predict_phases"]
+__all__ = ["MAX_PIXELS", "TrainedMethod", "fit_normalizers", "predict_phases", "run_plan"]
 
 MAX_PIXELS = 2**21  # network pixels per prediction forward pass (phases are batched up to this)
+
+
+def run_plan(epochs: int, steps: int, cfg: Any, device: torch.device) -> str:
+    """The plan of a run in words: epochs, steps, batch, device and arithmetic."""
+    bf16 = use_bf16(getattr(cfg, "precision", "fp32"), device)
+    plural = "" if epochs == 1 else "s"
+    return (f"{epochs} epoch{plural} x {steps} steps of {cfg.batch_size} patches "
+            f"({epochs * steps} steps) on {device.type}, "
+            f"{'bfloat16 autocast' if bf16 else 'float32'} steps")
 
 
 def fit_normalizers(inputs: list[np.ndarray], targets: list[np.ndarray], *,
@@ -319,7 +329,8 @@ class TrainedMethod(Denoiser):
             optimizer.load_state_dict(self.train_state["optimizer"])
             scheduler.load_state_dict(self.train_state["scheduler"])
         stop = cfg.epochs if self.epoch < cfg.epochs else self.epoch + cfg.epochs
-        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}")
+        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}",
+                           plan=run_plan(stop - self.epoch, steps, cfg, device))
         patience = int(getattr(cfg, "stop_patience", 0))
         self.begin_selection(validated, lambda: validate(net, val_loss, batches))
         stale = 0

@@ -33,7 +33,7 @@ import microdenoise
 
 from ..errors import InputError
 from ..registry import Denoiser, method_class, save
-from ..training import train
+from ..training_io import train
 from .forms import LayerBox, MethodPicker, trainable_methods
 from .layers import layer_data
 from .runner import Job, notify
