@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import math
 import platform
 import statistics
@@ -190,7 +191,10 @@ def run(args: argparse.Namespace) -> None:
     out = csv_path("bias", args.tag)
     finished = done(out)
     fh, writer = _writer(out, FIELDS)
-    for pair in load_set(args.set, args.data_root):
+    pairs = load_set(args.set, args.data_root)
+    if args.images:  # a subset when CPU is short (the table says which images ran)
+        pairs = [p for p in pairs if any(fnmatch.fnmatch(p.name, g) for g in args.images)]
+    for pair in pairs:
         ref = reference(pair)
         bg = background(ref)
         preset = PRESET[pair.group]
@@ -224,6 +228,95 @@ def run(args: argparse.Namespace) -> None:
                              **bias_row(img, ref, bg), "cpu_s": f"{cpu:.1f}"})
             fh.flush()
             print(f"{row:>13} {pair.name:<22} {cpu:6.1f} cpu-s", flush=True)
+    fh.close()
+
+
+# --- 16-bit evaluation -------------------------------------------------------------
+# GT (8-bit) -> counts: OFFSET + gt * (FULL - OFFSET) / max(gt), so the GT max is 3000.
+OFFSET, FULL = 100.0, 3000.0
+# Poisson-Gaussian noise var = a * (y - OFFSET) + read^2 in counts, from vst fits:
+# conv: the raw Convallaria frame (uint16) fits a=72.76, b=-38768, i.e. pure Poisson with
+#   gain 72.76 counts/e above an offset of -b/a = 533 counts; no read noise left.
+# wf: the FMD raw frame WideField_BPAE_B_1 (tuning fold) fits, in 8-bit units,
+#   a=0.168, b=18.65; scaled to counts by (FULL - OFFSET) / 255 per 8-bit unit:
+#   a = 1.91 counts/e, read noise std = sqrt(18.65) * 11.37 = 49.1 counts.
+SIM_NOISE = {"conv": (72.76, 0.0), "wf": (0.168 * (FULL - OFFSET) / 255,
+                                            math.sqrt(18.65) * (FULL - OFFSET) / 255)}
+SIM_ROWS = ["noisy", "fm2s_preset", "fm2s_fit", "fm2s_fit_mean", "bm3d", "n2v"]
+SIM_FIELDS = ["row", "image", "noise", "preset", "bias", "bias_pct", "bg_bias", "bg_bias_pct",
+              "psnr", "cpu_s", "describe"]
+SIM_SETS = {  # (GT name, group) -> noise settings; each GT once (captures share one GT)
+    "tune": [("Confocal_MICE_1", "conv"), ("WideField_BPAE_R_1", "wf"),
+             ("TwoPhoton_BPAE_G_1", "wf"), ("w2s:004_1", "conv")],
+    "report": [("Confocal_BPAE_G_1", "conv"), ("Confocal_FISH_1", "wf"),
+               ("TwoPhoton_BPAE_B_1", "conv"), ("TwoPhoton_BPAE_R_1", "wf"),
+               ("WideField_BPAE_G_1", "wf"), ("w2s:083_1", "conv")],
+}
+
+
+def simulate(gt8: np.ndarray, noise: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(GT in counts, noisy uint16) for one GT and noise setting."""
+    gt = OFFSET + gt8.astype(np.float64) * (FULL - OFFSET) / float(gt8.max())
+    a, read = SIM_NOISE[noise]
+    rng = np.random.default_rng(seed)
+    y = OFFSET + a * rng.poisson((gt - OFFSET) / a) + rng.normal(0.0, read, gt.shape)
+    return gt, np.clip(np.rint(y), 0, 65535).astype(np.uint16)
+
+
+def fm2s_16(noisy: np.ndarray, preset: str, **params: Any) -> tuple[np.ndarray, str]:
+    """FM2S on a uint16 plane normalized by its own range (as the pipeline does)."""
+    lo, hi = float(noisy.min()), float(noisy.max())
+    plane = ((noisy.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    model = create("fm2s", preset=preset, **params).fit(plane)
+    return model.denoise(plane).astype(np.float64) * (hi - lo) + lo, model.describe_fit()
+
+
+def sim16(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    out = csv_path("sim16", args.tag)
+    finished = done(out)
+    fh, writer = _writer(out, SIM_FIELDS)
+    for k, (name, noise) in enumerate(SIM_SETS[args.set]):
+        if args.images and not any(fnmatch.fnmatch(name, g) for g in args.images):
+            continue
+        if name.startswith("w2s:"):
+            split = "train" if args.set == "tune" else "test"
+            pair = datasets.w2s_8bit(args.data_root, split=split, names=[name[4:]])[0]
+        else:
+            pair = datasets.fmd_test_mix(args.data_root, names=[name])[0]
+        label = f"{name.replace('w2s:', 'w2s_').removesuffix('_1')}:{noise}"
+        gt, noisy = simulate(pair.clean, noise, seed=1000 + k)
+        bg = background(gt)
+        preset = PRESET[pair.group]
+        for row in args.rows:
+            if (row, label) in finished:
+                continue
+            c0, said = time.process_time(), ""
+            if row == "noisy":
+                img = noisy.astype(np.float64)
+            elif row == "fm2s_preset":
+                img, said = fm2s_16(noisy, preset, noise_constants="preset")
+            elif row == "fm2s_fit":
+                img, said = fm2s_16(noisy, preset, noise_constants="auto")
+            elif row == "fm2s_fit_mean":
+                img, said = fm2s_16(noisy, preset, noise_constants="auto",
+                                    mean_correction="plane")
+            elif row == "bm3d":
+                img = denoise_array(noisy, "bm3d", params={"vst": "gat"}).astype(np.float64)
+            else:
+                model = create("n2v", epochs=3, steps_per_epoch=50)
+                model.fit(noisy)
+                img = denoise_array(noisy, model).astype(np.float64)
+            cpu = time.process_time() - c0
+            d, db = float(img.mean() - gt.mean()), float(img[bg].mean() - gt[bg].mean())
+            writer.writerow({
+                "row": row, "image": label, "noise": noise, "preset": preset,
+                "bias": f"{d:.3f}", "bias_pct": f"{100 * d / gt.mean():.3f}",
+                "bg_bias": f"{db:.3f}", "bg_bias_pct": f"{100 * db / gt[bg].mean():.3f}",
+                "psnr": f"{metrics.psnr(img, gt, data_range=float(gt.max() - gt.min())):.4f}",
+                "cpu_s": f"{cpu:.1f}", "describe": said})
+            fh.flush()
+            print(f"{row:>13} {label:<26} {cpu:6.1f} cpu-s {said}", flush=True)
     fh.close()
 
 
@@ -295,11 +388,21 @@ def main() -> None:
                                                     "report_w2s", "report_srdtrans"])
     r.add_argument("--rows", nargs="+", choices=ROWS, required=True)
     r.add_argument("--data-root", type=Path, default=None)
+    r.add_argument("--images", nargs="*", default=None, help="glob subset of the set")
     r.add_argument("--tag", default="")
+    s16 = sub.add_parser("sim16")
+    s16.add_argument("--set", required=True, choices=list(SIM_SETS))
+    s16.add_argument("--rows", nargs="+", choices=SIM_ROWS, required=True)
+    s16.add_argument("--data-root", type=Path, default=None)
+    s16.add_argument("--images", nargs="*", default=None, help="glob subset of the set")
+    s16.add_argument("--tag", default="")
     t = sub.add_parser("table")
     t.add_argument("--out", default=None)
     args = parser.parse_args()
-    dispatch(args, run, table)
+    if args.cmd == "sim16":
+        sim16(args)
+    else:
+        dispatch(args, run, table)
 
 
 if __name__ == "__main__":
