@@ -347,9 +347,8 @@ def _bias_tables() -> list[str]:
              "percentile; % = of the reference's (background) mean. W2S reference = GT mapped "
              "affinely onto the noisy image (see the script). Cells: mean ± standard error "
              "over images; n = images.", ""]
-    sets = {"tune": "Tuning fold (FMD `_1` of the tuning configurations + W2S train 001_0, "
-                    "004_1, 007_2)"}
-    for tag, title in [("tune", sets["tune"]), ("report", "Report sets")]:
+    for tag, title in [("tune", "Tuning fold (the subset that ran: see n)"),
+                       ("report", "Report sets (held out; the subset that ran: see n)")]:
         mine = [r for r in rows if r["file"] == f"bias_{tag}"]
         if not mine:
             continue
@@ -358,9 +357,12 @@ def _bias_tables() -> list[str]:
                   for r in mine]
         for g in dict.fromkeys(groups):
             sub = [r for r, gg in zip(mine, groups, strict=True) if gg == g]
-            lines += [f"### {g}", "", "| row | n | bias | bias % | |bias| | bg bias | bg bias % "
-                      "| PSNR | ΔPSNR vs fm2s (paired) |", "|---" * 9 + "|"]
+            names = sorted({r["image"] for r in sub})
+            lines += [f"### {g} (n = {len(names)}: {', '.join(names)})", "",
+                      "| row | n | bias | bias % | |bias| | bg bias | bg bias % | shift (out − in) "
+                      "| |shift| | PSNR | ΔPSNR vs fm2s (paired) |", "|---" * 11 + "|"]
             base = {r["image"]: float(r["psnr"]) for r in sub if r["row"] == "fm2s"}
+            inp = {r["image"]: float(r["bias"]) for r in sub if r["row"] == "noisy"}
             for row in ROWS:
                 rr = [r for r in sub if r["row"] == row]
                 if not rr:
@@ -368,15 +370,49 @@ def _bias_tables() -> list[str]:
                 col = {k: [float(r[k]) for r in rr] for k in ("bias", "bias_pct", "bg_bias",
                                                               "bg_bias_pct", "psnr")}
                 dp = [float(r["psnr"]) - base[r["image"]] for r in rr if r["image"] in base]
+                shift = [float(r["bias"]) - inp[r["image"]] for r in rr if r["image"] in inp]
                 lines.append(
                     f"| {row} | {len(rr)} | {mean_se(col['bias'])} | {mean_se(col['bias_pct'])} "
                     f"| {mean_se([abs(v) for v in col['bias']])} | {mean_se(col['bg_bias'])} "
-                    f"| {mean_se(col['bg_bias_pct'])} | {mean_se(col['psnr'])} | "
+                    f"| {mean_se(col['bg_bias_pct'])} | {mean_se(shift)} | "
+                    f"{mean_se([abs(v) for v in shift])} | {mean_se(col['psnr'])} | "
                     f"{mean_se(dp) if row != 'fm2s' else ''} |")
             lines.append("")
+    lines += _sim16_tables()
     notes = RESULTS / "notes.md"
     if notes.exists():
         lines += [notes.read_text().strip()]
+    return lines
+
+
+def _sim16_tables() -> list[str]:
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("sim16*.csv")):
+        with path.open() as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            continue
+        lines += [f"## 16-bit simulation, `{path.name}`", "",
+                  "GT (8-bit) scaled to counts: 100 + gt * 2900 / max(gt); noise settings "
+                  "`conv` (Convallaria fit: gain 72.76, no read noise) and `wf` (FMD "
+                  "WideField_BPAE_B_1 fit: gain 1.91, read noise 49.1 counts); uint16. Bias in "
+                  "counts and % of the GT mean; PSNR with data_range = max(gt) - min(gt). "
+                  f"Images: {', '.join(dict.fromkeys(r['image'] for r in rows))}.", "",
+                  "| row | n | bias (counts) | bias % | bg bias (counts) | bg bias % | PSNR | "
+                  "ΔPSNR vs fm2s_preset (paired) |", "|---" * 8 + "|"]
+        base = {r["image"]: float(r["psnr"]) for r in rows if r["row"] == "fm2s_preset"}
+        for row in SIM_ROWS:
+            rr = [r for r in rows if r["row"] == row]
+            if not rr:
+                continue
+            col = {k: [float(r[k]) for r in rr] for k in ("bias", "bias_pct", "bg_bias",
+                                                          "bg_bias_pct", "psnr")}
+            dp = [float(r["psnr"]) - base[r["image"]] for r in rr if r["image"] in base]
+            lines.append(f"| {row} | {len(rr)} | {mean_se(col['bias'])} | "
+                         f"{mean_se(col['bias_pct'])} | {mean_se(col['bg_bias'])} | "
+                         f"{mean_se(col['bg_bias_pct'])} | {mean_se(col['psnr'])} | "
+                         f"{mean_se(dp) if row != 'fm2s_preset' else ''} |")
+        lines.append("")
     return lines
 
 

@@ -232,10 +232,9 @@ def is_8bit_plane(plane: np.ndarray) -> bool:
 def preset_name(config: FM2SConfig) -> str:
     """The preset whose values ``config`` holds (``custom`` when none)."""
     keys = ("n_chan", "stride", "w_size", "g_map", "p_map", "lam_p")
-    for name, values in FM2S.PRESETS.items():
-        if all(getattr(config, k) == values[k] for k in keys):
-            return name
-    return "custom"
+    names = [name for name, values in FM2S.PRESETS.items()
+             if all(getattr(config, k) == values[k] for k in keys)]
+    return min(names, key=len) if names else "custom"  # confocal, not confocal_avg1
 
 
 def fit_constants(plane: np.ndarray, config: FM2SConfig) -> tuple[float, float, float, str]:
