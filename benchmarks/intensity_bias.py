@@ -242,7 +242,8 @@ OFFSET, FULL = 100.0, 3000.0
 #   a = 1.91 counts/e, read noise std = sqrt(18.65) * 11.37 = 49.1 counts.
 SIM_NOISE = {"conv": (72.76, 0.0), "wf": (0.168 * (FULL - OFFSET) / 255,
                                             math.sqrt(18.65) * (FULL - OFFSET) / 255)}
-SIM_ROWS = ["noisy", "fm2s_preset", "fm2s_fit", "fm2s_fit_mean", "bm3d", "n2v"]
+SIM_ROWS = ["noisy", "fm2s_preset", "fm2s_fit", "fm2s_fit_mean", "fm2s_fit_noclamp", "bm3d",
+            "n2v"]
 SIM_FIELDS = ["row", "image", "noise", "preset", "bias", "bias_pct", "bg_bias", "bg_bias_pct",
               "psnr", "cpu_s", "describe"]
 SIM_SETS = {  # (GT name, group) -> noise settings; each GT once (captures share one GT)
@@ -301,6 +302,8 @@ def sim16(args: argparse.Namespace) -> None:
             elif row == "fm2s_fit_mean":
                 img, said = fm2s_16(noisy, preset, noise_constants="auto",
                                     mean_correction="plane")
+            elif row == "fm2s_fit_noclamp":
+                img, said = fm2s_16(noisy, preset, noise_constants="auto", noise_clamp=False)
             elif row == "bm3d":
                 img = denoise_array(noisy, "bm3d", params={"vst": "gat"}).astype(np.float64)
             else:
