@@ -210,13 +210,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     pipeline.prepare_output_dir(args.out)
     err = sys.stderr
     progress = Progress(err)
-    said: list[str] = []
+    said: dict[bool, str] = {}  # the last line of each kind: method/scaling, fit choices
     finished: list[Path] = []
     args.finished_note = lambda: _finished_note(finished, len(paths))
 
     def info(line: str) -> None:
-        if not said or said[-1] != line:
-            said.append(line)
+        kind = "intensities" in line  # the method-and-scaling line, else what a fit chose
+        if said.get(kind) != line:
+            said[kind] = line
             print(f"microdenoise: {line}", file=err, flush=True)
 
     def report(path: Path, written: Path | None, error: str | None) -> None:

@@ -82,6 +82,11 @@ class Denoiser(ABC):
         raise InputError(f"method {self.key!r} normalizes by the image "
                          f"({self.normalization!r}), it stores no normalizers")
 
+    def describe_fit(self) -> str:
+        """What the last :meth:`fit` chose, in words, for the user ("" when nothing worth
+        saying: the core prints it after a per-image fit)."""
+        return ""
+
     def fresh(self) -> Self:
         """An unfitted copy: the same config and device, no learned state."""
         copy = type(self)(self.config)

@@ -368,7 +368,7 @@ class FM2S(Denoiser):
     def describe_fit(self) -> str:
         """Which preset and noise constants the last :meth:`fit` used, and any correction."""
         if not self.fit_info:
-            return "fm2s: not fitted"
+            return ""
         extra = ""
         if self.config.mean_correction == "plane":
             extra = f"; mean correction {self.offset:+.4g} (on [0,1]) added to the output"
