@@ -13,6 +13,7 @@ one prediction core (:mod:`microdenoise.core`)::
 
 from __future__ import annotations
 
+from .bmz import export_bmz
 from .errors import InputError
 from .io import ImageData, read_image, write_image
 from .pipeline import denoise_array, denoise_file, denoise_files
@@ -29,6 +30,7 @@ __all__ = [
     "denoise_array",
     "denoise_file",
     "denoise_files",
+    "export_bmz",
     "list_methods",
     "load",
     "read_image",

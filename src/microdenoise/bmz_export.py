@@ -11,20 +11,19 @@ The package (a zip with ``rdf.yaml``, https://bioimage.io/spec, model format
 * the stored normalizers (:attr:`~microdenoise.registry.Denoiser.normalizers`), all
   affine, as pre/post-processing (:func:`preprocessing`, :func:`postprocessing`):
 
-  ================================  ======================================  ==============================
-  normalizer kind                   preprocessing (input)                   postprocessing (output inverse)
-  ================================  ======================================  ==============================
-  ``mean_std``                      ``fixed_zero_mean_unit_variance``       ``scale_linear`` gain std,
-                                    (mean, std)                             offset mean
-  ``percentile``, ``fixed_range``   ``scale_linear`` gain 1/(high-low),     ``scale_linear`` gain
-                                    offset -low/(high-low) (the training    high-low, offset low
-                                    data's fixed values, not per image)
-  ``none``                          nothing                                 nothing
-  ================================  ======================================  ==============================
+  - ``mean_std``: preprocessing ``fixed_zero_mean_unit_variance`` (mean, std);
+    postprocessing ``scale_linear`` with gain std, offset mean;
+  - ``percentile``, ``fixed_range`` (values fixed on the training data, not per
+    image): preprocessing ``scale_linear`` with gain 1/(high-low), offset
+    -low/(high-low); postprocessing ``scale_linear`` with gain high-low, offset low;
+  - ``none``: neither. Preprocessing starts, and postprocessing ends, with
+    ``ensure_dtype`` float32.
 
 * axes (batch, channel, [z,] y, x); Y/X sizes ``min + n * tile_multiple`` (the
-  pooling grid), a halo of the receptive field on the output (in output pixels:
-  times ``upscale``); Z (3D N2V) a multiple of the pooling, predicted whole (no halo);
+  pooling grid), a halo of the receptive field rounded up to that grid
+  (:func:`~microdenoise.bmz_net.halo`; on the output, in output pixels: times
+  ``upscale``), reflection padding; Z (3D N2V) a multiple of the pooling, predicted
+  whole (no halo);
 * test tensors (``.npy``) computed by :func:`microdenoise.denoise_array`, a cover
   (input | output), a README, authors, citations, BSD-3-Clause, tags, and the
   microdenoise model itself under ``config.microdenoise`` (so that
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bmz_net import PackagedNet, min_side, prediction_params, trace
+from .bmz_net import PackagedNet, halo, min_side, prediction_params, trace
 from .errors import InputError
 from .methods.clidim import CLIDiM
 from .methods.trained import TrainedMethod
@@ -65,7 +64,8 @@ PAPERS = {
              "Sampling Strategies and a Tweaked Network Architecture. ECCV Workshops 2022",
              "10.1007/978-3-031-25069-9_33"),
     "structn2v": ("Broaddus, Krull, Weigert, Schmidt, Myers. Removing Structured Noise with "
-                  "Self-Supervised Blind-Spot Networks. ISBI 2020", "10.1109/ISBI45749.2020.9098336"),
+                  "Self-Supervised Blind-Spot Networks. ISBI 2020",
+                  "10.1109/ISBI45749.2020.9098336"),
     "deconoising": ("Goncharova, Honigmann, Jug, Krull. Improving Blind Spot Denoising for "
                     "Microscopy. ECCV Workshops (BioImage Computing) 2020 (code)",
                     "https://github.com/juglab/DecoNoising"),
@@ -251,7 +251,8 @@ Parameters: {fields}.
   `microdenoise.load("model.zip")`; this rebuilds the original model exactly.
 
 Tiles: Y/X sizes are {low} + n * {step} px; overlap tiles by the halo, {rf} px
-(the receptive field, in input pixels){"; Z is predicted whole (do not tile along Z)"
+(the receptive field rounded up to the pooling grid, in input pixels), padding
+the image by reflection{"; Z is predicted whole (do not tile along Z)"
                      if model.supports_3d else ""}.
 
 ## References
@@ -306,7 +307,7 @@ def export_bmz(model: Any, path: str | Path, *, name: str | None = None,
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{str(path)!r} exists; pass overwrite=True (--overwrite) to replace it")
-    key, s, rf, q = model.key, model.upscale, model.receptive_field, model.tile_multiple
+    key, q = model.key, model.tile_multiple
     low, dims3 = min_side(model), model.supports_3d
     mz = int(getattr(model.net, "multiple", 1))
     side = valid_size(max(test_size, low), low, q)
@@ -329,7 +330,7 @@ def export_bmz(model: Any, path: str | Path, *, name: str | None = None,
         trace(packaged, x_t).save(str(d / "weights_torchscript.pt"))
         cover(raw, pred, d / "cover.png")
         title = name or f"microdenoise {TITLES.get(key, key)} denoising{' 3D' if dims3 else ''}"
-        (d / "README.md").write_text(readme(model, title, rf, q, low))
+        (d / "README.md").write_text(readme(model, title, halo(model), q, low))
         descr = v0_5.ModelDescr(**_rdf(model, d, title, authors, description, tags, version,
                                        prediction_params(model), float(np.ptp(pred))))
         # Written beside, then renamed: a failure leaves no half-written package.
@@ -345,7 +346,7 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
          tags: Sequence[str], version: str, params: dict[str, Any], span: float
          ) -> dict[str, Any]:
     """The ``rdf.yaml`` fields (spec 0.5) of ``model``'s package, files in ``d``."""
-    key, s, rf, q = model.key, model.upscale, model.receptive_field, model.tile_multiple
+    key, s, q = model.key, model.upscale, model.tile_multiple
     dims3 = model.supports_3d
     mz = int(getattr(model.net, "multiple", 1))
     low = min_side(model)
@@ -362,7 +363,7 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
         ref = {"tensor_id": "input", "axis_id": a}
         out = {"type": "space", "id": a, "size": ref}
         if not z:
-            out.update(scale=1.0 / s, halo=rf * s)
+            out.update(scale=1.0 / s, halo=halo(model) * s)
         out_axes.append(out)
     who = [a if isinstance(a, dict) else {"name": a} for a in (authors or ["microdenoise"])]
     cite = [{"text": PAPERS[p][0], **({"url": PAPERS[p][1]} if PAPERS[p][1].startswith("http")
@@ -382,7 +383,8 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
         "tags": sorted({"denoising", "fluorescence-light-microscopy", "pytorch", "microdenoise",
                         "3d" if dims3 else "2d", key, *tags}),
         "inputs": [{"id": "input", "axes": in_axes, "test_tensor": {"source": d / "test_input.npy"},
-                    "data": {"type": "float32"}, "preprocessing": preprocessing(norm_in)}],
+                    "data": {"type": "float32"}, "pad": {"mode": "reflect"},
+                    "preprocessing": preprocessing(norm_in)}],
         "outputs": [{"id": "output", "axes": out_axes,
                      "test_tensor": {"source": d / "test_output.npy"},
                      "data": {"type": "float32"}, "postprocessing": postprocessing(norm_out)}],

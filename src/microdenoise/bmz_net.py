@@ -39,7 +39,7 @@ from .methods.deconoising import OUT_SCALE, DecoNoising
 from .methods.n2v import BlindSpotMethod
 from .registry import Denoiser, create
 
-__all__ = ["PREDICTION_FIELDS", "PackagedNet", "min_side", "packaged_input",
+__all__ = ["PREDICTION_FIELDS", "PackagedNet", "halo", "min_side", "packaged_input",
            "prediction_params", "trace"]
 
 #: Config fields that change prediction beyond the method's ``ARCHITECTURE``.
@@ -147,12 +147,21 @@ class PackagedNet(nn.Module):
         return y[:, :, ez // 2:ez // 2 + z, rf:rf + h, rf:rf + w] * self.out_scale
 
 
+def halo(method: Denoiser) -> int:
+    """The package's halo in input pixels: the receptive field rounded up to the pooling
+    multiple (``tile_multiple``). A consumer pads the input by the halo before the
+    network; padding off the pooling grid would shift the U-Net's grid against the
+    image, and change every output pixel."""
+    q = max(1, method.tile_multiple)
+    return -(-method.receptive_field // q) * q
+
+
 def min_side(method: Denoiser) -> int:
     """The smallest Y/X input size (a multiple of ``tile_multiple``) that a package of
-    ``method`` accepts: more than twice its halo (the receptive field; bioimage.io
-    requires ``min - 2 * halo >= 1``) and enough for one reflection of the padding."""
+    ``method`` accepts: more than twice its :func:`halo` (bioimage.io requires
+    ``min - 2 * halo >= 1``) and enough for one reflection of the padding."""
     q = max(1, method.tile_multiple)
-    need = 2 * method.receptive_field + 1
+    need = 2 * halo(method) + 1
     packaged_pad = method.receptive_field + 2 * q
     side = max(need, packaged_pad, q)
     return -(-side // q) * q
