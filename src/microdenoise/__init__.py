@@ -9,6 +9,8 @@ one prediction core (:mod:`microdenoise.core`)::
     clean = md.denoise_array(image.data, "fm2s", preset="confocal")
     model = md.train(noisy_stack, method="n2v", params={"epochs": 20})
     restored = md.denoise_array(image.data, model)
+    md.export_bmz(model, "model.zip")    # a BioImage Model Zoo package (extra: bmz)
+    same = md.load("model.zip")          # packages load like .pt models
 """
 
 from __future__ import annotations

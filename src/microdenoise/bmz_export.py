@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bmz_net import PackagedNet, halo, min_side, prediction_params, trace
+from .bmz_net import halo, min_side, package_net, prediction_params, trace
 from .errors import InputError
 from .methods.clidim import CLIDiM
 from .methods.trained import TrainedMethod
@@ -320,7 +320,7 @@ def export_bmz(model: Any, path: str | Path, *, name: str | None = None,
         depth = valid_size(raw.shape[0], mz, mz)
     raw = fit_to(raw, ((depth,) if dims3 else ()) + (side, side)).astype(np.float32)
     pred = denoise_array(raw, model, axes="ZYX" if dims3 else "YX", device="cpu")
-    packaged = PackagedNet.from_method(model)
+    packaged = package_net(model)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         x_t = torch.from_numpy(model.normalizers[0](raw))[None, None]
@@ -361,7 +361,7 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
         in_axes.append({"type": "space", "id": a, "size": {"min": mz if z else low,
                                                            "step": mz if z else q}})
         ref = {"tensor_id": "input", "axis_id": a}
-        out = {"type": "space", "id": a, "size": ref}
+        out: dict[str, Any] = {"type": "space", "id": a, "size": ref}
         if not z:
             out.update(scale=1.0 / s, halo=halo(model) * s)
         out_axes.append(out)

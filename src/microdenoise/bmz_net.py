@@ -39,7 +39,7 @@ from .methods.deconoising import OUT_SCALE, DecoNoising
 from .methods.n2v import BlindSpotMethod
 from .registry import Denoiser, create
 
-__all__ = ["PREDICTION_FIELDS", "PackagedNet", "halo", "min_side", "packaged_input",
+__all__ = ["PREDICTION_FIELDS", "PackagedNet", "halo", "min_side", "package_net", "packaged_input",
            "prediction_params", "trace"]
 
 #: Config fields that change prediction beyond the method's ``ARCHITECTURE``.
@@ -99,16 +99,6 @@ class PackagedNet(nn.Module):
         self.psf_pad = int(psf.shape[-1]) // 2
         self.net = net.eval()
 
-    @classmethod
-    def from_method(cls, method: Denoiser) -> PackagedNet:
-        """The packaged network of a trained ``method``, with its weights."""
-        packaged = cls(method.key, prediction_params(method))
-        trained = getattr(method, "net", None)
-        if trained is None:
-            raise InputError(f"{method.key} is not trained: nothing to package")
-        packaged.net.load_state_dict(trained.state_dict())
-        return packaged.eval()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The normalized prediction of a normalized (b, 1, [z,] y, x) float32 tensor."""
         if self.dims == 3:
@@ -133,7 +123,7 @@ class PackagedNet(nn.Module):
         if self.psf_pad > 0:
             k = self.psf_pad
             out = F.conv2d(F.pad(out, [k, k, k, k], mode="reflect"),
-                           self.psf.to(out.dtype)[None, None])
+                           self.psf.to(out.dtype)[None, None])  # type: ignore[index]
         return out
 
     def _volume(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,6 +146,16 @@ def halo(method: Denoiser) -> int:
     return -(-method.receptive_field // q) * q
 
 
+def package_net(method: Denoiser) -> PackagedNet:
+    """The :class:`PackagedNet` of a trained ``method``, with its weights, in eval mode."""
+    trained = getattr(method, "net", None)
+    if trained is None:
+        raise InputError(f"{method.key} is not trained: nothing to package")
+    packaged = PackagedNet(method.key, prediction_params(method))
+    packaged.net.load_state_dict(trained.state_dict())
+    return packaged.eval()
+
+
 def min_side(method: Denoiser) -> int:
     """The smallest Y/X input size (a multiple of ``tile_multiple``) that a package of
     ``method`` accepts: more than twice its :func:`halo` (bioimage.io requires
@@ -175,7 +175,7 @@ def trace(packaged: PackagedNet, example: torch.Tensor) -> torch.jit.ScriptModul
         padded = packaged_input(packaged, example)
         traced = torch.jit.trace(packaged.net, padded, check_trace=False)
     original = packaged.net
-    packaged.net = traced  # type: ignore[assignment]
+    packaged.net = traced
     try:
         return torch.jit.script(packaged)
     finally:
