@@ -98,11 +98,8 @@ def papers(model: TrainedMethod) -> list[str]:
         keys.append("n2v2")
     if getattr(cfg, "struct_axis", "none") != "none":
         keys.append("structn2v")
-    if model.key == "deconoising":
-        keys.insert(0, "n2v")
-    if model.key == "clidim":
-        keys.append("pix2pix")
-    return keys
+    keys = (["n2v"] if model.key == "deconoising" else []) + keys
+    return keys + (["pix2pix"] if model.key == "clidim" else [])
 
 
 def preprocessing(norm: Normalizer) -> list[dict[str, Any]]:
@@ -208,8 +205,7 @@ def cover(inp: np.ndarray, out: np.ndarray, path: Path) -> Path:
         return np.clip((a - lo) / max(hi - lo, 1e-12) * 255, 0, 255).astype(np.uint8)
 
     left, right = view(inp), view(out)
-    k = right.shape[0] // left.shape[0]
-    left = np.kron(left, np.ones((k, k), dtype=np.uint8))
+    left = np.kron(left, np.ones((right.shape[0] // left.shape[0],) * 2, dtype=np.uint8))
     return write_image(path, np.concatenate([left, right], axis=1), dtype="uint8",
                        overwrite=True)
 
@@ -333,7 +329,7 @@ def export_bmz(model: Any, path: str | Path, *, name: str | None = None,
         (d / "README.md").write_text(readme(model, title, halo(model), q, low))
         descr = v0_5.ModelDescr(**_rdf(model, d, title, authors, description, tags, version,
                                        prediction_params(model), float(np.ptp(pred))))
-        # Written beside, then renamed: a failure leaves no half-written package.
+        # Written aside, then moved: a failure leaves no half-written package.
         tmp_zip = d / "package.zip"
         save_bioimageio_package(descr, output_path=tmp_zip)
         path.parent.mkdir(parents=True, exist_ok=True)
