@@ -44,7 +44,8 @@ def add_parser(sub: Any) -> None:
                    help="method parameter, repeatable (e.g. --param schedule=paper)")
     d.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
     d.add_argument("--model", type=Path, default=None,
-                   help="a saved model (.pt) to apply instead of --method")
+                   help="a saved model to apply instead of --method: a .pt from `train`, or a "
+                        "BioImage Model Zoo package (.zip, ours or a third party's)")
     d.add_argument("--tile", type=int, default=None, help="tile size for tiled prediction")
     d.add_argument("--overlap", type=int, default=None,
                    help="tile overlap (default and minimum: the method's receptive field)")
