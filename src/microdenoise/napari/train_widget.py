@@ -155,12 +155,9 @@ class TrainWidget(QWidget):
         self.train_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.save_button.setEnabled(self.model is not None and not busy)
-        exporter = getattr(microdenoise, "export_bmz", None)
-        self.export_button.setEnabled(exporter is not None and self.model is not None
-                                      and not busy)
-        self.export_button.setToolTip(
-            "export as a BioImage Model Zoo package (.zip)" if exporter is not None else
-            "BioImage Model Zoo export needs a microdenoise with export_bmz")
+        self.export_button.setEnabled(self.model is not None and not busy)
+        self.export_button.setToolTip("export as a BioImage Model Zoo package (.zip), which "
+                                      "deepImageJ, ilastik and QuPath run")
 
     def run(self) -> None:
         """Start training (the Train button)."""
@@ -255,13 +252,11 @@ class TrainWidget(QWidget):
 
     def export(self, path: str) -> None:
         """Export the trained model as a BioImage Model Zoo package (``export_bmz``)."""
-        exporter = getattr(microdenoise, "export_bmz", None)
-        if exporter is None or self.model is None:
-            show_error("nothing to export: train a model first (BMZ export needs a "
-                       "microdenoise with export_bmz)")
+        if self.model is None:
+            show_error("nothing to export: train a model first")
             return
         try:
-            written = exporter(self.model, path)
+            written = microdenoise.export_bmz(self.model, path)
         except InputError as exc:
             notify(exc)
             return
