@@ -40,7 +40,7 @@ from . import core, io
 from . import feedback as fb
 from .errors import InputError, NoticeWarning
 from .normalize import Normalizer
-from .pipeline import BatchResult, default_axes, plan_batch, prepare_output_dir
+from .pipeline import BatchResult, default_axes, start_batch
 from .registry import Denoiser, load, method_class, save
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
@@ -322,17 +322,8 @@ def denoise_files_distributed(
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    paths = io.list_images(inputs)
-    out_dir = prepare_output_dir(out_dir)
-    todo, kept, bad = plan_batch(paths, out_dir, pyramid=options.get("pyramid", 1),
-                                 overwrite=options.get("overwrite", False))
-    result = BatchResult()
-    for path, message in bad:
-        result.record(path, None, InputError(message), on_file)
-    for path, target in kept:
-        result.skipped.append(target)
-        if on_kept is not None:
-            on_kept(path, target)
+    todo, result, out_dir = start_batch(inputs, out_dir, on_file=on_file, on_kept=on_kept,
+                                        **options)
     if not todo:
         return result
     shipped = _ship(method, out_dir)

@@ -284,6 +284,27 @@ def plan_batch(paths: list[Path], out_dir: Path, *, pyramid: int = 1, overwrite:
     return todo, kept, bad
 
 
+def start_batch(inputs: Iterable[str | Path], out_dir: str | Path, *,
+                on_file: Callable[[Path, Path | None, str | None], None] | None = None,
+                on_kept: Callable[[Path, Path], None] | None = None, **options: Any
+                ) -> tuple[list[tuple[Path, Path]], BatchResult, Path]:
+    """What every batch driver does first: list the inputs, prepare ``out_dir`` (before
+    any work), report the inputs that cannot be done and the outputs kept; return the
+    (input, output) pairs to do, the result so far and the output folder."""
+    paths = io.list_images(inputs)
+    folder = prepare_output_dir(out_dir)
+    todo, kept, bad = plan_batch(paths, folder, pyramid=options.get("pyramid", 1),
+                                 overwrite=options.get("overwrite", False))
+    result = BatchResult()
+    for path, message in bad:
+        result.record(path, None, InputError(message), on_file)
+    for path, target in kept:
+        result.skipped.append(target)
+        if on_kept is not None:
+            on_kept(path, target)
+    return todo, result, folder
+
+
 def denoise_files(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
@@ -301,17 +322,8 @@ def denoise_files(
     ``BatchResult.skipped`` and reported through ``on_kept(path, output)``, so a
     rerun of an interrupted batch resumes. ``options`` go to :func:`denoise_file`.
     """
-    paths = io.list_images(inputs)
-    out_dir = prepare_output_dir(out_dir)
-    todo, kept, bad = plan_batch(paths, out_dir, pyramid=options.get("pyramid", 1),
-                                 overwrite=options.get("overwrite", False))
-    result = BatchResult()
-    for path, message in bad:
-        result.record(path, None, InputError(message), on_file)
-    for path, target in kept:
-        result.skipped.append(target)
-        if on_kept is not None:
-            on_kept(path, target)
+    todo, result, _ = start_batch(inputs, out_dir, on_file=on_file, on_kept=on_kept,
+                                  **options)
     for path, target in todo:
         try:
             written = denoise_file(path, target, method, **options)
