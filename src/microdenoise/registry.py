@@ -29,6 +29,8 @@ FORMAT = "microdenoise-model"
 FORMAT_VERSION = 2  # 2: trained methods store (norm_in, norm_out) normalizers
 
 _REGISTRY: dict[str, type[Denoiser]] = {}
+# Other model formats load() reads: (accepts(path), loader(path)), see register_loader.
+_LOADERS: list[tuple[typing.Callable[[Path], bool], typing.Callable[[Path], Denoiser]]] = []
 
 
 class Denoiser(ABC):
@@ -259,9 +261,20 @@ def save(method: Denoiser, path: str | Path, *, training: bool = False) -> Path:
     return path
 
 
+def register_loader(accepts: typing.Callable[[Path], bool],
+                    loader: typing.Callable[[Path], Denoiser]) -> None:
+    """Let :func:`load` read another model format: ``loader(path)`` for the paths
+    ``accepts(path)`` is true of (BioImage Model Zoo packages: :mod:`microdenoise.bmz`)."""
+    _LOADERS.append((accepts, loader))
+
+
 def load(path: str | Path) -> Denoiser:
-    """Load a model saved by :func:`save`; never executes code from the file."""
+    """Load a model saved by :func:`save` (never executes code from the file), or one of
+    another registered format (:func:`register_loader`: BioImage Model Zoo packages)."""
     path = Path(path)
+    for accepts, loader in _LOADERS:
+        if accepts(path):
+            return loader(path)
     if path.is_dir():
         raise InputError(f"model {str(path)!r} is a folder; give the model file (.pt) in it")
     if not path.is_file():
