@@ -58,6 +58,8 @@ def test_tutorial_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                    if o.output_type == "stream")
     for name in ("FM2S", "Gaussian", "NLM", "N2V"):
         assert f"{name}" in text and " dB" in text, f"no PSNR printed for {name}"
+    if any("export_bmz" in c.source for c in code):
+        assert "wrote " in text and "max difference to the original model" in text
 
 
 def test_docs_site_builds_strict(tmp_path: Path) -> None:
