@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..metrics import gt_range, psnr, ssim
 from ..pipeline import denoise_array
 from ..registry import list_methods
-from .forms import LayerBox, MethodPicker
+from .forms import LayerBox, MethodPicker, run_buttons
 from .layers import layer_data, layer_shape, result_data, result_kwargs
 from .runner import Job, notify
 
@@ -80,14 +80,7 @@ class CompareWidget(QWidget):
         layout.addWidget(self.list)
         self.progress = QProgressBar()
         layout.addWidget(self.progress)
-        run = QHBoxLayout()
-        self.run_button = QPushButton("Compare")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        run.addWidget(self.run_button)
-        run.addWidget(self.cancel_button)
+        run, self.run_button, self.cancel_button = run_buttons("Compare", self.run, self.cancel)
         layout.addLayout(run)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["method", "PSNR (dB)", "SSIM"])

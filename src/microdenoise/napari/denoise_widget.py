@@ -29,7 +29,7 @@ from ..axes import check_axes
 from ..errors import InputError
 from ..pipeline import default_axes, denoise_array
 from ..registry import Denoiser, create, list_methods, load
-from .forms import LayerBox, MethodPicker
+from .forms import LayerBox, MethodPicker, run_buttons
 from .layers import guess_axes, layer_data, layer_shape, result_data, result_kwargs
 from .runner import Job, notify
 
@@ -76,14 +76,7 @@ class DenoiseWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setValue(0)
         layout.addWidget(self.progress)
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        buttons, self.run_button, self.cancel_button = run_buttons("Run", self.run, self.cancel)
         layout.addLayout(buttons)
         self.layer_changed(self.layer_box.currentText())
 

@@ -24,7 +24,9 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QHBoxLayout,
     QLineEdit,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -74,6 +76,22 @@ def trainable_methods() -> list[str]:
 
     return [m for m in list_methods()
             if method_class(m).family == "self-supervised" or method_class(m).needs == "pairs"]
+
+
+def run_buttons(label: str, run: Callable[[], Any], cancel: Callable[[], Any], *,
+                cancel_tip: str = "") -> tuple[QHBoxLayout, QPushButton, QPushButton]:
+    """A row with the widget's action button (``label``) and a Cancel button, disabled
+    until a run starts: (row, action button, cancel button)."""
+    row = QHBoxLayout()
+    action, stop = QPushButton(label), QPushButton("Cancel")
+    action.clicked.connect(run)
+    stop.clicked.connect(cancel)
+    stop.setEnabled(False)
+    if cancel_tip:
+        stop.setToolTip(cancel_tip)
+    row.addWidget(action)
+    row.addWidget(stop)
+    return row, action, stop
 
 
 class LayerBox(QComboBox):

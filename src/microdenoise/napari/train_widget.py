@@ -34,7 +34,7 @@ import microdenoise
 from ..errors import InputError
 from ..registry import Denoiser, method_class, save
 from ..training_io import train
-from .forms import LayerBox, MethodPicker, trainable_methods
+from .forms import LayerBox, MethodPicker, run_buttons, trainable_methods
 from .layers import layer_data
 from .runner import Job, notify
 
@@ -120,15 +120,9 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         for widget in (self.progress, self.status, self.plot):
             layout.addWidget(widget)
-        run = QHBoxLayout()
-        self.train_button = QPushButton("Train")
-        self.train_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("stop after the current epoch, keeping the best model")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        run.addWidget(self.train_button)
-        run.addWidget(self.cancel_button)
+        run, self.train_button, self.cancel_button = run_buttons(
+            "Train", self.run, self.cancel,
+            cancel_tip="stop after the current epoch, keeping the best model")
         layout.addLayout(run)
         out = QHBoxLayout()
         self.save_button = QPushButton("Save model…")
