@@ -79,7 +79,7 @@ from _common import dispatch, git_commit, write_table
 
 from microdenoise import create, datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
-from microdenoise.methods.fm2s import predenoise
+from microdenoise.methods.fm2s_noise import predenoise
 
 RESULTS = Path(__file__).parent / "results" / "intensity_bias"
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from microdenoise import create, metrics, training
-from microdenoise.methods import fm2s
-from microdenoise.methods.fm2s import inject_noise, noise_maps
+from microdenoise.methods import fm2s, fm2s_noise
+from microdenoise.methods.fm2s_noise import inject_noise, noise_maps
 
 
 @pytest.mark.parametrize("n_chan", [1, 2, 6])
@@ -211,8 +211,8 @@ def test_uint16_planes_get_noise_constants_from_their_own_fit() -> None:
     counts = noise.add_poisson_gaussian(100 + 3000 * clean, photons=1 / 20.0, sigma=5.0, seed=0)
     raw = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
     plane = ((raw - raw.min()) / float(raw.max() - raw.min())).astype(np.float32)
-    assert not fm2s.is_8bit_plane(plane)
-    g, p, lam, said = fm2s.fit_constants(plane, fm2s.FM2SConfig())
+    assert not fm2s_noise.is_8bit_plane(plane)
+    g, p, lam, said = fm2s_noise.fit_constants(plane, fm2s.FM2SConfig(), fm2s.FM2S.PRESETS)
     m = create("fm2s", preset="confocal", fast_steps=2, fast_crop=32).fit(plane)
     assert m.describe_fit() == said
     assert said.startswith("preset confocal; noise constants from the image's Poisson-Gaussian")
@@ -221,7 +221,7 @@ def test_uint16_planes_get_noise_constants_from_their_own_fit() -> None:
     assert g * g * p == pytest.approx(200.0**2 * 30.0, rel=1e-6)
     assert p / lam == pytest.approx(30.0 / 70.0, rel=1e-6)
     eight = np.rint(plane * 255).astype(np.float32) / 255
-    assert fm2s.is_8bit_plane(eight)
+    assert fm2s_noise.is_8bit_plane(eight)
     m8 = create("fm2s", preset="widefield", fast_steps=2, fast_crop=32).fit(eight)
     assert m8.describe_fit() == ("preset widefield; noise constants as given (8-bit scale): "
                                  "g_map=220, p_map=45, lam_p=2000")
