@@ -166,6 +166,9 @@ def test_denoise_says_method_preset_and_scaling(run: Run, inputs: Path, tmp_path
                     "range 0..255",
                     "microdenoise: fm2s (preset confocal), intensities scaled by the image's "
                     "min..max"]
+    # What each fit chose: the 8-bit presets as given, the uint16 file's own noise fit.
+    fits = [line for line in err.splitlines() if "noise constants" in line]
+    assert "as given" in fits[0] and "Poisson-Gaussian fit" in fits[-1]
 
 
 # 4. Progress inside a file; files reported as they finish

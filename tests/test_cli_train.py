@@ -72,3 +72,51 @@ def test_denoise_with_an_untrained_method_says_train_it_first(noisy_dir: Path,
                  "--method", "n2v"])
     assert code == 1
     assert "train it first: microdenoise train --method n2v" in capsys.readouterr().err
+
+
+def test_an_unwritable_model_folder_is_refused_before_any_work(noisy_dir: Path,
+                                                               tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the model's folder should be")
+    out = blocker / "m.pt"
+    assert main(["train", "--method", "n2v", "--input", str(noisy_dir), "--out", str(out),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the model's folder" in err and "training" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sigterm_during_training_keeps_the_model_so_far(noisy_dir: Path, tmp_path: Path) -> None:
+    """A real process: SLURM's SIGTERM after the first epoch leaves a usable model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from microdenoise import load
+
+    out = tmp_path / "m.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    args = ["train", "--method", "n2v", "--input", str(noisy_dir), "--out", str(out),
+            *TINY[2:], "--param", "epochs=100000", "--device", "cpu"]
+    proc = subprocess.Popen([sys.executable, "-m", "microdenoise", *args], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if not line or "epoch 1/" in line:  # the first epoch is always reported
+            break
+    proc.send_signal(signal.SIGTERM)
+    err = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, err
+    saved = tmp_path / "m.interrupted.pt"
+    assert f"is saved in {saved}" in err and "Traceback" not in err
+    assert not out.exists() and saved.is_file()
+    model = load(saved)
+    assert model.epoch >= 1 and model.trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.interrupted.pt", "noisy"]

@@ -50,7 +50,7 @@ def _setup(name: str) -> tuple[np.ndarray, str, str | Denoiser, dict[str, Any], 
 
 
 # Relative to the image's range; bilateral's range kernel makes tiles agree to 1e-3 only
-# (as the README says), bm3d's compiled core is not bit-reproducible.
+# (as docs/cli.md says), bm3d's compiled core is not bit-reproducible.
 TOLERANCE = {"bilateral": 1e-3, "bm3d": 1e-3}
 
 

@@ -139,3 +139,27 @@ def test_a_dying_worker_is_replaced_and_the_batch_completes(tmp_path: Path) -> N
     assert messages["poison.tif"] is not None and "worker" in messages["poison.tif"]
     assert "died" in messages["poison.tif"] and "internal error" not in messages["poison.tif"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(images)
+
+
+def test_dask_array_passes_constant_planes_through_like_the_array_path() -> None:
+    """A blank frame in a Dask stack: passed through with a notice, the rest denoised as
+    ``denoise_array`` does (the constant plane left out of the statistics)."""
+    import warnings
+
+    from microdenoise import denoise_array
+    from microdenoise.errors import NoticeWarning
+
+    rng = np.random.default_rng(0)
+    stack = rng.gamma(4.0, 50.0, size=(3, 40, 48)).astype(np.float32)
+    stack[1] = 7.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lazy = mdd.denoise_dask(da.from_array(stack, chunks=(1, 20, 24)), "median", axes="TYX")
+        got = lazy.compute(scheduler="synchronous")
+    assert any(issubclass(w.category, NoticeWarning) and "plane T=1" in str(w.message)
+               for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoticeWarning)
+        expected = denoise_array(stack, "median", axes="TYX")
+    np.testing.assert_array_equal(got[1], np.full((40, 48), 7.0, np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)

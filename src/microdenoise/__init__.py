@@ -9,15 +9,18 @@ one prediction core (:mod:`microdenoise.core`)::
     clean = md.denoise_array(image.data, "fm2s", preset="confocal")
     model = md.train(noisy_stack, method="n2v", params={"epochs": 20})
     restored = md.denoise_array(image.data, model)
+    md.export_bmz(model, "model.zip")    # a BioImage Model Zoo package (extra: bmz)
+    same = md.load("model.zip")          # packages load like .pt models
 """
 
 from __future__ import annotations
 
+from .bmz import export_bmz
 from .errors import InputError
 from .io import ImageData, read_image, write_image
 from .pipeline import denoise_array, denoise_file, denoise_files
 from .registry import Denoiser, create, list_methods, load, register, save
-from .training import train
+from .training_io import train
 
 __version__ = "0.1.0"
 
@@ -29,6 +32,7 @@ __all__ = [
     "denoise_array",
     "denoise_file",
     "denoise_files",
+    "export_bmz",
     "list_methods",
     "load",
     "read_image",

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_file", "remove_stale_partials"]
+__all__ = ["atomic_file", "check_writable", "remove_stale_partials"]
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:32] or "host"
 _STARTED = time.time()  # partial files older than this process may be stale
@@ -117,3 +118,16 @@ def remove_stale_partials(folder: str | Path) -> list[tuple[Path, int]]:
     return removed
 
 
+def check_writable(folder: str | Path, *, what: str = "the output folder") -> Path:
+    """Create ``folder`` and prove it writable (a temporary file made and removed), so
+    that no work starts whose result cannot be written; an :class:`InputError` otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".microdenoise-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to {what} {str(folder)!r} ({exc.strerror or exc}); "
+                         "choose a writable folder") from None
+    return folder

@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--axes", default=None, help="axes of the inputs, letters from STCZYX")
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+
+    x = sub.add_parser("export", help="export a trained model as a BioImage Model Zoo package",
+                       description="Write a bioimage.io model package (spec 0.5 zip: "
+                                   "TorchScript and PyTorch weights, pre/post-processing, test "
+                                   "tensors, README) that deepImageJ, ilastik, QuPath and "
+                                   "bioimageio.core run. Needs pip install 'microdenoise[bmz]'.")
+    x.add_argument("model", type=Path, metavar="MODEL", help="a trained model (.pt, from train)")
+    x.add_argument("-o", "--out", required=True, type=Path, metavar="PACKAGE",
+                   help="the package to write (.zip)")
+    x.add_argument("--name", default=None, help="the model's name in the package")
+    x.add_argument("--author", action="append", default=None, metavar="NAME",
+                   help="an author (who trained the model), repeatable")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing package")
     return parser
 
 
@@ -206,7 +219,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import parse_params
-    from .training import train_files
+    from .training_io import train_files
 
     path = train_files(args.input, args.method, args.out, preset=args.preset,
                        params=parse_params(args.param), axes=args.axes, device=args.device,
@@ -216,8 +229,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .bmz import export_file
+
+    print(export_file(args.model, args.out, name=args.name, authors=args.author,
+                      overwrite=args.overwrite))
+    return 0
+
+
 COMMANDS = {"denoise": cli_denoise.cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
-            "demo": cmd_demo, "train": cmd_train}
+            "demo": cmd_demo, "train": cmd_train, "export": cmd_export}
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str,

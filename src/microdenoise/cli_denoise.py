@@ -44,7 +44,8 @@ def add_parser(sub: Any) -> None:
                    help="method parameter, repeatable (e.g. --param schedule=paper)")
     d.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
     d.add_argument("--model", type=Path, default=None,
-                   help="a saved model (.pt) to apply instead of --method")
+                   help="a saved model to apply instead of --method: a .pt from `train`, or a "
+                        "BioImage Model Zoo package (.zip, ours or a third party's)")
     d.add_argument("--tile", type=int, default=None, help="tile size for tiled prediction")
     d.add_argument("--overlap", type=int, default=None,
                    help="tile overlap (default and minimum: the method's receptive field)")
@@ -210,13 +211,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     pipeline.prepare_output_dir(args.out)
     err = sys.stderr
     progress = Progress(err)
-    said: list[str] = []
+    said: dict[bool, str] = {}  # the last line of each kind: method/scaling, fit choices
     finished: list[Path] = []
     args.finished_note = lambda: _finished_note(finished, len(paths))
 
     def info(line: str) -> None:
-        if not said or said[-1] != line:
-            said.append(line)
+        kind = "intensities" in line  # the method-and-scaling line, else what a fit chose
+        if said.get(kind) != line:
+            said[kind] = line
             print(f"microdenoise: {line}", file=err, flush=True)
 
     def report(path: Path, written: Path | None, error: str | None) -> None:

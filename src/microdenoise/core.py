@@ -309,6 +309,7 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
                          lay, norms)
         per_image = False
     what = "volumes" if lay.vax is not None else "planes"
+    said = _say_fit(report, model, "")
     for k, unit in enumerate(units):
         if k in constant:
             full = np.full(_out_shape(lay, den.upscale), constant[k], dtype=np.float32)
@@ -318,6 +319,7 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
                 if report.progress is not None:
                     report.progress(float(k), len(units), f"{what} (fitting)")
                 model = fit_unit(den, source, [unit], lay, norms)
+                said = _say_fit(report, model, said)
             pair = normalizers(model, norms, lay.channel(unit))
 
             def on_tile(done: int, total: int, k: int = k) -> None:
@@ -332,6 +334,15 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
         if progress is not None:
             progress(1)
     fb.warn_clipped(report.name, clip.clipped, clip.total, clip.dtype)
+
+
+def _say_fit(report: fb.Feedback, model: Denoiser, said: str) -> str:
+    """Tell what a fit chose (``describe_fit``: preset, noise constants, corrections),
+    once, and again only when it changes from unit to unit."""
+    text = model.describe_fit()
+    if text and text != said and report.info is not None:
+        report.info(text)
+    return text
 
 
 def _out_shape(lay: Layout, s: int) -> tuple[int, ...]:

@@ -39,9 +39,8 @@ import numpy as np
 from . import core, io
 from . import feedback as fb
 from .errors import InputError, NoticeWarning
-from .intensity import channel_normalizers
 from .normalize import Normalizer
-from .pipeline import BatchResult, default_axes, plan_batch, prepare_output_dir
+from .pipeline import BatchResult, default_axes, start_batch
 from .registry import Denoiser, load, method_class, save
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
@@ -71,14 +70,18 @@ Spec = tuple[str, Any, dict[str, Any]]  # registry key, config, learned state
 
 
 def _denoise_block(block: np.ndarray, *, specs: list[tuple[str, Spec]],
-                   pairs: list[tuple[Normalizer, Normalizer]],
+                   plan: list[tuple[int, tuple[Normalizer, Normalizer] | None, float]],
                    positions: dict[tuple[Any, ...], int], vax: int | None, device: str,
                    block_info: dict[Any, Any] | None = None) -> np.ndarray:
-    """One chunk with its margins: one unit (chunks are one plane, or one volume, deep)."""
+    """One chunk with its margins: one unit (chunks are one plane, or one volume, deep);
+    a constant unit is passed through."""
     loc = block_info[0]["chunk-location"] if block_info else (0,) * block.ndim
     k = positions[tuple(None if i == vax else int(loc[i]) for i in range(block.ndim - 2))]
-    key, spec = specs[k if len(specs) > 1 else 0]
-    return core.denoise_block(_method(key, spec, device), block, pairs[k], volume=vax is not None)
+    model, pair, value = plan[k]
+    if pair is None:
+        return np.full(block.shape, value, dtype=np.float32)
+    key, spec = specs[model]
+    return core.denoise_block(_method(key, spec, device), block, pair, volume=vax is not None)
 
 
 def denoise_dask(
@@ -133,23 +136,32 @@ def denoise_dask(
     if fit_on is not None and fit_on < 1:
         raise InputError("fit_on must be at least 1")
     lay = core.layout(tuple(array.shape), axes, den)
-    image_norms = channel_normalizers(array, den.normalization, cax=lay.cax)
     units = lay.units()
+    constant = core.constant_units(array, lay)
+    for k, value in constant.items():
+        fb.notice(f"{lay.describe(units[k], 'the array')} is constant (value {value:g}): "
+                  "passed through unchanged")
+    image_norms = core.image_normalizers(den, array, lay, constant)
+    work = [k for k in range(len(units)) if k not in constant]
     models = [den]
-    if fresh and den.fit_policy == "per_image":
+    model_of = {k: 0 for k in work}
+    if fresh and den.fit_policy == "per_image" and work:
         with core.on_device(den, device):
             if fit_on is not None:
-                picks = np.linspace(0, len(units) - 1, min(fit_on, len(units))).round()
-                models = [core.fit_unit(den, array, [units[int(i)] for i in picks], lay,
+                picks = np.linspace(0, len(work) - 1, min(fit_on, len(work))).round()
+                models = [core.fit_unit(den, array, [units[work[int(i)]] for i in picks], lay,
                                         image_norms)]
             else:
-                models = [core.fit_unit(den, array, [u], lay, image_norms) for u in units]
+                models = [core.fit_unit(den, array, [units[k]], lay, image_norms)
+                          for k in work]
+                model_of = {k: i for i, k in enumerate(work)}
     specs = []
     for model in models:
         spec = (model.key, model.config, model.state_dict())
         specs.append((hashlib.sha1(pickle.dumps(spec)).hexdigest(), spec))
-    pairs = [core.normalizers(models[k if len(models) > 1 else 0], image_norms, lay.channel(u))
-             for k, u in enumerate(units)]
+    plan = [(model_of[k], core.normalizers(models[model_of[k]], image_norms,
+                                           lay.channel(u)), 0.0)
+            if k in model_of else (-1, None, constant[k]) for k, u in enumerate(units)]
     positions = {tuple(None if isinstance(i, slice) else i for i in u): k
                  for k, u in enumerate(units)}
     # A U-Net's pooling grid must fall on the same pixels in every block as in the whole
@@ -165,7 +177,7 @@ def denoise_dask(
         core.warn_global(den, "Dask chunks")
     depth = {i: (rf if i >= array.ndim - 2 else 0) for i in range(array.ndim)}
     return da.map_overlap(_denoise_block, array, depth=depth, boundary="none",
-                          dtype=np.float32, specs=specs, pairs=pairs, positions=positions,
+                          dtype=np.float32, specs=specs, plan=plan, positions=positions,
                           vax=lay.vax, device=device)
 
 
@@ -310,17 +322,8 @@ def denoise_files_distributed(
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    paths = io.list_images(inputs)
-    out_dir = prepare_output_dir(out_dir)
-    todo, kept, bad = plan_batch(paths, out_dir, pyramid=options.get("pyramid", 1),
-                                 overwrite=options.get("overwrite", False))
-    result = BatchResult()
-    for path, message in bad:
-        result.record(path, None, InputError(message), on_file)
-    for path, target in kept:
-        result.skipped.append(target)
-        if on_kept is not None:
-            on_kept(path, target)
+    todo, result, out_dir = start_batch(inputs, out_dir, on_file=on_file, on_kept=on_kept,
+                                        **options)
     if not todo:
         return result
     shipped = _ship(method, out_dir)

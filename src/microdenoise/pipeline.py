@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 
 from . import core, io
 from . import feedback as fb
+from .atomic import check_writable
 from .errors import InputError
 from .registry import Denoiser, create, method_class
 
@@ -252,15 +251,7 @@ def prepare_output_dir(out_dir: str | Path) -> Path:
     """Create ``out_dir``, prove it writable (a temporary file made and removed) and
     remove partial files that killed runs left there (a notice names each): before
     any work, so a batch never computes what it cannot write."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".microdenoise-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"cannot write to the output folder {str(out_dir)!r} "
-                         f"({exc.strerror or exc}); choose a writable folder") from None
+    out_dir = check_writable(out_dir)
     for path, size in io.remove_stale_partials(out_dir):
         fb.notice(f"removed {path} ({size / 2**20:.1f} MB), a partial output left by an "
                   "interrupted run")
@@ -293,6 +284,27 @@ def plan_batch(paths: list[Path], out_dir: Path, *, pyramid: int = 1, overwrite:
     return todo, kept, bad
 
 
+def start_batch(inputs: Iterable[str | Path], out_dir: str | Path, *,
+                on_file: Callable[[Path, Path | None, str | None], None] | None = None,
+                on_kept: Callable[[Path, Path], None] | None = None, **options: Any
+                ) -> tuple[list[tuple[Path, Path]], BatchResult, Path]:
+    """What every batch driver does first: list the inputs, prepare ``out_dir`` (before
+    any work), report the inputs that cannot be done and the outputs kept; return the
+    (input, output) pairs to do, the result so far and the output folder."""
+    paths = io.list_images(inputs)
+    folder = prepare_output_dir(out_dir)
+    todo, kept, bad = plan_batch(paths, folder, pyramid=options.get("pyramid", 1),
+                                 overwrite=options.get("overwrite", False))
+    result = BatchResult()
+    for path, message in bad:
+        result.record(path, None, InputError(message), on_file)
+    for path, target in kept:
+        result.skipped.append(target)
+        if on_kept is not None:
+            on_kept(path, target)
+    return todo, result, folder
+
+
 def denoise_files(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
@@ -310,17 +322,8 @@ def denoise_files(
     ``BatchResult.skipped`` and reported through ``on_kept(path, output)``, so a
     rerun of an interrupted batch resumes. ``options`` go to :func:`denoise_file`.
     """
-    paths = io.list_images(inputs)
-    out_dir = prepare_output_dir(out_dir)
-    todo, kept, bad = plan_batch(paths, out_dir, pyramid=options.get("pyramid", 1),
-                                 overwrite=options.get("overwrite", False))
-    result = BatchResult()
-    for path, message in bad:
-        result.record(path, None, InputError(message), on_file)
-    for path, target in kept:
-        result.skipped.append(target)
-        if on_kept is not None:
-            on_kept(path, target)
+    todo, result, _ = start_batch(inputs, out_dir, on_file=on_file, on_kept=on_kept,
+                                  **options)
     for path, target in todo:
         try:
             written = denoise_file(path, target, method, **options)

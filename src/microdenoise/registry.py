@@ -29,6 +29,8 @@ FORMAT = "microdenoise-model"
 FORMAT_VERSION = 2  # 2: trained methods store (norm_in, norm_out) normalizers
 
 _REGISTRY: dict[str, type[Denoiser]] = {}
+# Other model formats load() reads: (accepts(path), loader(path)), see register_loader.
+_LOADERS: list[tuple[typing.Callable[[Path], bool], typing.Callable[[Path], Denoiser]]] = []
 
 
 class Denoiser(ABC):
@@ -81,6 +83,11 @@ class Denoiser(ABC):
         """(input, output) normalizers a trained model stores (``normalization == "model"``)."""
         raise InputError(f"method {self.key!r} normalizes by the image "
                          f"({self.normalization!r}), it stores no normalizers")
+
+    def describe_fit(self) -> str:
+        """What the last :meth:`fit` chose, in words, for the user ("" when nothing worth
+        saying: the core prints it after a per-image fit)."""
+        return ""
 
     def fresh(self) -> Self:
         """An unfitted copy: the same config and device, no learned state."""
@@ -254,9 +261,20 @@ def save(method: Denoiser, path: str | Path, *, training: bool = False) -> Path:
     return path
 
 
+def register_loader(accepts: typing.Callable[[Path], bool],
+                    loader: typing.Callable[[Path], Denoiser]) -> None:
+    """Let :func:`load` read another model format: ``loader(path)`` for the paths
+    ``accepts(path)`` is true of (BioImage Model Zoo packages: :mod:`microdenoise.bmz`)."""
+    _LOADERS.append((accepts, loader))
+
+
 def load(path: str | Path) -> Denoiser:
-    """Load a model saved by :func:`save`; never executes code from the file."""
+    """Load a model saved by :func:`save` (never executes code from the file), or one of
+    another registered format (:func:`register_loader`: BioImage Model Zoo packages)."""
     path = Path(path)
+    for accepts, loader in _LOADERS:
+        if accepts(path):
+            return loader(path)
     if path.is_dir():
         raise InputError(f"model {str(path)!r} is a folder; give the model file (.pt) in it")
     if not path.is_file():

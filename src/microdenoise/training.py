@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from .errors import InputError
@@ -150,17 +149,10 @@ def deterministic(device: torch.device) -> Iterator[None]:
 # --- Loop pieces shared by the trained methods (see methods/trained.py) ---
 
 
-def progress_bar(total: int, desc: str) -> Any:
-    """A tqdm bar on stderr, off when stderr is not a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", disable=None, file=sys.stderr,
-                dynamic_ncols=True)
-
-
 def epoch_status(bar: Any, label: str, epoch: int, stop: int, *, interval: float = 60.0,
                  **values: str) -> None:
-    """Show a finished epoch's numbers on ``bar`` (from :func:`progress_bar`).
+    """Show a finished epoch's numbers on ``bar`` (a
+    :class:`~microdenoise.training_progress.Progress`).
 
     Where the bar is off (stderr is no terminal: batch jobs, log files), write them as
     a plain stderr line instead, ``"LABEL: epoch E/STOP k v ..."``, for the first
@@ -185,7 +177,8 @@ def train_epoch(module: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
     Each step sums the gradients of ``accumulate`` calls of ``loss_fn`` (each
     scaled by ``1 / accumulate``: a virtual batch, as DecoNoising does), then
-    steps ``optimizer``. ``bar`` (from :func:`progress_bar`) advances per step
+    steps ``optimizer``. ``bar`` (a
+    :class:`~microdenoise.training_progress.Progress`) advances per step
     and shows the running loss.
     """
     module.train()
@@ -249,150 +242,3 @@ def write_checkpoints(method: Denoiser, directory: str | Path, *, improved: bool
     save(method, folder / "last.pt", training=True)
     if improved:
         save(method, folder / "best.pt", training=True)
-
-
-def _arrays(value: Any) -> bool:
-    """Whether ``value`` is an array or a list/tuple of arrays (not paths)."""
-    if isinstance(value, np.ndarray):
-        return True
-    return isinstance(value, list | tuple) and bool(value) and all(
-        isinstance(v, np.ndarray) for v in value)
-
-
-def train(inputs: Any, *, method: str, out: str | Path | None = None,
-          target: Any = None, preset: str | None = None,
-          params: dict[str, Any] | None = None, axes: str | None = None,
-          device: str = "auto", seed: int | None = None) -> Denoiser:
-    """Train ``method`` and return it (the Python twin of ``microdenoise train``).
-
-    Parameters
-    ----------
-    inputs : path, list of paths, array or list of arrays
-        Image files or folders (the planes of stacks, S, T, Z, C, are samples), or the
-        training images themselves. For a method trained on pairs: one folder of noisy
-        images or one file, paired with ``target``; or noisy arrays.
-    method : str
-        A trainable method: self-supervised (``"n2v"``, ``"deconoising"``), supervised
-        (``"care"``) or few-shot (``"clidim"``); the latter two need ``target``.
-    out : path, optional
-        Also save the model there (a ``.pt`` file, replaced if it exists); apply it
-        with :func:`microdenoise.load` or ``microdenoise denoise --model``.
-    target : path or array(s), optional
-        Methods trained on pairs: the folder of clean images named as the noisy ones,
-        or one clean file (see :func:`~microdenoise.training_io.read_training_pairs`);
-        or clean arrays matching ``inputs`` item by item.
-    preset, params : optional
-        A named parameter set and explicit method parameters (they win).
-    axes : str, optional
-        Axes of the input files, overriding their metadata (files only).
-    device : str, optional
-        ``auto``, ``cpu``, ``cuda`` or ``mps``.
-    seed : int, optional
-        Overrides the method's seed.
-
-    Returns
-    -------
-    Denoiser
-        The trained method.
-
-    Raises
-    ------
-    InputError
-        A method that is not trained this way, a missing or needless ``target``, or
-        unreadable or mismatched data.
-    """
-    from .registry import create, method_class, save
-    from .training_io import read_training_data, read_training_pairs
-
-    cls = method_class(method)
-    pairs = cls.needs == "pairs"
-    if pairs and target is None:
-        raise InputError(f"{method!r} is trained on noisy/clean pairs: add --target CLEAN_DIR "
-                         "(clean images named as the noisy ones in --input)")
-    if not pairs and target is not None:
-        raise InputError(f"--target is for methods trained on pairs (care, clidim); "
-                         f"{method!r} trains on noisy images only")
-    if not pairs and cls.family != "self-supervised":
-        raise InputError(f"`train` trains n2v and deconoising (noisy images), care and "
-                         f"clidim (noisy/clean pairs); {method!r} is {cls.family}: "
-                         + ("it is fitted on each image by `microdenoise denoise`"
-                            if cls.family in ("zero-shot", "classical")
-                            else "training it from files is not supported yet"))
-    params = dict(params or {})
-    if seed is not None:
-        params["seed"] = seed
-    model = create(method, preset=preset, **params)
-    resolve_device(device)
-    model.device = device
-    noisy: Any  # lists of arrays: sizes may differ
-    if pairs:
-        clean: Any
-        if _arrays(inputs) != _arrays(target):
-            raise InputError("give inputs and target both as arrays or both as paths")
-        if _arrays(inputs):
-            noisy, clean = inputs, target
-        else:
-            paths = [inputs] if isinstance(inputs, str | Path) else inputs
-            noisy, clean = read_training_pairs(paths, target, scale=model.upscale, axes=axes)
-        model.fit(noisy, clean)
-    else:
-        if _arrays(inputs):
-            noisy = inputs
-        else:
-            paths = [inputs] if isinstance(inputs, str | Path) else inputs
-            noisy = read_training_data(paths, axes=axes, volumes=model.supports_3d)
-        model.fit(noisy)
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        save(model, out)
-    return model
-
-
-def train_files(inputs: Iterable[str | Path], method: str, out: str | Path, *,
-                preset: str | None = None, params: dict[str, Any] | None = None,
-                axes: str | None = None, device: str = "auto", seed: int | None = None,
-                overwrite: bool = False, target: str | Path | None = None,
-                n_train: int | None = None) -> Path:
-    """Train ``method`` on image files (``microdenoise train``) and save it to ``out``.
-
-    Parameters
-    ----------
-    inputs
-        Image files or folders; the planes of stacks (S, T, Z, C) are samples. For a
-        method trained on pairs: one folder of noisy images (or one file) paired with
-        ``target``.
-    method
-        A trainable method: self-supervised (``"n2v"``, ``"deconoising"``), supervised
-        (``"care"``) or few-shot (``"clidim"``); the latter two need ``target``.
-    target
-        Methods trained on pairs: the folder of clean images named as the noisy ones
-        (or one clean file); see :func:`~microdenoise.training_io.read_training_pairs`.
-    n_train
-        Methods trained on pairs: train on the first ``n_train`` pairs after a seeded
-        shuffle (few-shot; the method's ``n_train`` parameter).
-    out
-        The model file to write (``.pt``); apply it with ``microdenoise denoise --model``.
-    preset, params, seed
-        Method parameters; ``seed`` overrides the method's.
-    axes
-        Axes of the inputs, overriding the files' metadata.
-    device
-        ``auto``, ``cpu``, ``cuda`` or ``mps``.
-    overwrite
-        Replace an existing ``out``.
-    """
-    from .registry import method_class
-
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{str(out)!r} exists; pass --overwrite to replace it")
-    if out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a folder; give a model file name (model.pt)")
-    if n_train is not None:
-        if method_class(method).needs != "pairs":
-            raise InputError(f"--target and --n-train are for methods trained on pairs "
-                             f"(care, clidim); {method!r} trains on noisy images only")
-        params = {**(params or {}), "n_train": n_train}
-    train(list(inputs), method=method, out=out, target=target, preset=preset, params=params,
-          axes=axes, device=device, seed=seed)
-    return out

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from microdenoise import create, metrics, training
-from microdenoise.methods import fm2s
-from microdenoise.methods.fm2s import inject_noise, noise_maps
+from microdenoise.methods import fm2s, fm2s_noise
+from microdenoise.methods.fm2s_noise import inject_noise, noise_maps
 
 
 @pytest.mark.parametrize("n_chan", [1, 2, 6])
@@ -158,3 +158,72 @@ def test_fast_bf16_auto_is_bf16_only_on_a_cpu_with_native_bf16() -> None:
     assert training.use_bf16("auto", torch.device("cuda")) is False
     assert training.use_bf16(True, torch.device("cuda")) is True
     assert training.use_bf16(False, cpu) is False
+
+
+def _dark_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A mostly dark 8-bit scene (background 6/255, sparse bright blobs) and its noisy copy."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    clean = np.full((128, 128), 6 / 255)
+    for cy, cx in rng.uniform(10, 118, size=(6, 2)):
+        clean += 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0)
+    noisy = rng.poisson(clean * 255 / 4.0) * 4.0 + rng.normal(0, 2.0, clean.shape)
+    return clean, (np.clip(np.rint(noisy), 0, 255) / 255).astype(np.float32)
+
+
+def test_injected_noise_without_clamp_keeps_the_mean_in_the_dark() -> None:
+    clean = torch.full((1, 1, 256, 256), 0.02)
+    sigma, scale = noise_maps(clean, stride=64, g_map=200.0, p_map=30.0)
+    gen = torch.Generator().manual_seed(3)
+    clamped = inject_noise(clean, sigma, scale, lam_p=70.0, gen=gen)
+    free = inject_noise(clean, sigma, scale, lam_p=70.0, gen=gen, clamp=False)
+    # The official clamp at 0 biases dark regions up (~7.6e-4 here; s.e. ~9e-5).
+    assert clamped.mean().item() > 0.02 + 4e-4
+    assert free.mean().item() == pytest.approx(0.02, abs=3e-4)
+
+
+def test_mean_correction_removes_the_mean_bias_on_a_dark_scene() -> None:
+    clean, noisy = _dark_scene()
+    kw = {"preset": "confocal", "fast_steps": 120, "fast_crop": 64}
+    before = create("fm2s", **kw).fit(noisy).denoise(noisy)
+    fixed = create("fm2s", mean_correction="plane", **kw).fit(noisy)
+    after = fixed.denoise(noisy)
+    bound = 0.5 / 255  # half an 8-bit count
+    assert abs(before.mean() - clean.mean()) > bound  # fails without the correction
+    assert abs(after.mean() - clean.mean()) < bound
+    assert after.mean() == pytest.approx(noisy.mean(), abs=1e-5)
+    assert "mean correction" in fixed.describe_fit()
+
+
+def test_mean_correction_survives_save_and_load(tmp_path) -> None:
+    from microdenoise import load, save
+
+    _, noisy = _dark_scene(1)
+    m = create("fm2s", mean_correction="plane", fast_steps=5, fast_crop=32).fit(noisy)
+    save(m, tmp_path / "m.pt")
+    np.testing.assert_array_equal(load(tmp_path / "m.pt").denoise(noisy), m.denoise(noisy))
+
+
+def test_uint16_planes_get_noise_constants_from_their_own_fit() -> None:
+    from microdenoise import noise
+
+    clean, _ = _dark_scene(2)
+    counts = noise.add_poisson_gaussian(100 + 3000 * clean, photons=1 / 20.0, sigma=5.0, seed=0)
+    raw = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+    plane = ((raw - raw.min()) / float(raw.max() - raw.min())).astype(np.float32)
+    assert not fm2s_noise.is_8bit_plane(plane)
+    g, p, lam, said = fm2s_noise.fit_constants(plane, fm2s.FM2SConfig(), fm2s.FM2S.PRESETS)
+    m = create("fm2s", preset="confocal", fast_steps=2, fast_crop=32).fit(plane)
+    assert m.describe_fit() == said
+    assert said.startswith("preset confocal; noise constants from the image's Poisson-Gaussian")
+    assert f"g_map={g:.4g}" in said and (g, p, lam) != (200.0, 30.0, 70.0)
+    # Injected variance scales by one factor s: g^2 * p and p * lam stay the preset's.
+    assert g * g * p == pytest.approx(200.0**2 * 30.0, rel=1e-6)
+    assert p / lam == pytest.approx(30.0 / 70.0, rel=1e-6)
+    eight = np.rint(plane * 255).astype(np.float32) / 255
+    assert fm2s_noise.is_8bit_plane(eight)
+    m8 = create("fm2s", preset="widefield", fast_steps=2, fast_crop=32).fit(eight)
+    assert m8.describe_fit() == ("preset widefield; noise constants as given (8-bit scale): "
+                                 "g_map=220, p_map=45, lam_p=2000")
+    forced = create("fm2s", noise_constants="preset", fast_steps=2, fast_crop=32).fit(plane)
+    assert "as given" in forced.describe_fit()

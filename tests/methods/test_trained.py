@@ -294,3 +294,21 @@ def test_train_takes_arrays_or_files(tmp_path) -> None:
         md.train(noisy, method="n2v", target=clean)
     with pytest.raises(InputError, match="fitted on each image"):
         md.train(noisy, method="median")
+
+
+@pytest.mark.parametrize("name", ["n2v", "clidim"])
+def test_on_epoch_reports_each_epoch_and_a_true_return_stops_with_a_usable_model(
+        name: str) -> None:
+    noisy, clean = _pairs(2)
+    seen: list[tuple[int, int, dict[str, float]]] = []
+
+    def on_epoch(epoch: int, stop: int, row: dict[str, float]) -> bool:
+        seen.append((epoch, stop, row))
+        return epoch >= 2
+
+    budget = {"epochs": 5} if name == "n2v" else {"n_epochs": 5}
+    model = md.train(noisy, method=name, target=clean if name == "clidim" else None,
+                     params={**TINY[name], **budget}, device="cpu", on_epoch=on_epoch)
+    assert [(e, s) for e, s, _ in seen] == [(1, 5), (2, 5)]
+    assert seen[-1][2] == model.history[-1] and model.epoch == 2
+    assert np.isfinite(denoise_array(noisy[0], model)).all()

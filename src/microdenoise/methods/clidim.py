@@ -69,9 +69,10 @@ from ..metrics import psnr
 from ..networks import NLayerDiscriminator, UnetGenerator, pix2pix_receptive_field
 from ..normalize import Identity, MeanStd, Percentile
 from ..registry import register
-from ..training import deterministic, epoch_status, progress_bar, resolve_device, seeded
+from ..training import deterministic, epoch_status, resolve_device, seeded
+from ..training_progress import progress_bar
 from .clidim_train import TrainState, train_step
-from .trained import TrainedMethod, fit_normalizers
+from .trained import TrainedMethod, fit_normalizers, run_plan
 
 __all__ = ["CLIDiM", "CLIDiMConfig", "tanh_range"]
 
@@ -341,7 +342,9 @@ class CLIDiM(TrainedMethod):
         total = cfg.n_epochs + cfg.n_epochs_decay
         base = (self.epoch // total) * total
         stop = base + total
-        bar = progress_bar((stop - self.epoch) * cfg.steps_per_epoch, f"training {self.key}")
+        bar = progress_bar((stop - self.epoch) * cfg.steps_per_epoch, f"training {self.key}",
+                           plan=run_plan(stop - self.epoch, cfg.steps_per_epoch, cfg,
+                                         state.device))
         self.begin_selection(validated, lambda: self.validate(*val))
         try:
             for _ in range(self.epoch, stop):
@@ -369,6 +372,8 @@ class CLIDiM(TrainedMethod):
                              val=f"{row.get('val_psnr', float('nan')):.2f}")
                 if improved or self.epoch % cfg.checkpoint_every == 0:
                     self.checkpoint(improved)
+                if self.epoch_done(stop):
+                    break
         finally:
             bar.close()
             state.release()

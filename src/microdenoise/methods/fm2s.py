@@ -30,12 +30,19 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
 from ..errors import InputError
 from ..registry import Denoiser, register
 from ..training import generator, resolve_device, step_module
+from .fm2s_noise import (
+    fit_constants,
+    inject_noise,
+    is_8bit_plane,
+    noise_maps,
+    predenoise,
+    preset_name,
+)
 
 # (g_map, p_map, lam_p) per FMD noise level, from the FM2S README / supplementary.
 _LEVELS = {
@@ -79,6 +86,20 @@ class FM2SConfig:
     ``fast_bf16``: bfloat16 autocast in the fast schedule's training steps; ``auto`` uses
     it on CPUs with native bf16 (AVX512-BF16 or AMX), where it makes the convolutions
     ~2.4x cheaper at the same PSNR, and fp32 elsewhere (emulated bf16 is slow).
+
+    ``noise_clamp``: clamp the injected noise at 0 (official). With ``False`` the region
+    noise is left unclamped below 0 and the global Poisson is added as a zero-mean
+    fluctuation, ``z = y + Poisson(lam_p max(y,0))/lam_p - max(y,0)``, so that
+    E[z] = c also in dark regions. ``out_clamp``: clamp the output to [0, 1] (official).
+
+    ``mean_correction``: ``plane`` shifts the output by one constant per fitted plane so
+    that its mean equals the input's (a correction of the bias, computed in ``fit``
+    on the whole plane; see ``benchmarks/results/intensity_bias``); ``off`` = official.
+
+    ``noise_constants``: ``preset`` uses g_map/p_map/lam_p as given (8-bit presets);
+    ``fit`` scales them by the image's own Poisson-Gaussian fit (:func:`fit_constants`);
+    ``auto`` = ``fit`` for planes that are not 8-bit data (values off the k/255 grid,
+    e.g. 16-bit input normalized by its own range) and ``preset`` for 8-bit data.
     """
 
     schedule: Literal["fast", "paper"] = "fast"
@@ -99,6 +120,10 @@ class FM2SConfig:
     fast_bf16: bool | Literal["auto"] = "auto"
     tta: Literal["auto", "off", "d8"] = "auto"
     predenoise: Literal["median", "gaussian", "nlm", "bm3d"] = "median"
+    noise_clamp: bool = True
+    out_clamp: bool = True
+    mean_correction: Literal["off", "plane"] = "off"
+    noise_constants: Literal["auto", "preset", "fit"] = "auto"
     region_noise: bool = True
     overall_noise: bool = True
     stage1: bool = True
@@ -130,60 +155,6 @@ class FM2SNet(nn.Module):
         return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
 
 
-def predenoise(image: np.ndarray, *, kind: str = "median", w_size: int = 3) -> np.ndarray:
-    """The pre-denoised training target: ``median_filter(image, w_size)`` (reflect) by default.
-
-    ``gaussian`` (sigma = w_size / 3), ``nlm`` and ``bm3d`` (noise sigma estimated from
-    the image) are the pre-denoisers of the paper's ablation (Table 7).
-    """
-    if kind == "median":
-        return ndimage.median_filter(image, size=w_size).astype(np.float32)
-    if kind == "gaussian":
-        return ndimage.gaussian_filter(image, sigma=w_size / 3.0).astype(np.float32)
-    from .. import registry
-
-    method = registry.create(kind)
-    return method.denoise(image).astype(np.float32)
-
-
-def noise_maps(clean: torch.Tensor, *, stride: int, g_map: float, p_map: float,
-               region: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel Gaussian std (on [0,1]) and Poisson scale of the region-wise injection.
-
-    ``clean`` is (B, C, H, W). The image is zero-padded bottom/right to a multiple
-    of ``stride`` and cut into stride x stride regions; each region's level is
-    n = clamp(mean over channels and pixels, 1e-5, 0.15) (padding included, as in the
-    official code). With ``region=False`` one level for the whole image (ablation).
-    """
-    _, _, h, w = clean.shape
-    if not region:
-        n = clean.mean(dim=(1, 2, 3), keepdim=True).clamp(1e-5, 0.15).expand(-1, 1, h, w)
-    else:
-        padded = F.pad(clean, (0, (-w) % stride, 0, (-h) % stride))
-        level = F.avg_pool2d(padded.mean(dim=1, keepdim=True), stride)
-        n = level.clamp(1e-5, 0.15).repeat_interleave(stride, 2).repeat_interleave(stride, 3)
-        n = n[..., :h, :w]
-    return g_map * n / 255.0, p_map / n
-
-
-def inject_noise(clean: torch.Tensor, sigma: torch.Tensor, scale: torch.Tensor, *,
-                 lam_p: float, gen: torch.Generator, region: bool = True,
-                 overall: bool = True) -> torch.Tensor:
-    """One FM2S noise sample of ``clean`` given the maps from :func:`noise_maps`.
-
-    y = clamp(Poisson(a c)/a + N(0, sigma^2), 0, 1); z = clamp(Poisson(lam_p y)/lam_p, 0, 1).
-    Every pixel and channel gets independent noise.
-    """
-    y = clean
-    if region:
-        y = torch.poisson(scale * clean, generator=gen) / scale
-        noise = torch.randn(clean.shape, generator=gen, device=clean.device, dtype=clean.dtype)
-        y = (y + noise * sigma).clamp(0.0, 1.0)
-    if overall:
-        y = (torch.poisson(lam_p * y, generator=gen) / lam_p).clamp(0.0, 1.0)
-    return y
-
-
 def _random_crops(n: int, crop_h: int, crop_w: int, h: int, w: int,
                   gen: torch.Generator) -> list[tuple[int, int]]:
     ys = torch.randint(0, h - crop_h + 1, (n,), generator=gen).tolist()
@@ -210,6 +181,8 @@ class FM2S(Denoiser):
         super().__init__(config, **params)
         self.net: FM2SNet | None = None
         self.losses: list[float] = []
+        self.offset = 0.0  # mean_correction="plane": added to the [0, 1] output
+        self.fit_info = ""  # describe_fit(): preset and noise constants of the last fit
 
     @property
     def fit_policy(self) -> str:
@@ -238,7 +211,8 @@ class FM2S(Denoiser):
         x = torch.from_numpy(image).to(device)[None, None].repeat(1, cfg.n_chan, 1, 1)
         c = torch.from_numpy(target).to(noise_device)[None, None].repeat(1, cfg.n_chan, 1, 1)
         net = self._make_net().to(device)
-        sigma, scale = noise_maps(c, stride=cfg.stride, g_map=cfg.g_map, p_map=cfg.p_map,
+        g_map, p_map, lam_p = self._constants(image)
+        sigma, scale = noise_maps(c, stride=cfg.stride, g_map=g_map, p_map=p_map,
                                   region=cfg.region_noise)
         self.losses = []
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -247,8 +221,8 @@ class FM2S(Denoiser):
             for _ in range(cfg.stage1_steps):
                 self._step(net, opt, x, c)
         if cfg.stage2:
-            inject = {"lam_p": cfg.lam_p, "gen": gen, "region": cfg.region_noise,
-                      "overall": cfg.overall_noise}
+            inject = {"lam_p": lam_p, "gen": gen, "region": cfg.region_noise,
+                      "overall": cfg.overall_noise, "clamp": cfg.noise_clamp}
             if cfg.schedule == "paper":
                 for _ in range(cfg.samples):
                     sample = inject_noise(c, sigma, scale, **inject)
@@ -257,7 +231,34 @@ class FM2S(Denoiser):
             else:
                 self._fit_fast(net, c, sigma, scale, inject, gen)
         self.net = net.to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+        self.offset = 0.0
+        if cfg.mean_correction == "plane":
+            self.offset = float(image.mean(dtype=np.float64)
+                                - self._predict(image).mean(dtype=np.float64))
         return self
+
+    def _constants(self, image: np.ndarray) -> tuple[float, float, float]:
+        """(g_map, p_map, lam_p) for ``image`` per ``noise_constants``; sets ``fit_info``."""
+        cfg = self.config
+        mode = cfg.noise_constants
+        if mode == "auto":
+            mode = "preset" if is_8bit_plane(image) else "fit"
+        if mode == "fit":
+            g, p, lam, self.fit_info = fit_constants(image, cfg, self.PRESETS)
+            return g, p, lam
+        self.fit_info = (f"preset {preset_name(cfg, self.PRESETS)}; noise constants as given "
+                         "(8-bit scale): "
+                         f"g_map={cfg.g_map:g}, p_map={cfg.p_map:g}, lam_p={cfg.lam_p:g}")
+        return cfg.g_map, cfg.p_map, cfg.lam_p
+
+    def describe_fit(self) -> str:
+        """Which preset and noise constants the last :meth:`fit` used, and any correction."""
+        if not self.fit_info:
+            return ""
+        extra = ""
+        if self.config.mean_correction == "plane":
+            extra = f"; mean correction {self.offset:+.4g} (on [0,1]) added to the output"
+        return self.fit_info + extra
 
     def _fit_fast(self, net: FM2SNet, c: torch.Tensor, sigma: torch.Tensor,
                   scale: torch.Tensor, inject: dict[str, Any], gen: torch.Generator) -> None:
@@ -302,19 +303,33 @@ class FM2S(Denoiser):
         """
         if self.net is None:
             raise InputError("fm2s must be fitted before denoising (zero-shot: fit on the image)")
-        plane = _check_plane(image)
+        out = self._predict(_check_plane(image))
+        if self.config.mean_correction == "plane":
+            out += np.float32(self.offset)
+        return out
+
+    @torch.no_grad()
+    def _predict(self, plane: np.ndarray) -> np.ndarray:
+        net = self.net
+        if net is None:
+            raise InputError("fm2s must be fitted before denoising (zero-shot: fit on the image)")
         device = resolve_device(self.device)
-        self.net.to(device)
+        net.to(device)
         x = torch.from_numpy(plane).to(device)[None, None].repeat(1, self.config.n_chan, 1, 1)
         tta = self.config.tta
+
+        def run(view: torch.Tensor) -> torch.Tensor:
+            out = net(view)
+            return out.clamp(0.0, 1.0) if self.config.out_clamp else out
+
         if tta == "off" or (tta == "auto" and self.config.schedule == "paper"):
-            return self.net(x).clamp(0.0, 1.0).mean(dim=1)[0].cpu().numpy().astype(np.float32)
+            return run(x).mean(dim=1)[0].cpu().numpy().astype(np.float32)
         total = torch.zeros_like(x[0, 0])
         for k in range(4):
             for flip in (False, True):
                 view = torch.rot90(x, k, dims=(2, 3))
                 view = view.flip(3) if flip else view
-                out = self.net(view).clamp(0.0, 1.0).mean(dim=1)[0]
+                out = run(view).mean(dim=1)[0]
                 out = out.flip(1) if flip else out
                 total += torch.rot90(out, -k, dims=(0, 1))
         return (total / 8.0).cpu().numpy().astype(np.float32)
@@ -322,7 +337,11 @@ class FM2S(Denoiser):
     def state_dict(self) -> dict[str, Any]:
         if self.net is None:
             return {}
-        return {"net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
+        state: dict[str, Any] = {
+            "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
+        if self.config.mean_correction != "off":
+            state["offset"] = torch.tensor(self.offset, dtype=torch.float64)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -331,6 +350,7 @@ class FM2S(Denoiser):
         net = FM2SNet(self.config.n_chan)
         net.load_state_dict(state["net"])
         self.net = net.eval()
+        self.offset = float(state["offset"]) if "offset" in state else 0.0
 
 
 def _check_plane(image: np.ndarray) -> np.ndarray:

@@ -33,17 +33,27 @@ from ..training import (
     epoch_status,
     generator,
     make_optimizer,
-    progress_bar,
     resolve_device,
     to_cpu,
     train_epoch,
+    use_bf16,
     validate,
     write_checkpoints,
 )
+from ..training_progress import progress_bar
 
-__all__ = ["MAX_PIXELS", "TrainedMethod", "fit_normalizers", "predict_phases"]
+__all__ = ["MAX_PIXELS", "TrainedMethod", "fit_normalizers", "predict_phases", "run_plan"]
 
 MAX_PIXELS = 2**21  # network pixels per prediction forward pass (phases are batched up to this)
+
+
+def run_plan(epochs: int, steps: int, cfg: Any, device: torch.device) -> str:
+    """The plan of a run in words: epochs, steps, batch, device and arithmetic."""
+    bf16 = use_bf16(getattr(cfg, "precision", "fp32"), device)
+    plural = "" if epochs == 1 else "s"
+    return (f"{epochs} epoch{plural} x {steps} steps of {cfg.batch_size} patches "
+            f"({epochs * steps} steps) on {device.type}, "
+            f"{'bfloat16 autocast' if bf16 else 'float32'} steps")
 
 
 def fit_normalizers(inputs: list[np.ndarray], targets: list[np.ndarray], *,
@@ -122,6 +132,9 @@ class TrainedMethod(Denoiser):
         self.history: list[dict[str, float]] = []
         self.train_state: dict[str, Any] = {}  # optimizer, scheduler, RNG of the last epoch
         self._select, self._kept = False, None  # keep-best in this run
+        #: ``on_epoch(epoch, stop, row)``, called after each training epoch (see
+        #: :meth:`epoch_done`); not saved, not copied by :meth:`fresh`.
+        self.on_epoch: Callable[[int, int, dict[str, float]], bool | None] | None = None
 
     # --- the contract ---------------------------------------------------------------
     @property
@@ -316,6 +329,18 @@ class TrainedMethod(Denoiser):
                 getattr(self, name).load_state_dict(snap[name])
         self.train_state = {k: snap[k] for k in self.TRAIN_KEYS if k in snap}
 
+    def epoch_done(self, stop: int) -> bool:
+        """Tell :attr:`on_epoch` about the epoch just finished; whether it asks to stop.
+
+        ``on_epoch(epoch, stop, row)`` gets the epoch number, the run's last epoch and
+        the epoch's ``history`` row (call after appending it). A true return ends the
+        run after this epoch as an early stop does: keep-best still applies, so the
+        model is usable (a GUI's Cancel).
+        """
+        if self.on_epoch is None:
+            return False
+        return bool(self.on_epoch(self.epoch, stop, dict(self.history[-1])))
+
     def checkpoint(self, improved: bool) -> None:
         """``last.pt`` (``best.pt`` if improved) in ``checkpoint_dir``, optimizer included."""
         if self.config.checkpoint_dir:
@@ -337,7 +362,8 @@ class TrainedMethod(Denoiser):
             optimizer.load_state_dict(self.train_state["optimizer"])
             scheduler.load_state_dict(self.train_state["scheduler"])
         stop = cfg.epochs if self.epoch < cfg.epochs else self.epoch + cfg.epochs
-        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}")
+        bar = progress_bar((stop - self.epoch) * steps, f"training {self.key}",
+                           plan=run_plan(stop - self.epoch, steps, cfg, device))
         patience = int(getattr(cfg, "stop_patience", 0))
         self.begin_selection(validated, lambda: validate(net, val_loss, batches))
         stale = 0
@@ -360,6 +386,8 @@ class TrainedMethod(Denoiser):
                     improved = self.select(loss, validated)
                     self.checkpoint(improved)
                     stale = 0 if improved else stale + 1
+                    if self.epoch_done(stop):
+                        break
                     if validated and patience and stale >= patience:
                         bar.write(f"{self.key}: early stop after epoch {self.epoch} (no better "
                                   f"validation loss for {stale} epochs)", file=sys.stderr)
