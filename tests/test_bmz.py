@@ -50,8 +50,9 @@ KINDS: dict[str, tuple[str, dict[str, Any]]] = {
     "care": ("care", PAIRS),
     "care_upscale2": ("care", {**PAIRS, "upscale": 2}),
     "clidim": ("clidim", CLIDIM),
+    "clidim_training": ("clidim", {**CLIDIM, "normalization": "training"}),
 }
-SLOW = {"n2v2", "structn2v", "deconvolved", "care", "clidim"}
+SLOW = {"n2v2", "structn2v", "deconvolved", "care", "clidim", "clidim_training"}
 
 
 def train(kind: str) -> TrainedMethod:
@@ -113,7 +114,7 @@ def test_export_passes_bioimageio_and_predicts_as_microdenoise(kind: str, tmp_pa
     # CLIDiM predicts as pix2pix does, without context beyond the image (convolutions'
     # zero padding at its edges): a consumer's halo padding gives other context within the
     # receptive field (4 (2**num_downs - 1) px, the whole 64 px test image here).
-    halos = (False,) if kind == "clidim" else (False, True)
+    halos = (False,) if kind.startswith("clidim") else (False, True)
     for weight_format in ("torchscript", "pytorch_state_dict"):
         for halo in halos:
             theirs = bioimageio_prediction(package, weight_format, x, halo=halo)
@@ -126,7 +127,7 @@ def test_export_passes_bioimageio_and_predicts_as_microdenoise(kind: str, tmp_pa
 
     loaded = md.load(package)  # our own package: the microdenoise model, rebuilt
     assert type(loaded) is type(model) and loaded.config == model.config
-    assert loaded.normalizers == model.normalizers
+    assert (loaded.norm_in, loaded.norm_out) == (model.norm_in, model.norm_out)
     np.testing.assert_array_equal(md.denoise_array(raw, loaded, axes="ZYX" if raw.ndim == 3
                                                    else "YX"), ours)
 
@@ -164,6 +165,28 @@ def test_percentile_normalizers_are_fixed_scale_linear() -> None:
     y = x * pre["kwargs"]["gain"] + pre["kwargs"]["offset"]
     np.testing.assert_allclose(y, norm(x), atol=1e-7)
     np.testing.assert_allclose(y * post["kwargs"]["gain"] + post["kwargs"]["offset"], x)
+
+
+def test_per_image_percentile_care_is_refused_before_any_file(tmp_path: Path) -> None:
+    clean = blobs((64, 64), seed=0)
+    model = md.create("care", **PAIRS, normalization="per_image")
+    model.fit(poisson_gaussian(clean, seed=1) * 1000 + 100, clean * 1000 + 100)
+    with pytest.raises(md.InputError, match="no per-image inverse"):
+        md.export_bmz(model, tmp_path / "care.zip")
+    assert not (tmp_path / "care.zip").exists()
+
+
+def test_clidim_packages_scale_by_the_image_range_in_the_network() -> None:
+    from microdenoise.bmz_net import PackagedNet
+
+    per_image = PackagedNet("clidim", {"num_downs": 3, "ngf": 4,
+                                       "normalization": "per_image_minmax"})
+    older = PackagedNet("clidim", {"num_downs": 3, "ngf": 4})  # written before the option
+    assert per_image.own_range and not older.own_range
+    x = torch.rand(1, 1, 32, 32) * 500 + 100
+    # Scaling the input by a gain and an offset scales the output the same way.
+    y1, y2 = per_image(x), per_image(3 * x + 7)
+    torch.testing.assert_close(y2, 3 * y1 + 7, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["fm2s", "median"])

@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bmz_net import halo, min_side, package_net, prediction_params, trace
+from .bmz_net import halo, min_side, package_net, packageable, prediction_params, trace
 from .errors import InputError
 from .methods.clidim import CLIDiM
 from .methods.trained import TrainedMethod
-from .normalize import FixedRange, MeanStd, Normalizer, Percentile
+from .normalize import FixedRange, Identity, MeanStd, Normalizer, Percentile
 
 __all__ = ["INSTALL_HINT", "PAPERS", "export_bmz", "postprocessing", "preprocessing",
            "require_bioimageio"]
@@ -135,6 +135,20 @@ def postprocessing(norm: Normalizer) -> list[dict[str, Any]]:
     return steps
 
 
+def own_range(model: TrainedMethod) -> bool:
+    """Whether ``model`` scales each image by its own min..max (CLIDiM's
+    ``per_image_minmax``): then the packaged network does it (:mod:`~.bmz_net`)."""
+    return model.normalization == "unit"
+
+
+def package_normalizers(model: TrainedMethod) -> tuple[Normalizer, Normalizer]:
+    """The normalizers the package's pre/post-processing apply: the model's stored
+    ones, or identities when the network scales each image itself (:func:`own_range`)."""
+    if own_range(model):
+        return Identity(), Identity()
+    return model.normalizers
+
+
 def exportable(model: Any) -> TrainedMethod:
     """``model`` if it is a trained network; a clear :class:`InputError` otherwise."""
     if not isinstance(model, TrainedMethod):
@@ -145,6 +159,7 @@ def exportable(model: Any) -> TrainedMethod:
                          "care or clidim model")
     if not model.trained:
         raise model.untrained_error()
+    packageable(model)
     return model
 
 
@@ -181,7 +196,10 @@ def default_sample(model: TrainedMethod, side: int, depth: int) -> np.ndarray:
                            "confocal_fish_raw.png") as png:
         plane = read_image(png).data.astype(np.float32)
     u = Percentile.fit(plane)(plane)
-    norm_in = model.normalizers[0]
+    norm_in = package_normalizers(model)[0]
+    if own_range(model):
+        return plane if not depth else np.stack([np.roll(plane, 3 * k, axis=(0, 1))
+                                                 for k in range(depth)])
     if isinstance(model, CLIDiM):
         z = 2 * u - 1
     elif isinstance(norm_in, MeanStd):
@@ -213,21 +231,32 @@ def cover(inp: np.ndarray, out: np.ndarray, path: Path) -> Path:
 def readme(model: TrainedMethod, name: str, rf: int, step: int, low: int) -> str:
     """The package's documentation (markdown)."""
     cfg, key = model.config, model.key
-    norm_in, norm_out = model.normalizers
+    norm_in, norm_out = package_normalizers(model)
     last = model.history[-1] if model.history else {}
     scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
     refs = "\n".join(f"- {PAPERS[p][0]} ({PAPERS[p][1]})" for p in papers(model))
     fields = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
                        if f.name not in ("checkpoint_dir", "resume"))
     dims = "3D (Z, Y, X volumes)" if model.supports_3d else "2D (Y, X planes)"
+    if own_range(model):
+        scaling = ("The network itself scales each image by its own min..max (the "
+                   "`per_image_minmax` normalization it was trained with) and maps its "
+                   "output back with them; the package's pre/post-processing are identities "
+                   "(the spec has no per-image inverse). A consumer that tiles the image scales "
+                   "each tile by the tile's range, which changes the output: prefer whole "
+                   "images. microdenoise itself scales 8-bit images by 0..255 instead of "
+                   "their min..max (as in training on 8-bit data), so on an 8-bit image that "
+                   "does not span 0..255 this package and microdenoise differ")
+    else:
+        scaling = ("Preprocessing applies the normalization fitted on the training data "
+                   f"({norm_in.to_dict()})")
     return f"""# {name}
 
 A {TITLES.get(key, key)} model ({model.family}) for denoising fluorescence microscopy
 images, {dims}, trained and exported with microdenoise (method `{key}`).
 
 ## What it does
-Input: one channel of raw intensities. Preprocessing applies the normalization fitted
-on the training data ({norm_in.to_dict()}); the network predicts the normalized
+Input: one channel of raw intensities. {scaling}; the network predicts the normalized
 {"deconvolved image (DecoNoising's phantom s, before the PSF)"
  if getattr(cfg, "output", "") == "deconvolved" else "restored image"}{
  f", upsampled {model.upscale}x in Y and X" if model.upscale != 1 else ""}; postprocessing
@@ -319,7 +348,7 @@ def export_bmz(model: Any, path: str | Path, *, name: str | None = None,
     packaged = package_net(model)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        x_t = torch.from_numpy(model.normalizers[0](raw))[None, None]
+        x_t = torch.from_numpy(package_normalizers(model)[0](raw))[None, None]
         np.save(d / "test_input.npy", raw[None, None])
         np.save(d / "test_output.npy", pred[None, None].astype(np.float32))
         torch.save(packaged.state_dict(), d / "weights.pt")
@@ -346,7 +375,7 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
     dims3 = model.supports_3d
     mz = int(getattr(model.net, "multiple", 1))
     low = min_side(model)
-    norm_in, norm_out = model.normalizers
+    norm_in, norm_out = package_normalizers(model)
     space = (["z"] if dims3 else []) + ["y", "x"]
     in_axes: list[dict[str, Any]] = [{"type": "batch"},
                                      {"type": "channel", "channel_names": ["raw"]}]

@@ -15,7 +15,12 @@ non-affine part of a method's ``denoise`` is inside :class:`PackagedNet`:
 * CARE ``upscale=2``: the bilinear 2x upsampling of the input;
 * DecoNoising: the output scaling (x10) and, for ``output="denoised"``, the
   convolution with the Gaussian PSF;
-* CLIDiM: the generator's Tanh (part of the network).
+* CLIDiM: the generator's Tanh (part of the network), and with its default
+  ``normalization="per_image_minmax"`` the image's own min..max scaling and its
+  inverse: the spec's post-processing cannot undo a per-image scaling (it has no
+  inverse of ``scale_range``), so the module computes the range of the tensor it is
+  given and maps the output back. A consumer that tiles the image therefore scales
+  each tile by its own range; the package's README says so.
 
 So ``PackagedNet(...)(x)`` equals ``method.denoise(x)`` for a normalized
 (batch, 1, [z,] y, x) tensor, up to float32 rounding. The same class is the
@@ -39,11 +44,12 @@ from .methods.deconoising import OUT_SCALE, DecoNoising
 from .methods.n2v import BlindSpotMethod
 from .registry import Denoiser, create
 
-__all__ = ["PREDICTION_FIELDS", "PackagedNet", "halo", "min_side", "package_net", "packaged_input",
+__all__ = ["PREDICTION_FIELDS", "PackagedNet", "halo", "min_side", "package_net", "packageable",
+           "packaged_input",
            "prediction_params", "trace"]
 
 #: Config fields that change prediction beyond the method's ``ARCHITECTURE``.
-PREDICTION_FIELDS = ("shift_average", "psf_sigma", "output", "upscale")
+PREDICTION_FIELDS = ("shift_average", "psf_sigma", "output", "upscale", "normalization")
 
 
 def prediction_params(method: Denoiser) -> dict[str, Any]:
@@ -67,6 +73,8 @@ class PackagedNet(nn.Module):
 
     def __init__(self, method: str, params: dict[str, Any]) -> None:
         super().__init__()
+        if method == "clidim":  # packages written before the option existed: "training"
+            params = {"normalization": "training", **params}
         den = create(method, **params)
         modules = den.build_modules({})  # type: ignore[attr-defined]
         net = modules["net"]
@@ -85,6 +93,9 @@ class PackagedNet(nn.Module):
             self.pad, self.multiple, self.extra = 0, m, 0
         else:
             raise InputError(f"{method!r} is not a trained method; nothing to package")
+        packageable(den)
+        #: CLIDiM per_image_minmax: the image's own min..max, inside the module.
+        self.own_range = den.normalization == "unit"
         if getattr(den.config, "shift_average", False):
             q = self.multiple
             phases = [(sy, sx) for sy in range(q) for sx in range(q)]
@@ -100,9 +111,20 @@ class PackagedNet(nn.Module):
         self.net = net.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The normalized prediction of a normalized (b, 1, [z,] y, x) float32 tensor."""
+        """The normalized prediction of a normalized (b, 1, [z,] y, x) float32 tensor
+        (with ``own_range``: the prediction of a raw tensor, in its units)."""
         if self.dims == 3:
             return self._volume(x)
+        if not self.own_range:
+            return self._plane(x)
+        flat = x.flatten(2)
+        low = flat.amin(dim=2)[:, :, None, None]
+        span = (flat.amax(dim=2)[:, :, None, None] - low).clamp_min(1e-12)
+        y = self._plane(2.0 * (x - low) / span - 1.0)  # onto [-1, 1], as CLIDiM trains
+        return (y + 1.0) / 2.0 * span + low
+
+    def _plane(self, x: torch.Tensor) -> torch.Tensor:
+        """The prediction of one normalized 2D batch: padding, phases, network, crop."""
         h, w = x.shape[-2], x.shape[-1]
         q, pad, s, extra = self.multiple, self.pad, self.scale, self.extra
         ey = (-(h + 2 * pad + extra)) % q
@@ -135,6 +157,20 @@ class PackagedNet(nn.Module):
         padded = F.pad(x, [rf, rf + ex, rf, rf + ey, ez // 2, ez - ez // 2], mode="reflect")
         y = self.net(padded)
         return y[:, :, ez // 2:ez // 2 + z, rf:rf + h, rf:rf + w] * self.out_scale
+
+
+def packageable(method: Denoiser) -> None:
+    """Raise an :class:`InputError` if ``method``'s scaling cannot be packaged: a
+    per-image percentile scaling (CARE ``normalization="per_image"``) must map the
+    output back with the input's percentiles, which the spec's post-processing cannot
+    express (CLIDiM's per-image min..max is computed inside :class:`PackagedNet`)."""
+    if method.normalization not in ("model", "unit"):
+        raise InputError(
+            f"a {method.key} model with normalization="
+            f"{getattr(method.config, 'normalization', '?')!r} scales each image by its own "
+            "percentiles and maps the output back with them, which a bioimage.io package "
+            "cannot express (its post-processing has no per-image inverse); export a model "
+            "trained with normalization='percentile' or 'meanstd'")
 
 
 def halo(method: Denoiser) -> int:
