@@ -9,16 +9,25 @@ itself: the image is median filtered (pre-denoise), copied into lambda
 identical channels (channel amplification), and the network learns to map
 fresh region-wise Poisson-Gaussian noise injections of the filtered image
 back to it (stage 2), after a short warm-up mapping the raw image to its
-filtered version (stage 1). Inference is one forward pass on the raw image.
+filtered version (stage 1). Inference in the official code is one forward pass on
+the raw image.
 
 Two schedules share the method:
 
-``paper``  exactly the official code: whole image, batch 1, Adam 1e-3,
-           5 stage-1 steps, 450 noise samples x 5 steps.
+``paper``  the official code's training: whole image, batch 1, Adam 1e-3,
+           5 stage-1 steps, 450 noise samples x 5 steps, one prediction pass.
+           It differs from the official script in what surrounds the training:
+           the output is float (the script truncates it to 8 bits with ``.int()``
+           and writes a PNG); the script reads every image as 8-bit and divides by
+           255 (OpenCV down-converts 16-bit files), where we scale uint8 by 255 and
+           other types by their own min..max (``normalization="unit"``); and the
+           network initialisation and noise come from separate seeded generators,
+           so outputs are not bit-identical to the script's.
 ``fast``   the default: stage 2 on random crops with a fresh noise sample per
            step, a one-cycle learning rate and bf16 where the CPU has it natively,
-           ~25x less CPU time, and the prediction averaged over the 8
-           flips/rotations of the image (see
+           and it changes inference too: the prediction is averaged over the 8
+           flips/rotations of the image (``tta="d8"``). About 25x less CPU time
+           than ``paper`` on a CPU with native bf16 and about 17x in fp32 (see
            ``benchmarks/results/fm2s_tune/schedule.md`` for how it was chosen).
 """
 
