@@ -57,7 +57,7 @@ NON_NEGATIVE = frozenset({
     "seed", "g_map", "stage1_steps", "stop_patience", "lr_patience", "n_epochs",
     "n_epochs_decay", "lambda_gan", "lambda_l1", "lambda_ssim", "lambda_tv", "lambda_cl",
     "positivity", "tv", "val_fraction", "val_from", "beta1", "beta2", "percentiles",
-    "target_percentiles",
+    "target_percentiles", "background",
 })
 
 

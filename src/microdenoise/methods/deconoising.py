@@ -48,8 +48,7 @@ differences:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -121,8 +120,7 @@ class DecoNoisingConfig(BlindSpotConfig):
     positivity: float = 1.0
     tv: float = 0.0
     output: Literal["denoised", "deconvolved"] = "denoised"
-    background: Literal["auto", "none"] | float = field(default="none",
-                                                        metadata={"min": -math.inf})
+    background: Literal["auto", "none"] | float = "none"
 
     def __post_init__(self) -> None:
         super().__post_init__()
