@@ -153,6 +153,8 @@ def run(args: argparse.Namespace) -> None:
             method = CLIDiM(variant=variant, n_train=n, lambda_l1=args.lambda_l1,
                             batch_size=args.batch, crop=args.crop, seed=args.seed,
                             keep="best", precision=args.precision,
+                            **({"normalization": args.normalization} if args.normalization
+                               else {}),
                             **schedule(args.iterations, args.steps_per_epoch))
             method.device = args.device
             c0, w0 = time.process_time(), time.perf_counter()
@@ -175,7 +177,7 @@ def run(args: argparse.Namespace) -> None:
         method.device = args.device
         for pair in todo:
             c0 = time.process_time()
-            pred = quantize(method.denoise(pair.noisy), "round")
+            pred = quantize(denoise_array(pair.noisy, method), "round")
             row = {"model": name, "image": pair.name,
                    **scores(pred, pair.clean.astype(np.float64)),
                    "cpu_s": f"{time.process_time() - c0:.2f}"}
@@ -379,6 +381,8 @@ def main() -> None:
                    "120-iteration CPU rows and the GPU rows were float32")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--normalization", choices=("training", "per_image_minmax"), default=None,
+                   help="CLIDiM's normalization (default: the method's default)")
     r.add_argument("--test-stride", type=int, default=1,
                    help="score every k-th test image only (a fixed, stated subset)")
     r.add_argument("--test-offset", type=int, default=0)
