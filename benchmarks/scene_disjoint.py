@@ -54,6 +54,7 @@ from microdenoise import datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
 
 RESULTS = Path(__file__).parent / "results" / "scene_disjoint"
+FMD_RESULTS = Path(__file__).parent / "results" / "fmd_fm2s" / "fmd_test_mix"
 CONFIGS = sorted(["Confocal_BPAE_B", "Confocal_BPAE_G", "Confocal_BPAE_R", "Confocal_FISH",
                   "Confocal_MICE", "TwoPhoton_BPAE_B", "TwoPhoton_BPAE_G", "TwoPhoton_BPAE_R",
                   "TwoPhoton_MICE", "WideField_BPAE_B", "WideField_BPAE_G", "WideField_BPAE_R"])
@@ -61,6 +62,10 @@ FOLDS = {"A": CONFIGS[0::2], "B": CONFIGS[1::2]}
 W2S_TUNING = ["002_*", "003_*"]
 # Candidate -> (method, params). The filters' sigma is estimated per image as usual.
 CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
+    # References, not part of any decision (deterministic; the library's defaults).
+    "noisy": ("", {}),
+    "median_3": ("median", {}),
+    "gaussian_1": ("gaussian", {}),
     "fm2s_800": ("fm2s", {"schedule": "fast", "fast_steps": 800}),
     "fm2s_1600": ("fm2s", {"schedule": "fast", "fast_steps": 1600}),
     "nlm_none": ("nlm", {"vst": "none"}),
@@ -96,6 +101,8 @@ def fold_of(image: str) -> str:
 
 def _denoise(pair: datasets.Pair, candidate: str) -> np.ndarray:
     method, params = CANDIDATES[candidate]
+    if not method:
+        return pair.noisy.astype(np.float64)
     preset = PRESETS.get(pair.group) if method == "fm2s" else None
     return np.asarray(denoise_array(pair.noisy, method, params=params, preset=preset),
                       dtype=np.float64)
@@ -167,6 +174,30 @@ def choose(scores: dict[tuple[str, str], dict[str, str]], decision: str,
     return (other if diff >= TIE_DB else cheap), diff, len(diffs)
 
 
+def _paper_rows(scores: dict[tuple[str, str], dict[str, str]],
+                picks: dict[str, str]) -> list[str]:
+    """The cross-validated FM2S against the paper schedule where it ran (its scores
+    come from ``results/fmd_fm2s``: another machine, fp32 there as here)."""
+    paper: dict[str, float] = {}
+    for path in sorted(FMD_RESULTS.glob("scores*.csv")):
+        with path.open() as fh:
+            paper |= {r["image"]: float(r["psnr"]) for r in csv.DictReader(fh)
+                      if r["row"] == "fm2s_paper"}
+    diffs = []
+    for img, value in sorted(paper.items()):
+        fold = fold_of(img)
+        pick = picks["B" if fold == "A" else "A"]
+        if (pick, img) in scores:
+            diffs.append(float(scores[(pick, img)]["score"]) - value)
+    if len(diffs) < 2:
+        return []
+    m, se = _mean_se(diffs)
+    verdict = "parity" if abs(m) <= se else ("better" if m > 0 else "worse")
+    return ["", f"FM2S (cross-validated) - paper schedule, on the {len(diffs)} images the "
+            f"paper schedule ran on (`../fmd_fm2s/fmd_test_mix/`): **{m:+.3f} +- {se:.3f} dB** "
+            f"(mean +- SE): {verdict}."]
+
+
 def table(args: argparse.Namespace) -> str:
     scores = _scores()
     lines = ["# Scene-disjoint re-decision of the FMD-tuned defaults (issue 15)", "",
@@ -216,6 +247,7 @@ def table(args: argparse.Namespace) -> str:
         lines.append(f"| {decision.split()[0]} (cross-validated) | {len(per_image)} | "
                      + " | ".join(groups) + f" | {statistics.mean(per_image.values()):.2f} | "
                      f"{m:+.3f} +- {se:.3f} ({len(deltas)}) |")
+    lines += _paper_rows(scores, chosen["FM2S fast_steps"])
     lines += ["", "## Every candidate on the 48 images", "",
               "| candidate | n | Confocal | TwoPhoton | WideField | mean PSNR | median CPU s |",
               "|---|---|---|---|---|---|---|"]
