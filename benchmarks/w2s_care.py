@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import math
 import os
 import platform
 import statistics
@@ -568,7 +569,9 @@ def table(args: argparse.Namespace) -> str:
         out += [f"Not run: {', '.join(missing)}.", ""]
     # Checks: paired means over the images both rows scored.
     def paired(task: str, row: str, rival: str, key: str = "si_psnr"
-               ) -> tuple[float, float, int] | None:
+               ) -> tuple[float, float, int, float] | None:
+        """Means of both rows over the images both scored, n, and the standard error of
+        the paired difference (sd / sqrt(n))."""
         mine = {r["image"]: float(r[key]) for r in scored
                 if r["task"] == task and r["row"] == row}
         other = {r["image"]: float(r[key]) for r in scored
@@ -576,25 +579,37 @@ def table(args: argparse.Namespace) -> str:
         both = sorted(set(mine) & set(other))
         if not both:
             return None
+        diffs = [mine[i] - other[i] for i in both]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else math.inf
         return (statistics.mean(mine[i] for i in both),
-                statistics.mean(other[i] for i in both), len(both))
+                statistics.mean(other[i] for i in both), len(both), se)
 
-    checks = ["Paired means over the test images both rows scored (n).", ""]
+    def beats(diff: float, se: float) -> str:
+        """"met" only when the paired difference exceeds its standard error."""
+        return "met" if diff > se else ("NOT met" if diff < -se else "parity (not decided)")
+
+    checks = ["Paired means over the test images both rows scored (n), and the standard "
+              "error (SE) of the paired difference: a target is met only when the "
+              "difference exceeds its SE, not met when it falls short by more than its SE, "
+              "and not decided between.", ""]
     for row in ("care_k30", "care_k30_800", "care_k30_long", "care_k30_40k"):
         for rival in ("noisy", "classical", "fm2s", *SELF_ROWS):
             got = paired("denoise", row, rival)
             if got:
-                a, b, n = got
-                verdict = "met" if a > b else "NOT met"
+                a, b, n, se = got
                 checks.append(f"- {row} beats {rival} (SI-PSNR, n = {n}): {a:.2f} vs {b:.2f} "
-                              f"dB: **{verdict}**")
+                              f"dB, difference {a - b:+.2f} +- {se:.2f}: "
+                              f"**{beats(a - b, se)}**")
     for suffix in ("", "_long", "_40k"):
         got = paired("denoise", f"care_k16{suffix}", f"care_k30{suffix}")
         if got:
-            a, b, n = got
+            a, b, n, se = got
+            gap = b - a
+            verdict = ("met" if gap + se <= 0.5 else "NOT met" if gap - se > 0.5
+                       else "not decided")
             checks.append(f"- care_k16{suffix} within 0.5 dB of care_k30{suffix} (SI-PSNR, "
-                          f"n = {n}): {a:.2f} vs {b:.2f} dB, gap {b - a:+.2f}: "
-                          f"**{'met' if b - a <= 0.5 else 'NOT met'}**")
+                          f"n = {n}): {a:.2f} vs {b:.2f} dB, gap {gap:+.2f} +- {se:.2f}: "
+                          f"**{verdict}**")
     # SR.
     out += ["## Joint denoising + 2x super-resolution, test FOVs 081-100", ""]
     noise_file = RESULTS / "noise.txt"
@@ -614,10 +629,11 @@ def table(args: argparse.Namespace) -> str:
                        for r in (f"care_bicubic{s}", "classical_bicubic", "bicubic")]:
         p_got, s_got = paired("sr", row, rival, "psnr"), paired("sr", row, rival)
         if p_got and s_got:
-            ok = p_got[0] > p_got[1] and s_got[0] > s_got[1]
+            both = (beats(p_got[0] - p_got[1], p_got[3]), beats(s_got[0] - s_got[1], s_got[3]))
+            verdict = both[0] if both[0] == both[1] else f"PSNR {both[0]}, SI-PSNR {both[1]}"
             checks.append(f"- {row} beats {rival} (n = {p_got[2]}): PSNR {p_got[0]:.2f} vs "
-                          f"{p_got[1]:.2f}, SI-PSNR {s_got[0]:.2f} vs {s_got[1]:.2f} dB: "
-                          f"**{'met' if ok else 'NOT met'}**")
+                          f"{p_got[1]:.2f} (+- {p_got[3]:.2f}), SI-PSNR {s_got[0]:.2f} vs "
+                          f"{s_got[1]:.2f} dB (+- {s_got[3]:.2f}): **{verdict}**")
     out += ["## Targets", "", *checks, ""]
     if selects:
         out += ["## Classical candidates on the training FOVs", "",
