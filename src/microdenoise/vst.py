@@ -136,3 +136,17 @@ def gat_inverse(d: np.ndarray, noise: PoissonGaussian) -> np.ndarray:
     algebraic = d * d / 4 - np.float32(3.0 / 8.0 + s2)
     z = np.maximum(np.float32(0.0), np.where(d >= 1.0, exact, algebraic))
     return (z * np.float32(alpha) + np.float32(g)).astype(np.float32, copy=False)
+
+
+def gat_slope(image: np.ndarray, noise: PoissonGaussian) -> np.ndarray:
+    """d GAT / dy at ``image`` (float64): about 1 / (noise std) there.
+
+    Where the transform is clipped at 0 (intensities below the model's floor) the slope
+    of the floor, ``1 / sqrt(max(b, a * 3/8))``-like, is used instead of infinity.
+    """
+    if _gaussian_only(noise):
+        return np.full(np.shape(image), 1.0 / math.sqrt(noise.b))
+    alpha, sigma, g = noise.params
+    u = np.asarray(image, dtype=np.float64) / alpha + 3.0 / 8.0 + (sigma / alpha) ** 2 - g / alpha
+    floor = 3.0 / 8.0 + (sigma / alpha) ** 2
+    return 1.0 / (alpha * np.sqrt(np.maximum(u, floor)))
