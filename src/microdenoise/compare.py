@@ -61,10 +61,10 @@ class Row:
     residual_ac1: float = math.nan
     blocks: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
-    @property
-    def psnr_like(self) -> float:
-        """``-10 log10(estimate)`` (dB up to the data range's constant), NaN if none."""
-        return -10 * math.log10(self.estimate) if self.estimate > 0 else math.nan
+    def psnr(self, data_range: float) -> float:
+        """The estimate as a PSNR in dB for ``data_range`` (NaN when not positive)."""
+        return 10 * math.log10(data_range ** 2 / self.estimate) if self.estimate > 0 \
+            else math.nan
 
 
 @dataclass
@@ -78,6 +78,7 @@ class CompareResult:
     estimator: str
     notes: list[str]
     image: np.ndarray = field(repr=False)
+    data_range: float = 1.0
     outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def row(self, label: str) -> Row:
@@ -86,14 +87,16 @@ class CompareResult:
 
     def to_markdown(self) -> str:
         """The ranked table, then the notes and the recommendation, as Markdown."""
-        head = ("| rank | method | est. MSE | SE | -10 log10 MSE | estimator | reliable | "
+        head = (f"| rank | method | est. MSE | SE | est. PSNR (range {self.data_range:g}) | "
+                "estimator | reliable | "
                 "residual/noise | residual lag-1 | seconds | note |")
         lines = [head, "|" + "---|" * 11]
         for k, r in enumerate(self.rows, 1):
             note = r.error or r.reason
             lines.append(
                 f"| {k} | {r.label} | {_num(r.estimate)} | {_num(r.se)} | "
-                f"{_num(r.psnr_like, 2)} | {r.estimator} | {'yes' if r.reliable else 'no'} | "
+                f"{_num(r.psnr(self.data_range), 2)} | {r.estimator} | "
+                f"{'yes' if r.reliable else 'no'} | "
                 f"{_num(r.residual_ratio, 2)} | {_num(r.residual_ac1, 2)} | {r.seconds:.2f} | "
                 f"{note.replace('|', '/')} |")
         lines += [""] + [f"- {n}" for n in self.notes]
@@ -279,7 +282,16 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         outputs[label] = out
     ranked = _rank(rows)
     recommended, reason = _recommend(ranked)
-    return CompareResult(ranked, recommended, reason, estimator, notes, planes[0], outputs)
+    return CompareResult(ranked, recommended, reason, estimator, notes, planes[0],
+                         _data_range(np.asarray(image)), outputs)
+
+
+def _data_range(image: np.ndarray) -> float:
+    """The integer type's range (255 for 8-bit), else the image's max - min."""
+    if image.dtype.kind in "ui":
+        info = np.iinfo(image.dtype)
+        return float(info.max) - float(min(info.min, 0))
+    return float(np.max(image) - np.min(image)) or 1.0
 
 
 def _score(label: str, name: str, method: MethodSpec, params: dict[str, Any],

@@ -310,5 +310,6 @@ def residual_diagnostics(x: np.ndarray, fx: np.ndarray, model: PoissonGaussian
     rc = r - ndi.uniform_filter(r, 9)
     fc = fx - ndi.uniform_filter(fx, 9)
     cov = ndi.uniform_filter(rc * fc, 9)
-    den = np.sqrt(ndi.uniform_filter(rc * rc, 9) * ndi.uniform_filter(fc * fc, 9)) + 1e-12
+    den = np.sqrt(np.maximum(ndi.uniform_filter(rc * rc, 9) * ndi.uniform_filter(fc * fc, 9),
+                           0.0)) + 1e-12
     return ratio, ac1, cov / den
