@@ -105,10 +105,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None = None,
-                budget: float | None = None, seed: int = 0) -> tuple[str, dict[str, Any], str]:
+                budget: float | None = None, seed: int = 0,
+                methods: tuple[str, ...] = AUTO_METHODS) -> tuple[str, dict[str, Any], str]:
     """The method ``denoise --method auto`` uses for ``path``: (name, params, why).
 
-    Compares :data:`AUTO_METHODS` on a central ``AUTO_CROP`` crop of up to
+    Compares ``methods`` (default :data:`AUTO_METHODS`) on a central ``AUTO_CROP`` crop of up to
     ``AUTO_PLANES`` planes within ``budget`` seconds (default ``AUTO_BUDGET_S``);
     without a reliable estimate it falls back to FM2S and says why.
     """
@@ -116,7 +117,7 @@ def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None =
     from .io import read_image
 
     img = read_image(path, axes=axes)
-    result = compare(img.data, methods=AUTO_METHODS, axes=img.axes,
+    result = compare(img.data, methods=methods, axes=img.axes,
                              pairs_axis=pairs_axis, crop=AUTO_CROP, max_planes=AUTO_PLANES,
                              budget=AUTO_BUDGET_S if budget is None else budget, seed=seed)
     skipped = [r.label for r in result.rows if r.error]
