@@ -31,6 +31,7 @@ import numpy as np
 
 from . import compare_estimators as est
 from . import core
+from .compare_correlated import sure_correlated
 from .config import parse_params
 from .errors import InputError
 from .methods.filters import Filter
@@ -310,6 +311,9 @@ def _score(label: str, name: str, method: MethodSpec, params: dict[str, Any],
             first = fx
         if pairs:
             estimates.append(est.two_capture_mse(fx, x, seconds[k], pairs[k]))
+        elif checks[k].correlated and np.isfinite(checks[k].white_ratio):
+            estimates.append(sure_correlated(x, f, checks[k], fx=fx, probes=probes,
+                                             seed=seed + k)[0])
         else:
             estimates.append(est.sure_gat(x, f, checks[k], fx=fx, probes=probes, seed=seed + k))
         ratio, ac1, _ = est.residual_diagnostics(x, fx, checks[k].model)

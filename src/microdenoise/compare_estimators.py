@@ -42,7 +42,8 @@ from .errors import InputError
 from .vst import PoissonGaussian, estimate_poisson_gaussian, gat_expected, gat_forward, gat_slope
 
 __all__ = ["BLOCK", "Estimate", "MIN_COMPARE_SIZE", "NoiseCheck", "PairFit",
-           "WHITE_RATIO_LIMIT", "block_means", "check_plane", "fit_pair", "noise_check",
+           "WHITE_RATIO_LIMIT", "block_means", "check_plane", "fit_pair", "intensity_weight",
+           "noise_check",
            "residual_diagnostics", "sure_gat", "two_capture_mse"]
 
 Denoise = Callable[[np.ndarray], np.ndarray]
@@ -243,7 +244,8 @@ class NoiseCheck:
 
     def describe(self) -> str:
         """One line for the user."""
-        verdict = ("spatially correlated: single-image estimates are unreliable"
+        verdict = ("spatially correlated: plain SURE does not apply (compare uses "
+                   "correlated-noise SURE)"
                    if self.correlated else "consistent with pixel-independent noise")
         if not math.isfinite(self.white_ratio):
             verdict = "no noise found at one scale: cannot test it, estimates unreliable"
@@ -303,10 +305,7 @@ def sure_gat(x: np.ndarray, f: Denoise, check: NoiseCheck, *, fx: np.ndarray | N
         div += b * (moved - g) / eps
     v = _stabilized_variance(z)
     t = (g - z) ** 2 - v + 2.0 * v * div / probes
-    smooth = ndi.gaussian_filter(x, 2.0)
-    h = 1e-3 * (float(np.ptp(x)) or 1.0)
-    weight = (2 * h / np.maximum(gat_expected(smooth + h, model)
-                                 - gat_expected(smooth - h, model), 1e-12)) ** 2
+    weight = intensity_weight(x, model)
     reliable, reason = True, ""
     if check.correlated and not math.isfinite(check.white_ratio):
         reliable, reason = False, "the noise could not be tested for spatial correlation"
@@ -327,6 +326,15 @@ def _stabilized_variance(z: np.ndarray) -> float:
     d = (z[:h:2, :w:2] - z[:h:2, 1:w:2] - z[1:h:2, :w:2] + z[1:h:2, 1:w:2]) / 2.0
     d = d[np.abs(d) <= np.quantile(np.abs(d), 0.98)]
     return float(np.mean(d * d)) / 0.8735  # E[x^2 | |x| <= 2.326] for x ~ N(0, 1)
+
+
+def intensity_weight(x: np.ndarray, model: PoissonGaussian) -> np.ndarray:
+    """Squared GAT-domain errors times this are intensity errors (delta method): the
+    inverse square slope of E[GAT] at the smoothed image (independent of the method)."""
+    smooth = ndi.gaussian_filter(x, 2.0)
+    h = 1e-3 * (float(np.ptp(x)) or 1.0)
+    slope = (gat_expected(smooth + h, model) - gat_expected(smooth - h, model)) / (2 * h)
+    return 1.0 / np.maximum(slope, 1e-12) ** 2
 
 
 def residual_diagnostics(x: np.ndarray, fx: np.ndarray, model: PoissonGaussian
