@@ -41,11 +41,12 @@ __all__ = ["NOT_VALIDATED", "RELIABLE", "CorrelatedNoise", "fit_correlated",
 
 # The decision rule's outcome (measured with the central 256 x 256 crops of the 6 FMD
 # WideField _1/_2 captures and the 30 W2S training images, gaussian/median/nlm grids):
-# median Spearman 0.83 (>= 0.7: passed) but median regret 0.75 dB (> 0.5 dB: failed),
+# median Spearman 0.84 (>= 0.7: passed) but median regret 0.75 dB (> 0.5 dB: failed),
 # so the estimate does not recommend. On the 6 FMD WideField images alone (the only
 # tuning images whose noise is flagged correlated): Spearman 0.91-0.98, median regret
 # 0.06 dB, against -0.66..-0.11 and 7.65 dB for plain SURE; on W2S (noise not
-# correlated) it equals plain SURE (median regret 1.75 dB there, mostly channel 0).
+# correlated) it about equals plain SURE (median regret 1.55 vs 1.75 dB, mostly channel
+# 0). Reproduce: benchmarks/compare.py run --set tune; table in benchmarks/results/compare.
 RELIABLE = False
 NOT_VALIDATED = ("not validated to recommend (its decision rule failed: median regret "
                  "0.75 dB > 0.5 dB on the tuning images; see microdenoise.compare_correlated)")
