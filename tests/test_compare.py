@@ -86,8 +86,8 @@ def test_correlated_noise_is_flagged_estimated_and_not_recommended_from() -> Non
     for row in result.rows:  # the correlated-noise estimate is right on its own model...
         assert row.estimator == "sure-gat-corr"
         assert abs(row.estimate - true[row.label]) < 3 * row.se, row
-        # ...but its decision rule failed on real data, so it recommends nothing
-        assert not row.reliable and "correlated" in row.reason and "not validated" in row.reason
+        # ...but one image cannot tell such noise from fine texture: it recommends nothing
+        assert not row.reliable and "correlated" in row.reason and "not trusted" in row.reason
     assert result.recommended is None and "no reliable estimate" in result.reason
     plain = est.sure_gat(noisy.astype(np.float64), lambda x: ndi.gaussian_filter(x, 0.75),
                          est.noise_check(noisy.astype(np.float64)))
@@ -127,7 +127,11 @@ def test_very_weak_noise_on_fine_texture_is_flagged_too() -> None:
     noise is very weak: it errs on the safe side (no recommendation), as documented."""
     noisy = poisson_gaussian(_texture((96, 96), 4), photons=3000.0, sigma=0.003, seed=5)
     assert est.noise_check(noisy.astype(np.float64)).correlated
-    assert md.compare(noisy, methods=["gaussian:sigma=1"]).recommended is None
+    result = md.compare(noisy, methods=["gaussian"])
+    assert result.recommended is None
+    # what the correlated-noise estimate would pick here (why it may not recommend):
+    # a heavy filter, 10 dB worse than the lightest
+    assert result.rows[0].label == "gaussian:sigma=1.5"
 
 
 def test_auto_falls_back_to_fm2s_when_unreliable(tmp_path: Path) -> None:
@@ -201,6 +205,15 @@ def test_stack_pairs_axis_uses_consecutive_planes() -> None:
     assert result.estimator == "two-capture" and len(result.notes) == 4  # 2 pairs, 2 checks
     with pytest.raises(InputError, match="not an axis"):
         md.compare(stack, methods=["gaussian:sigma=1"], axes="TYX", pairs_axis="Z")
+
+
+def test_auto_with_pairs_axis_uses_the_two_capture_estimate(tmp_path: Path) -> None:
+    clean = blobs((64, 64), seed=13)
+    frames = [poisson_gaussian(clean, photons=10.0, sigma=0.05, seed=s) for s in range(4)]
+    path = tmp_path / "movie.npy"
+    np.save(path, np.stack(frames))
+    name, params, why = choose_auto(path, axes="TYX", pairs_axis="T", methods=("gaussian",))
+    assert name == "gaussian" and params["sigma"] >= 1.5 and "(two-capture)" in why
 
 
 def test_cli_compare_writes_table_csv_and_figure(tmp_path: Path, capsys) -> None:

@@ -69,6 +69,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Run :func:`microdenoise.compare` on the input; print and (with --out) write."""
     from . import atomic, figures
     from .compare import DEFAULT_METHODS, candidates, compare
+    from .compare_estimators import noise_check, residual_diagnostics
     from .io import read_image
 
     _check_numbers(args)
@@ -96,8 +97,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         panels = [(f"{r.label}\nMSE {r.estimate:.3g}+-{r.se:.2g}"
                    + ("" if r.reliable else " (unreliable)"), result.outputs[r.label])
                   for r in result.rows if r.label in result.outputs][:FIGURE_PANELS]
+        model = noise_check(result.image).model
+        maps = [residual_diagnostics(result.image, o.astype("float64"), model)[2]
+                for _, o in panels]
         with atomic.atomic_file(out / "figure.png") as tmp:
-            figures.output_residual_grid(result.image, panels, tmp)
+            figures.output_residual_grid(result.image, panels, tmp, maps=maps)
     print(table)
     if out is not None:
         print(f"wrote {out / 'table.md'}, {out / 'table.csv'}, {out / 'figure.png'}")

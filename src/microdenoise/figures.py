@@ -95,12 +95,14 @@ def output_residual_grid(
     panels: Sequence[tuple[str, np.ndarray]],
     path: str | Path,
     *,
+    maps: Sequence[np.ndarray] | None = None,
     crop: int = 128,
     dpi: int = 100,
 ) -> Path:
     """Centre crops of ``image`` and of each output (top row, one contrast) above each
-    residual ``image - output`` (bottom row, one symmetric contrast); written as PNG to
-    ``path`` whatever its extension (so a temporary name works)."""
+    residual ``image - output`` (middle row, one symmetric contrast) and, when given,
+    each structure map (bottom row, -1..1: where the residual follows the image);
+    written as PNG to ``path`` whatever its extension (so a temporary name works)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +115,8 @@ def output_residual_grid(
     residuals = [ref - np.asarray(out, dtype=np.float64) for _, out in panels]
     spread = max([float(np.percentile(np.abs(r[cut]), 99)) for r in residuals] + [1e-12])
     n = len(panels) + 1
-    fig, axes = plt.subplots(2, n, figsize=(1.9 * n, 4.2), squeeze=False)
+    n_rows = 2 if maps is None else 3
+    fig, axes = plt.subplots(n_rows, n, figsize=(1.9 * n, 2.1 * n_rows), squeeze=False)
     cols = [("input", ref, None), *((t, np.asarray(o, dtype=np.float64), r)
                                     for (t, o), r in zip(panels, residuals, strict=True))]
     for c, (title, out, res) in enumerate(cols):
@@ -123,7 +126,11 @@ def output_residual_grid(
             axes[1][c].imshow(res[cut], cmap="RdBu_r", vmin=-spread, vmax=spread,
                               interpolation="nearest")
             axes[1][c].set_title("residual", fontsize=6)
-        for ax in (axes[0][c], axes[1][c]):
+            if maps is not None:
+                axes[2][c].imshow(np.asarray(maps[c - 1])[cut], cmap="PuOr_r", vmin=-1.0,
+                                  vmax=1.0, interpolation="nearest")
+                axes[2][c].set_title("structure in residual", fontsize=6)
+        for ax in axes[:, c]:
             ax.axis("off")
     fig.tight_layout()
     path = Path(path)
