@@ -198,6 +198,9 @@ def fit_pair(x1: np.ndarray, x2: np.ndarray, *, blur: float = 2.0) -> PairFit:
     cov = float(np.cov(c1, c2)[0, 1])
     signal1 = max(float(np.var(c1)) - nv1 * kernel_energy, 1e-12)
     gain = cov / signal1  # regression of x2 on x1, corrected for x1's blurred noise
+    if not gain > 0.05:
+        raise InputError(f"the second capture does not follow the first (fitted gain "
+                         f"{gain:.3g}): give a capture of the same scene")
     offset = float(np.mean(c2) - gain * np.mean(c1))
     r1, r2 = x1[inner], a2[inner]
     corr, expected = _correlations(r1, r2)
