@@ -43,7 +43,7 @@ def test_two_capture_within_its_uncertainty_despite_gain_offset_and_shift() -> N
     for row in result.rows:
         assert row.reliable and not row.error
         assert abs(row.estimate - true[row.label]) < 3 * row.se, row
-    assert "shifted (-2.00, +" in result.notes[0]  # X within 0.2 px (the roll wraps)
+    assert "shifted (-2.00, +" in result.notes[1]  # X within 0.2 px (the roll wraps)
 
 
 def test_two_capture_unbiased_over_seeds_and_blind_to_gain_offset() -> None:
@@ -202,7 +202,8 @@ def test_stack_pairs_axis_uses_consecutive_planes() -> None:
     clean, x1, x2 = _pair(8, size=64)
     stack = np.stack([x1, x2, x2, x1])
     result = md.compare(stack, methods=["gaussian:sigma=1"], axes="TYX", pairs_axis="T")
-    assert result.estimator == "two-capture" and len(result.notes) == 4  # 2 pairs, 2 checks
+    assert result.estimator == "two-capture" and len(result.notes) == 5  # 2 pairs, 2 checks
+    assert result.notes[0] == "scored: 2 pair(s) of consecutive planes along T, whole planes"
     with pytest.raises(InputError, match="not an axis"):
         md.compare(stack, methods=["gaussian:sigma=1"], axes="TYX", pairs_axis="Z")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -226,10 +227,12 @@ def _auto_method(args: argparse.Namespace, params: dict[str, str]
 
     check_dtype(args.dtype, args.allow_clipping)
     check_writable(args.out)  # before the comparison's work
-    first = io.list_images(args.inputs, recursive=args.recursive)[0]
-    name, chosen, why = choose_auto(first, axes=args.axes, pairs_axis=args.pairs_axis,
+    with warnings.catch_warnings():  # cmd_denoise lists the inputs again and says it then
+        warnings.simplefilter("ignore")
+        paths = io.list_images(args.inputs, recursive=args.recursive)
+    name, chosen, why = choose_auto(paths[0], axes=args.axes, pairs_axis=args.pairs_axis,
                                     budget=args.budget, seed=args.seed or 0)
-    say(why)
+    say(why + (f" (used for all {len(paths)} inputs)" if len(paths) > 1 else ""))
     params.update({k: str(v) for k, v in chosen.items()})
     method = registry.create(name, **params)
     label = name + "".join(f" {k}={v}" for k, v in chosen.items()) + " (auto)"

@@ -202,6 +202,17 @@ def _planes(image: np.ndarray, axes: str | None, pairs_axis: str | None, max_pla
     return list(firsts[:max_planes]), list(seconds[:max_planes])
 
 
+def _coverage(shape: tuple[int, ...], pairs_axis: str | None, used: int,
+              plane: tuple[int, ...]) -> str:
+    """What part of the data was scored, in words (nothing is left out silently)."""
+    total = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    what = (f"{used} pair(s) of consecutive planes along {pairs_axis}" if pairs_axis
+            else f"{used} of {total} plane(s)" + (" (evenly spaced)" if used < total else ""))
+    region = ("whole planes" if tuple(plane) == tuple(shape[-2:])
+              else f"a central {plane[0]}x{plane[1]} crop of {shape[-2]}x{shape[-1]}")
+    return f"scored: {what}, {region}"
+
+
 def _crop(x: np.ndarray, size: int | None) -> np.ndarray:
     if size is None:
         return x
@@ -251,7 +262,7 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         slist = _planes(second, axes, None, max_planes)[0]
     planes = [est.check_plane(_crop(p, crop), name=f"plane {k}") for k, p in enumerate(plist)]
     raw = [_crop(p, crop) for p in plist]
-    notes: list[str] = []
+    notes = [_coverage(np.asarray(image).shape, pairs_axis, len(plist), planes[0].shape)]
     pairs: list[est.PairFit] = []
     seconds = [est.check_plane(_crop(s, crop), name="second capture") for s in slist]
     for k, s in enumerate(seconds):
