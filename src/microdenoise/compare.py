@@ -34,7 +34,6 @@ from . import core
 from .compare_correlated import sure_correlated
 from .config import parse_params
 from .errors import InputError
-from .methods.filters import Filter
 from .registry import Denoiser, method_class
 
 __all__ = ["DEFAULT_METHODS", "CompareResult", "Row", "candidates", "compare"]
@@ -134,6 +133,8 @@ def candidates(methods: Sequence[MethodSpec], *, grid: bool = True
     A filter named without parameters expands, with ``grid``, into one candidate per
     value of its calibration grid (``PARAM`` over ``GRID``).
     """
+    from .methods.filters import Filter  # here: `import microdenoise` stays light
+
     out: list[tuple[str, MethodSpec, dict[str, Any]]] = []
     for spec in methods:
         if isinstance(spec, Denoiser):

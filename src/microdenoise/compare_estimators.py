@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.registration import phase_cross_correlation
 
 from .errors import InputError
 from .vst import PoissonGaussian, estimate_poisson_gaussian, gat_expected, gat_forward, gat_slope
@@ -174,6 +173,8 @@ def fit_pair(x1: np.ndarray, x2: np.ndarray, *, blur: float = 2.0) -> PairFit:
     if x1.shape != x2.shape:
         raise InputError(f"the second capture has shape {x2.shape}, the first {x1.shape}: "
                          "give a second capture of the same scene, same size")
+    from skimage.registration import phase_cross_correlation  # lazy: a slow import
+
     b1, b2 = ndi.gaussian_filter(x1, blur), ndi.gaussian_filter(x2, blur)
     shift, _, _ = phase_cross_correlation(b1, b2, upsample_factor=10, normalization=None)
     dy, dx = float(shift[0]), float(shift[1])
