@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from microdenoise import create, metrics, noise
-from microdenoise.vst import PoissonGaussian, estimate_poisson_gaussian, gat_forward, gat_inverse
+from microdenoise.vst import (
+    PoissonGaussian,
+    estimate_poisson_gaussian,
+    gat_expected,
+    gat_forward,
+    gat_inverse,
+    gat_slope,
+)
 
 
 def _ramp_image(shape: tuple[int, int] = (256, 256)) -> np.ndarray:
@@ -64,3 +71,17 @@ def test_pure_gaussian_noise_is_a_plain_rescaling() -> None:
     image = np.linspace(-0.2, 1.2, 50)
     np.testing.assert_allclose(gat_forward(image, model), image / 0.05, rtol=1e-6)
     np.testing.assert_allclose(gat_inverse(gat_forward(image, model), model), image, atol=1e-6)
+
+
+def test_gat_expected_inverts_gat_inverse_and_gat_slope_is_its_derivative() -> None:
+    noise = PoissonGaussian(0.02, 0.0004)
+    d = np.linspace(3.0, 30.0, 50)  # below about 2.2 the inverse is clipped at 0
+    means = gat_inverse(d.astype(np.float32), noise).astype(np.float64)
+    assert np.allclose(gat_expected(means, noise), d, atol=1e-2)
+    y = np.linspace(0.2, 5.0, 40)
+    h = 1e-4
+    numeric = (gat_forward(y + h, noise).astype(np.float64)
+               - gat_forward(y - h, noise).astype(np.float64)) / (2 * h)
+    assert np.allclose(gat_slope(y, noise), numeric, rtol=2e-2)
+    # E[GAT] lies below the GAT of the mean at low counts (the transform's bias)
+    assert gat_expected(np.array([0.02]), noise)[0] < gat_forward(np.array([0.02]), noise)[0]

@@ -1,7 +1,8 @@
-"""The ``microdenoise`` command: denoise, list, evaluate, demo, train.
+"""The ``microdenoise`` command: denoise, compare, list, evaluate, demo, train, export.
 
 Each subcommand parses its arguments and calls one library function
-(``denoise`` lives in :mod:`microdenoise.cli_denoise`). Exit codes: 0 done
+(``denoise`` lives in :mod:`microdenoise.cli_denoise`, ``compare`` in
+:mod:`microdenoise.cli_compare`). Exit codes: 0 done
 (outputs that already existed are kept and count as done); 1 some files of a
 batch failed (the others were processed); 2 bad input, one line on stderr
 saying what is wrong and what to do, before any work; 3 an internal error (a
@@ -24,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from . import __version__, cli_denoise
+from . import __version__, cli_compare, cli_denoise
 from .cli_denoise import EXIT_FAILED_FILES, cli_words
 from .errors import AxesWarning, FormatWarning, InputError, NoticeWarning
 from .training import DEVICES
@@ -47,6 +48,8 @@ _EPILOG = """examples:
   microdenoise train --method care --input noisy/ --target clean/ --out care.pt  # pairs
   microdenoise evaluate --dataset fmd_test_mix --methods fm2s,median,nlm --images '*_3'
   microdenoise evaluate --dataset w2s_8bit --methods gaussian --model care=care.pt
+  microdenoise compare img.tif --out compare/                  # rank methods, no clean image
+  microdenoise denoise img.tif -o out/ --method auto           # use compare's winner
   microdenoise list
 """
 
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     cli_denoise.add_parser(sub)
+    cli_compare.add_parser(sub)
 
     sub.add_parser("list", help="list the methods, what they need and their parameters")
 
@@ -237,7 +241,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"denoise": cli_denoise.cmd_denoise, "list": cmd_list, "evaluate": cmd_evaluate,
+COMMANDS = {"denoise": cli_denoise.cmd_denoise, "compare": cli_compare.cmd_compare,
+            "list": cmd_list, "evaluate": cmd_evaluate,
             "demo": cmd_demo, "train": cmd_train, "export": cmd_export}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,7 +39,14 @@ def add_parser(sub: Any) -> None:
     d.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     d.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if missing)")
-    d.add_argument("--method", default=None, help="method name (default fm2s; see `list`)")
+    d.add_argument("--method", default=None,
+                   help="method name (default fm2s; see `list`), or auto: compare methods on "
+                        "the first input (no clean image needed) and use the winner")
+    d.add_argument("--pairs-axis", default=None, metavar="AXIS",
+                   help="with --method auto: consecutive planes along AXIS are captures of "
+                        "one static scene (two-capture estimate)")
+    d.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="with --method auto: time limit of the comparison (default 120)")
     d.add_argument("--preset", default=None, help="named parameter set of the method")
     d.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="method parameter, repeatable (e.g. --param schedule=paper)")
@@ -194,9 +202,40 @@ def _resolve_method(args: argparse.Namespace, params: dict[str, str]
         if args.preset or params:
             raise InputError("--preset/--param configure --method; a --model is used as saved")
         return model, model, f"{model.key} model {args.model.name}"
+    if args.method is not None and args.method.strip().lower() == "auto":
+        return _auto_method(args, params)
+    if args.pairs_axis is not None or args.budget is not None:
+        raise InputError("--pairs-axis and --budget configure --method auto")
     name = registry.method_class(args.method or "fm2s").key
     method = registry.create(name, preset=args.preset, **params)
     label = f"{name} (preset {args.preset})" if args.preset else name
+    return name, method, label
+
+
+def _auto_method(args: argparse.Namespace, params: dict[str, str]
+                 ) -> tuple[str | Denoiser, Denoiser, str]:
+    """``--method auto``: compare methods on the first input, say which won and why."""
+    from . import io, registry
+    from .cli_compare import choose_auto, say
+
+    if args.model is not None or args.preset or params:
+        raise InputError("--method auto chooses the method and its parameters: drop "
+                         "--model/--preset/--param")
+    if args.budget is not None and not args.budget > 0:
+        raise InputError(f"--budget must be a positive number of seconds, got {args.budget}")
+    from .atomic import check_writable
+
+    check_dtype(args.dtype, args.allow_clipping)
+    check_writable(args.out)  # before the comparison's work
+    with warnings.catch_warnings():  # cmd_denoise lists the inputs again and says it then
+        warnings.simplefilter("ignore")
+        paths = io.list_images(args.inputs, recursive=args.recursive)
+    name, chosen, why = choose_auto(paths[0], axes=args.axes, pairs_axis=args.pairs_axis,
+                                    budget=args.budget, seed=args.seed or 0)
+    say(why + (f" (used for all {len(paths)} inputs)" if len(paths) > 1 else ""))
+    params.update({k: str(v) for k, v in chosen.items()})
+    method = registry.create(name, **params)
+    label = name + "".join(f" {k}={v}" for k, v in chosen.items()) + " (auto)"
     return name, method, label
 
 

@@ -88,3 +88,52 @@ def crop_grid(
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def output_residual_grid(
+    image: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray]],
+    path: str | Path,
+    *,
+    maps: Sequence[np.ndarray] | None = None,
+    crop: int = 128,
+    dpi: int = 100,
+) -> Path:
+    """Centre crops of ``image`` and of each output (top row, one contrast) above each
+    residual ``image - output`` (middle row, one symmetric contrast) and, when given,
+    each structure map (bottom row, -1..1: where the residual follows the image);
+    written as PNG to ``path`` whatever its extension (so a temporary name works)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = np.asarray(image, dtype=np.float64)
+    y0, x0 = (max(0, (n - crop) // 2) for n in ref.shape[-2:])
+    cut = (slice(y0, y0 + crop), slice(x0, x0 + crop))
+    lo, hi = _window(ref[cut])
+    residuals = [ref - np.asarray(out, dtype=np.float64) for _, out in panels]
+    spread = max([float(np.percentile(np.abs(r[cut]), 99)) for r in residuals] + [1e-12])
+    n = len(panels) + 1
+    n_rows = 2 if maps is None else 3
+    fig, axes = plt.subplots(n_rows, n, figsize=(1.9 * n, 2.1 * n_rows), squeeze=False)
+    cols = [("input", ref, None), *((t, np.asarray(o, dtype=np.float64), r)
+                                    for (t, o), r in zip(panels, residuals, strict=True))]
+    for c, (title, out, res) in enumerate(cols):
+        axes[0][c].imshow(out[cut], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        axes[0][c].set_title(title, fontsize=6)
+        if res is not None:
+            axes[1][c].imshow(res[cut], cmap="RdBu_r", vmin=-spread, vmax=spread,
+                              interpolation="nearest")
+            axes[1][c].set_title("residual", fontsize=6)
+            if maps is not None:
+                axes[2][c].imshow(np.asarray(maps[c - 1])[cut], cmap="PuOr_r", vmin=-1.0,
+                                  vmax=1.0, interpolation="nearest")
+                axes[2][c].set_title("structure in residual", fontsize=6)
+        for ax in axes[:, c]:
+            ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi, format="png")
+    plt.close(fig)
+    return path

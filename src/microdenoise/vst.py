@@ -136,3 +136,35 @@ def gat_inverse(d: np.ndarray, noise: PoissonGaussian) -> np.ndarray:
     algebraic = d * d / 4 - np.float32(3.0 / 8.0 + s2)
     z = np.maximum(np.float32(0.0), np.where(d >= 1.0, exact, algebraic))
     return (z * np.float32(alpha) + np.float32(g)).astype(np.float32, copy=False)
+
+
+def gat_slope(image: np.ndarray, noise: PoissonGaussian) -> np.ndarray:
+    """d GAT / dy at ``image`` (float64): about 1 / (noise std) there.
+
+    Where the transform is clipped at 0 (intensities below the model's floor) the slope
+    of the floor, ``1 / sqrt(max(b, a * 3/8))``-like, is used instead of infinity.
+    """
+    if _gaussian_only(noise):
+        return np.full(np.shape(image), 1.0 / math.sqrt(noise.b))
+    alpha, sigma, g = noise.params
+    u = np.asarray(image, dtype=np.float64) / alpha + 3.0 / 8.0 + (sigma / alpha) ** 2 - g / alpha
+    floor = 3.0 / 8.0 + (sigma / alpha) ** 2
+    return 1.0 / (alpha * np.sqrt(np.maximum(u, floor)))
+
+
+def gat_expected(image: np.ndarray, noise: PoissonGaussian) -> np.ndarray:
+    """E[GAT(y)] for noisy data of mean ``image``: the inverse of :func:`gat_inverse`.
+
+    The exact unbiased inverse of Makitalo & Foi maps E[GAT(y)] back to the mean of
+    ``y``; this is the forward map, by interpolation on a grid of GAT values. At low
+    counts it lies below ``gat_forward(image)`` (the transform's bias), so an error
+    measured against E[GAT(y)] in the GAT domain is an error of the mean.
+    """
+    if _gaussian_only(noise):
+        return gat_forward(image, noise).astype(np.float64)
+    y = np.asarray(image, dtype=np.float64)
+    top = float(gat_forward(np.array([max(float(y.max()), 0.0)]), noise)[0]) + 8.0
+    grid = np.linspace(0.0, max(top, 8.0), 4096)
+    means = np.maximum.accumulate(gat_inverse(grid.astype(np.float32), noise).astype(np.float64))
+    keep = np.concatenate([[True], np.diff(means) > 0])
+    return np.interp(y, means[keep], grid[keep])

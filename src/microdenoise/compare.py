@@ -1,0 +1,370 @@
+"""Rank denoising methods on the user's own data, without a clean image.
+
+:func:`compare` runs each method (and each value of a filter's main parameter on
+its calibration grid) on the input and estimates the mean squared error of its
+output against the unknown clean image, with a standard error:
+
+- with a second capture of the same scene (``second=``, or ``pairs_axis=`` for
+  consecutive planes of a static sample), the two-capture estimator (Noise2Noise,
+  Lehtinen et al., ICML 2018), robust to gain, offset and shifts between captures;
+- otherwise Monte-Carlo SURE in the generalized Anscombe domain (Ramani, Blu &
+  Unser, IEEE TIP 2008; Makitalo & Foi, IEEE TIP 2013), marked unreliable when the
+  noise is spatially correlated (then nothing is recommended from it).
+
+See :mod:`microdenoise.compare_estimators` for each estimator's assumptions. Every
+method runs through the prediction core (:func:`microdenoise.core.fit_unit`,
+:func:`microdenoise.core.denoise_block`) with the normalizers of the input, so a
+perturbed copy of the input is scaled exactly like the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import compare_estimators as est
+from . import core
+from .compare_correlated import sure_correlated
+from .config import parse_params
+from .errors import InputError
+from .registry import Denoiser, method_class
+
+__all__ = ["DEFAULT_METHODS", "CompareResult", "Row", "candidates", "compare"]
+
+DEFAULT_METHODS = ("fm2s", "gaussian", "median", "nlm", "bm3d")
+FALLBACK = "fm2s"
+MethodSpec = str | Denoiser
+
+
+@dataclass(frozen=True)
+class Row:
+    """One candidate: a method with parameters, its estimated MSE and what it cost."""
+
+    label: str
+    method: str
+    params: dict[str, Any]
+    estimate: float = math.nan
+    se: float = math.nan
+    estimator: str = ""
+    reliable: bool = False
+    reason: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    residual_ratio: float = math.nan
+    residual_ac1: float = math.nan
+    blocks: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+
+    def psnr(self, data_range: float) -> float:
+        """The estimate as a PSNR in dB for ``data_range`` (NaN when not positive)."""
+        return 10 * math.log10(data_range ** 2 / self.estimate) if self.estimate > 0 \
+            else math.nan
+
+
+@dataclass
+class CompareResult:
+    """Ranked rows (reliable estimates first, best first; then unreliable; then failures),
+    the recommended row's label (None when no estimate can be trusted) and why."""
+
+    rows: list[Row]
+    recommended: str | None
+    reason: str
+    estimator: str
+    notes: list[str]
+    image: np.ndarray = field(repr=False)
+    data_range: float = 1.0
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def row(self, label: str) -> Row:
+        """The row labelled ``label``."""
+        return next(r for r in self.rows if r.label == label)
+
+    def to_markdown(self) -> str:
+        """The ranked table, then the notes and the recommendation, as Markdown."""
+        head = (f"| rank | method | est. MSE | SE | est. PSNR (range {self.data_range:g}) | "
+                "estimator | reliable | "
+                "residual/noise | residual lag-1 | seconds | note |")
+        lines = [head, "|" + "---|" * 11]
+        for k, r in enumerate(self.rows, 1):
+            note = r.error or r.reason
+            lines.append(
+                f"| {k} | {r.label} | {_num(r.estimate)} | {_num(r.se)} | "
+                f"{_num(r.psnr(self.data_range), 2)} | {r.estimator} | "
+                f"{'yes' if r.reliable else 'no'} | "
+                f"{_num(r.residual_ratio, 2)} | {_num(r.residual_ac1, 2)} | {r.seconds:.2f} | "
+                f"{note.replace('|', '/')} |")
+        lines += [""] + [f"- {n}" for n in self.notes]
+        lines += ["", f"Recommendation: {self.recommended or 'none'}: {self.reason}"]
+        return "\n".join(lines)
+
+    def to_csv(self) -> str:
+        """One line per row: label, method, params, estimate, se, estimator, reliable,
+        reason, seconds, error, residual ratio and lag-1 autocorrelation."""
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["rank", "label", "method", "params", "estimate", "se", "estimator",
+                    "reliable", "reason", "seconds", "error", "residual_ratio", "residual_ac1",
+                    "recommended"])
+        for k, r in enumerate(self.rows, 1):
+            params = ";".join(f"{a}={b}" for a, b in r.params.items())
+            w.writerow([k, r.label, r.method, params, repr(r.estimate), repr(r.se),
+                        r.estimator, r.reliable, r.reason, f"{r.seconds:.3f}", r.error,
+                        repr(r.residual_ratio), repr(r.residual_ac1),
+                        r.label == self.recommended])
+        return buf.getvalue()
+
+
+def _num(v: float, digits: int | None = None) -> str:
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.{digits}f}" if digits is not None else f"{v:.4g}"
+
+
+def candidates(methods: Sequence[MethodSpec], *, grid: bool = True
+               ) -> list[tuple[str, MethodSpec, dict[str, Any]]]:
+    """(label, method, params) for each spec: ``name``, ``name:k=v:...`` or a model.
+
+    A filter named without parameters expands, with ``grid``, into one candidate per
+    value of its calibration grid (``PARAM`` over ``GRID``).
+    """
+    from .methods.filters import Filter  # here: `import microdenoise` stays light
+
+    out: list[tuple[str, MethodSpec, dict[str, Any]]] = []
+    for spec in methods:
+        if isinstance(spec, Denoiser):
+            out.append((f"{spec.key} (model)", spec, {}))
+            continue
+        name, *items = str(spec).strip().split(":")
+        cls = method_class(name)
+        params: dict[str, Any] = dict(parse_params(items))
+        if grid and not params and issubclass(cls, Filter) and cls.GRID:
+            out += [(f"{cls.key}:{cls.PARAM}={v:g}", cls.key, {cls.PARAM: v})
+                    for v in cls.GRID]
+        else:
+            label = cls.key + "".join(f":{k}={v}" for k, v in params.items())
+            out.append((label, cls.key, params))
+    labels = [c[0] for c in out]
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise InputError(f"{', '.join(twice)} listed twice in the methods to compare")
+    return out
+
+
+def applier(method: MethodSpec, params: dict[str, Any], reference: np.ndarray, *,
+            seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``f(x)`` for one plane through the prediction core: the method fitted per image
+    as its policy says (the same seed each call), normalized like ``reference``."""
+    den, fresh = core.prepare(method, params=params or None, seed=seed)
+    if den.fit_policy == "trained" and fresh:
+        raise InputError(f"{den.key} must be trained first (microdenoise train); compare "
+                         "a trained model by passing it instead of its name")
+    if den.upscale != 1:
+        raise InputError(f"{den.key} changes the image size (upscale={den.upscale}): its "
+                         "error cannot be measured against the input")
+    lay = core.layout(reference.shape, "YX", den)
+    norms = core.image_normalizers(den, reference, lay, {})
+    pair = core.normalizers(den, norms, 0)
+
+    def f(x: np.ndarray) -> np.ndarray:
+        model = (core.fit_unit(den, x, [()], lay, norms)
+                 if fresh and den.fit_policy == "per_image" else den)
+        return np.asarray(core.denoise_block(model, x, pair), dtype=np.float64)
+
+    return f
+
+
+def _planes(image: np.ndarray, axes: str | None, pairs_axis: str | None, max_planes: int
+            ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Planes to score and, with ``pairs_axis``, the second capture of each."""
+    if image.ndim == 2:
+        if pairs_axis is not None:
+            raise InputError(f"--pairs-axis {pairs_axis} needs a stack; this image is 2D")
+        return [image], []
+    axes = axes or ("S" * (image.ndim - 2) + "YX")
+    if len(axes) != image.ndim or not axes.endswith("YX"):
+        raise InputError(f"axes {axes!r} do not fit an image of shape {image.shape}")
+    if pairs_axis is None:
+        flat = image.reshape((-1, *image.shape[-2:]))
+        picks = np.unique(np.linspace(0, len(flat) - 1, min(max_planes, len(flat))).round())
+        return [flat[int(i)] for i in picks], []
+    if pairs_axis not in axes[:-2]:
+        raise InputError(f"--pairs-axis {pairs_axis} is not an axis of this image ({axes})")
+    moved = np.moveaxis(image, axes.index(pairs_axis), 0)
+    if moved.shape[0] < 2:
+        raise InputError(f"--pairs-axis {pairs_axis} has {moved.shape[0]} plane; pairs need 2")
+    firsts = moved[0::2][: moved.shape[0] // 2].reshape((-1, *image.shape[-2:]))
+    seconds = moved[1::2][: moved.shape[0] // 2].reshape((-1, *image.shape[-2:]))
+    return list(firsts[:max_planes]), list(seconds[:max_planes])
+
+
+def _coverage(shape: tuple[int, ...], pairs_axis: str | None, used: int,
+              plane: tuple[int, ...]) -> str:
+    """What part of the data was scored, in words (nothing is left out silently)."""
+    total = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    what = (f"{used} pair(s) of consecutive planes along {pairs_axis}" if pairs_axis
+            else f"{used} of {total} plane(s)" + (" (evenly spaced)" if used < total else ""))
+    region = ("whole planes" if tuple(plane) == tuple(shape[-2:])
+              else f"a central {plane[0]}x{plane[1]} crop of {shape[-2]}x{shape[-1]}")
+    return f"scored: {what}, {region}"
+
+
+def _crop(x: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None:
+        return x
+    y0, x0 = (max(0, (n - size) // 2) for n in x.shape)
+    return x[y0:y0 + size, x0:x0 + size]
+
+
+def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHODS,
+            second: np.ndarray | None = None, axes: str | None = None,
+            pairs_axis: str | None = None, grid: bool = True, crop: int | None = None,
+            max_planes: int = 3, budget: float | None = None, seed: int = 0,
+            probes: int = 1) -> CompareResult:
+    """Estimate each method's MSE on ``image`` without ground truth and rank them.
+
+    Parameters
+    ----------
+    image : ndarray
+        A 2D plane or a stack (``axes``); stacks are scored on ``max_planes`` evenly
+        spaced planes (or the first ``max_planes`` pairs along ``pairs_axis``).
+    methods : sequence of str or Denoiser
+        ``name`` or ``name:k=v:...``, or fitted models. Filters named alone expand into
+        their calibration grid when ``grid`` is true.
+    second : ndarray, optional
+        A second capture of the same scene (same shape): the two-capture estimator.
+    pairs_axis : str, optional
+        Axis letter of a static stack whose consecutive planes are captures of one scene.
+    crop : int, optional
+        Score a central ``crop`` x ``crop`` region of each plane (faster).
+    budget : float, optional
+        Seconds: once spent, the remaining candidates are listed as not run.
+    seed, probes
+        The methods' seed and SURE's random probes (single image).
+
+    Returns
+    -------
+    CompareResult
+        Rows ranked; ``recommended`` is None when no reliable estimate exists.
+    """
+    if second is not None and pairs_axis is not None:
+        raise InputError("give a second capture or --pairs-axis, not both")
+    plist, slist = _planes(np.asarray(image), axes, pairs_axis, max_planes)
+    if second is not None:
+        second = np.asarray(second)
+        if second.shape != np.asarray(image).shape:
+            raise InputError(f"the second capture has shape {second.shape}, the image "
+                             f"{np.asarray(image).shape}: give a capture of the same scene")
+        slist = _planes(second, axes, None, max_planes)[0]
+    planes = [est.check_plane(_crop(p, crop), name=f"plane {k}") for k, p in enumerate(plist)]
+    raw = [_crop(p, crop) for p in plist]
+    notes = [_coverage(np.asarray(image).shape, pairs_axis, len(plist), planes[0].shape)]
+    pairs: list[est.PairFit] = []
+    seconds = [est.check_plane(_crop(s, crop), name="second capture") for s in slist]
+    for k, s in enumerate(seconds):
+        fit = est.fit_pair(planes[k], s)
+        pairs.append(fit)
+        notes.append(f"plane {k}: {fit.describe()}")
+    checks = [est.noise_check(p) for p in planes]
+    notes += [f"plane {k}: {c.describe()}" for k, c in enumerate(checks)]
+    estimator = "two-capture" if pairs else "sure-gat"
+    rows: list[Row] = []
+    outputs: dict[str, np.ndarray] = {}
+    start = time.perf_counter()
+    for label, method, params in candidates(methods, grid=grid):
+        name = method.key if isinstance(method, Denoiser) else str(method)
+        ran = any(not r.error.startswith("not run") for r in rows)
+        if budget is not None and ran and time.perf_counter() - start > budget:
+            rows.append(Row(label, name, params, estimator=estimator,
+                            error=f"not run: the {budget:g} s budget was spent"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            row, out = _score(label, name, method, params, raw, planes, seconds, pairs,
+                              checks, seed=seed, probes=probes)
+        except Exception as exc:  # noqa: BLE001  (a failing method is a row, not the end)
+            msg = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            rows.append(Row(label, name, params, estimator=estimator, error=f"failed: {msg}",
+                            seconds=time.perf_counter() - t0))
+            continue
+        rows.append(row)
+        outputs[label] = out
+    ranked = _rank(rows)
+    recommended, reason = _recommend(ranked)
+    return CompareResult(ranked, recommended, reason, estimator, notes, planes[0],
+                         _data_range(np.asarray(image)), outputs)
+
+
+def _data_range(image: np.ndarray) -> float:
+    """The integer type's range (255 for 8-bit), else the image's max - min."""
+    if image.dtype.kind in "ui":
+        info = np.iinfo(image.dtype)
+        return float(info.max) - float(min(info.min, 0))
+    return float(np.max(image) - np.min(image)) or 1.0
+
+
+def _score(label: str, name: str, method: MethodSpec, params: dict[str, Any],
+           raw: list[np.ndarray], planes: list[np.ndarray], seconds: list[np.ndarray],
+           pairs: list[est.PairFit], checks: list[est.NoiseCheck], *, seed: int, probes: int
+           ) -> tuple[Row, np.ndarray]:
+    t0 = time.perf_counter()
+    estimates: list[est.Estimate] = []
+    diag: list[tuple[float, float]] = []
+    first = np.zeros(0)
+    for k, x in enumerate(planes):
+        f = applier(method, params, raw[k], seed=seed)
+        fx = f(raw[k])
+        if k == 0:
+            first = fx
+        if pairs:
+            estimates.append(est.two_capture_mse(fx, x, seconds[k], pairs[k]))
+        elif checks[k].correlated and np.isfinite(checks[k].white_ratio):
+            estimates.append(sure_correlated(x, f, checks[k], fx=fx, probes=probes,
+                                             seed=seed + k)[0])
+        else:
+            estimates.append(est.sure_gat(x, f, checks[k], fx=fx, probes=probes, seed=seed + k))
+        ratio, ac1, _ = est.residual_diagnostics(x, fx, checks[k].model)
+        diag.append((ratio, ac1))
+    n = len(estimates)
+    value = float(np.mean([e.value for e in estimates]))
+    se = float(math.sqrt(sum(e.se ** 2 for e in estimates)) / n)
+    bad = [e.reason for e in estimates if not e.reliable]
+    row = Row(label, name, params, value, se, estimates[0].estimator, not bad,
+              bad[0] if bad else "", time.perf_counter() - t0, "",
+              float(np.mean([d[0] for d in diag])), float(np.mean([d[1] for d in diag])),
+              np.concatenate([e.blocks for e in estimates]))
+    return row, first
+
+
+def _rank(rows: list[Row]) -> list[Row]:
+    def key(r: Row) -> tuple[int, float]:
+        if r.error or not math.isfinite(r.estimate):
+            return (2, 0.0)
+        return (0 if r.reliable else 1, r.estimate)
+
+    return sorted(rows, key=key)
+
+
+def _recommend(ranked: list[Row]) -> tuple[str | None, str]:
+    good = [r for r in ranked if r.reliable and not r.error and math.isfinite(r.estimate)]
+    if not good:
+        why = next((r.reason or r.error for r in ranked if r.reason or r.error), "no estimates")
+        return None, f"no reliable estimate to recommend from ({why})"
+    best = good[0]
+    reason = (f"lowest estimated MSE {best.estimate:.4g} +- {best.se:.2g} ({best.estimator}) "
+              f"of {len(good)} reliable candidates")
+    if len(good) > 1:
+        runner = good[1]
+        if best.blocks.size == runner.blocks.size and best.blocks.size > 1:
+            d = runner.blocks - best.blocks
+            d_se = float(np.std(d, ddof=1) / math.sqrt(d.size))
+            margin = runner.estimate - best.estimate
+            sure = "clearly" if margin > 2 * d_se else "not clearly (within 2 SE)"
+            reason += (f"; {sure} better than {runner.label} (by {margin:.3g} +- {d_se:.2g}, "
+                       "paired)")
+    return best.label, reason
