@@ -54,8 +54,8 @@ from scipy.stats import spearmanr
 
 from microdenoise import compare, datasets
 from microdenoise import compare_estimators as est
-from microdenoise.compare import applier, candidates
 from microdenoise.compare_correlated import sure_correlated
+from microdenoise.comparison import applier, candidates
 
 RESULTS = Path(__file__).parent / "results" / "compare"
 METHODS = ("gaussian", "median", "nlm", "bm3d", "fm2s")

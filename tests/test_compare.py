@@ -14,7 +14,7 @@ import microdenoise as md
 from microdenoise import compare_estimators as est
 from microdenoise.cli import main
 from microdenoise.cli_compare import choose_auto
-from microdenoise.compare import CompareResult
+from microdenoise.comparison import CompareResult
 from microdenoise.errors import InputError
 from microdenoise.registry import Denoiser
 

@@ -16,7 +16,7 @@ one prediction core (:mod:`microdenoise.core`)::
 from __future__ import annotations
 
 from .bmz import export_bmz
-from .compare import compare
+from .comparison import compare
 from .errors import InputError
 from .io import ImageData, read_image, write_image
 from .pipeline import denoise_array, denoise_file, denoise_files

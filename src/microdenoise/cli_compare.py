@@ -68,8 +68,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run :func:`microdenoise.compare` on the input; print and (with --out) write."""
     from . import atomic, figures
-    from .compare import DEFAULT_METHODS, candidates, compare
     from .compare_estimators import noise_check, residual_diagnostics
+    from .comparison import DEFAULT_METHODS, candidates, compare
     from .io import read_image
 
     _check_numbers(args)
@@ -117,7 +117,7 @@ def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None =
     ``AUTO_PLANES`` planes within ``budget`` seconds (default ``AUTO_BUDGET_S``);
     without a reliable estimate it falls back to FM2S and says why.
     """
-    from .compare import FALLBACK, compare
+    from .comparison import FALLBACK, compare
     from .io import read_image
 
     img = read_image(path, axes=axes)
