@@ -23,6 +23,14 @@ def write_table(text: str, out: str | Path | None) -> str:
     return text
 
 
+def finish_table(lines: list[str], folder: Path, out: str | Path | None) -> str:
+    """``lines`` plus the folder's hand-written ``notes.md`` (if any), written to ``out``."""
+    notes = folder / "notes.md"
+    if notes.exists():
+        lines = [*lines, "", notes.read_text().strip()]
+    return write_table("\n".join(lines), out)
+
+
 def dispatch(args: Any, run: Callable[[Any], None], table: Callable[[Any], str]) -> None:
     """The ``run``/``table`` subcommands every benchmark script has."""
     if args.cmd == "run":

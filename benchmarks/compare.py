@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import dispatch, git_commit, write_table
+from _common import dispatch, finish_table, git_commit
 from scipy.stats import spearmanr
 
 from microdenoise import compare, datasets
@@ -241,10 +241,7 @@ def table(args: argparse.Namespace) -> str:
             lines.append(f"| {name} | {len(sel)} | {_median([s[0] for s in p])} | "
                          f"{_median([s[1] for s in p])} | {_median([s[0] for s in c])} | "
                          f"{_median([s[1] for s in c])} |")
-    notes = RESULTS / "notes.md"
-    if notes.exists():
-        lines += ["", notes.read_text().strip()]
-    return write_table("\n".join(lines), args.out)
+    return finish_table(lines, RESULTS, args.out)
 
 
 def main() -> None:

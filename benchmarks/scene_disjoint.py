@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import dispatch, git_commit, write_table
+from _common import dispatch, finish_table, git_commit
 
 from microdenoise import datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -262,10 +262,7 @@ def table(args: argparse.Namespace) -> str:
         lines.append(f"| {cand} | {len(mine)} | " + " | ".join(groups) +
                      f" | {statistics.mean(float(r['score']) for r in mine):.2f} | "
                      f"{statistics.median(float(r['cpu_s']) for r in mine):.1f} |")
-    notes = RESULTS / "notes.md"
-    if notes.exists():
-        lines += ["", notes.read_text().strip()]
-    return write_table("\n".join(lines), args.out)
+    return finish_table(lines, RESULTS, args.out)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from _common import ROOT, git_commit, write_table
+from _common import ROOT, finish_table, git_commit
 
 RESULTS = Path(__file__).parent / "results" / "speed_load"
 SETTINGS: dict[str, dict[str, str]] = {
@@ -147,10 +147,7 @@ def table(args: argparse.Namespace) -> str:
         mark = ">" if capped else ""
         lines.append(f"| {setting} | {idle:.1f} | {mark}{loaded:.1f} | {mark}{loaded / idle:.1f}"
                      f" | {mark}{loaded / best:.1f} | {n} |")
-    notes = RESULTS / "notes.md"
-    if notes.exists():
-        lines += ["", notes.read_text().strip()]
-    return write_table("\n".join(lines), args.out)
+    return finish_table(lines, RESULTS, args.out)
 
 
 def main() -> None:
