@@ -8,7 +8,7 @@ a consumer (deepImageJ, ilastik, QuPath, bioimageio.core) knows of the network i
 non-affine part of a method's ``denoise`` is inside :class:`PackagedNet`:
 
 * the padding the method predicts with (reflection by the receptive field and up
-  to the pooling multiple, :func:`microdenoise.methods.trained.predict_phases`;
+  to the pooling multiple, :func:`microdenoise.methods.trained_parts.predict_phases`;
   CLIDiM: bottom/right to ``2**num_downs``; 3D N2V: Y/X by the receptive field,
   Z to the multiple), and the crop back;
 * ``shift_average`` (the mean over the pooling phases);

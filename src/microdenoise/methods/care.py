@@ -58,7 +58,8 @@ from ..networks import Net, UNet, receptive_field
 from ..normalize import Identity, Percentile
 from ..registry import register
 from ..training import generator, resolve_device, seeded, step_module
-from .trained import TrainedMethod, fit_normalizers, predict_phases
+from .trained import TrainedMethod
+from .trained_parts import fit_normalizers, predict_phases
 
 __all__ = ["CARE", "CAREConfig", "CARENet", "fit_normalizers", "per_image_percentiles"]
 

@@ -72,7 +72,8 @@ from ..registry import register
 from ..training import deterministic, epoch_status, resolve_device, seeded
 from ..training_progress import progress_bar
 from .clidim_train import TrainState, train_step
-from .trained import TrainedMethod, fit_normalizers, run_plan
+from .trained import TrainedMethod, run_plan
+from .trained_parts import fit_normalizers
 
 __all__ = ["CLIDiM", "CLIDiMConfig", "tanh_range"]
 

@@ -41,7 +41,8 @@ from ..networks import Net, UNet, receptive_field
 from ..normalize import MeanStd, Normalizer
 from ..registry import register
 from ..training import generator, resolve_device, seeded, step_module
-from .trained import TrainedMethod, predict_phases
+from .trained import TrainedMethod
+from .trained_parts import predict_phases
 
 
 @dataclass(frozen=True)
