@@ -15,6 +15,8 @@ one prediction core (:mod:`microdenoise.core`)::
 
 from __future__ import annotations
 
+# First: OMP_WAIT_POLICY must be in the environment before anything imports torch.
+from . import threads  # noqa: F401
 from .bmz import export_bmz
 from .comparison import compare
 from .errors import InputError
