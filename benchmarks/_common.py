@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,19 @@ def write_table(text: str, out: str | Path | None) -> str:
     if out:
         Path(out).write_text(text + "\n")
     return text
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sd / sqrt(n); infinite for fewer than two values)."""
+    mean = statistics.mean(values)
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else math.inf
+    return mean, se
+
+
+def decided(diff: float, se: float) -> int:
+    """The project's rule for a verdict: +1 when ``diff`` exceeds its standard error,
+    -1 when it falls below ``-se``, 0 (parity, not decided) between."""
+    return 1 if diff > se else -1 if diff < -se else 0
 
 
 def finish_table(lines: list[str], folder: Path, out: str | Path | None) -> str:

@@ -76,7 +76,7 @@ import torch
 from scipy.ndimage import convolve1d
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, git_commit  # noqa: E402
+from _common import ROOT, decided, git_commit  # noqa: E402
 
 from microdenoise import create, patches  # noqa: E402
 from microdenoise.io import read_image as _read  # noqa: E402
@@ -127,7 +127,7 @@ def paired(rows: list[dict[str, Any]], a: str, b: str, key: str, col: str = "psn
 
 
 def verdict(mean: float, se: float) -> str:
-    return "met (better)" if mean > se else "met (worse)" if mean < -se else "parity"
+    return {1: "met (better)", -1: "met (worse)", 0: "parity"}[decided(mean, se)]
 
 
 def _rotating(original: Any, batch: torch.Tensor, gen: torch.Generator, *,

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import dispatch, finish_table, git_commit
+from _common import decided, dispatch, finish_table, git_commit, mean_se
 
 from microdenoise import datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -158,11 +158,6 @@ def _scores() -> dict[tuple[str, str], dict[str, str]]:
     return rows
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return statistics.mean(values), se
-
-
 def choose(scores: dict[tuple[str, str], dict[str, str]], decision: str,
            fold: str) -> tuple[str, float, int]:
     """The rule: the candidate with the higher mean over ``fold``'s tuning set."""
@@ -191,8 +186,8 @@ def _paper_rows(scores: dict[tuple[str, str], dict[str, str]],
             diffs.append(float(scores[(pick, img)]["score"]) - value)
     if len(diffs) < 2:
         return []
-    m, se = _mean_se(diffs)
-    verdict = "parity" if abs(m) <= se else ("better" if m > 0 else "worse")
+    m, se = mean_se(diffs)
+    verdict = {1: "better", -1: "worse", 0: "parity"}[decided(m, se)]
     return ["", f"FM2S (cross-validated) - paper schedule, on the {len(diffs)} images the "
             f"paper schedule ran on (`../fmd_fm2s/fmd_test_mix/`): **{m:+.3f} +- {se:.3f} dB** "
             f"(mean +- SE): {verdict}."]
@@ -243,7 +238,7 @@ def table(args: argparse.Namespace) -> str:
         for g in ("Confocal", "TwoPhoton", "WideField"):
             vals = [v for i, v in per_image.items() if i.startswith(g)]
             groups.append(f"{statistics.mean(vals):.2f}" if vals else "")
-        m, se = _mean_se(deltas) if deltas else (float("nan"), float("nan"))
+        m, se = mean_se(deltas) if deltas else (float("nan"), float("nan"))
         lines.append(f"| {decision.split()[0]} (cross-validated) | {len(per_image)} | "
                      + " | ".join(groups) + f" | {statistics.mean(per_image.values()):.2f} | "
                      f"{m:+.3f} +- {se:.3f} ({len(deltas)}) |")

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import git_commit
+from _common import decided, git_commit, mean_se
 
 from microdenoise import create, datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -189,9 +189,8 @@ def _ms(values: list[float], fmt: str = ".2f") -> str:
 def _verdict(values: list[float], floor: float) -> str:
     """``mean(values) >= floor``, decided only by more than the mean's standard error
     (sd / sqrt(n)): "met", "NOT met" or "not decided"."""
-    mean = statistics.mean(values)
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("inf")
-    return "met" if mean - floor > se else ("NOT met" if floor - mean > se else "not decided")
+    mean, se = mean_se(values)
+    return {1: "met", -1: "NOT met", 0: "not decided"}[decided(mean - floor, se)]
 
 
 def run(args: argparse.Namespace) -> None:

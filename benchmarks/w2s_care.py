@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import math
 import os
 import platform
 import statistics
@@ -69,7 +68,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import dispatch, git_commit
+from _common import decided, dispatch, git_commit, mean_se
 
 from microdenoise import datasets, denoise_array, load, metrics, save
 from microdenoise.evaluate import quantize
@@ -579,14 +578,13 @@ def table(args: argparse.Namespace) -> str:
         both = sorted(set(mine) & set(other))
         if not both:
             return None
-        diffs = [mine[i] - other[i] for i in both]
-        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else math.inf
+        se = mean_se([mine[i] - other[i] for i in both])[1]
         return (statistics.mean(mine[i] for i in both),
                 statistics.mean(other[i] for i in both), len(both), se)
 
     def beats(diff: float, se: float) -> str:
         """"met" only when the paired difference exceeds its standard error."""
-        return "met" if diff > se else ("NOT met" if diff < -se else "parity (not decided)")
+        return {1: "met", -1: "NOT met", 0: "parity (not decided)"}[decided(diff, se)]
 
     checks = ["Paired means over the test images both rows scored (n), and the standard "
               "error (SE) of the paired difference: a target is met only when the "
