@@ -186,8 +186,8 @@ def fit_to(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 def default_sample(model: TrainedMethod, side: int, depth: int) -> np.ndarray:
     """The bundled FMD confocal sample in the model's raw units: its 1/99.8 percentiles
     standardized (mean/std models), onto 0..1 (range models) or -1..1 (CLIDiM), then
-    mapped back through the model's input normalizer; ``depth`` planes shifted 3 px
-    apart for 3D models."""
+    mapped back through the model's input normalizer (as read, for a model that scales
+    each image itself); ``depth`` planes shifted 3 px apart for 3D models."""
     from importlib import resources
 
     from .io import read_image
@@ -195,18 +195,16 @@ def default_sample(model: TrainedMethod, side: int, depth: int) -> np.ndarray:
     with resources.as_file(resources.files("microdenoise") / "data" /
                            "confocal_fish_raw.png") as png:
         plane = read_image(png).data.astype(np.float32)
-    u = Percentile.fit(plane)(plane)
     norm_in = package_normalizers(model)[0]
+    u = Percentile.fit(plane)(plane)
     if own_range(model):
-        return plane if not depth else np.stack([np.roll(plane, 3 * k, axis=(0, 1))
-                                                 for k in range(depth)])
-    if isinstance(model, CLIDiM):
-        z = 2 * u - 1
+        raw = plane
+    elif isinstance(model, CLIDiM):
+        raw = norm_in.inverse(2 * u - 1)
     elif isinstance(norm_in, MeanStd):
-        z = (u - u.mean()) / u.std()
+        raw = norm_in.inverse((u - u.mean()) / u.std())
     else:
-        z = u
-    raw = norm_in.inverse(z)
+        raw = norm_in.inverse(u)
     if depth:
         raw = np.stack([np.roll(raw, 3 * k, axis=(0, 1)) for k in range(depth)])
     return raw
