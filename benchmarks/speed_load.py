@@ -135,21 +135,16 @@ def table(args: argparse.Namespace) -> str:
              "process in a loop.", "",
              "| setting | idle s | loaded s | loaded / idle | loaded / best idle | n |",
              "|---|---|---|---|---|---|"]
-    idles = [float(r["wall_s"]) for r in rows if r["condition"] == "idle"]
-    best = min(statistics.median(float(r["wall_s"]) for r in rows
-                                 if r["setting"] == s and r["condition"] == "idle")
-               for s in {r["setting"] for r in rows if r["condition"] == "idle"}) if idles else 1.0
+    medians: dict[tuple[str, str], tuple[float, bool, int]] = {}
+    for key in {(r["setting"], r["condition"]) for r in rows}:
+        mine = [r for r in rows if (r["setting"], r["condition"]) == key]
+        medians[key] = (statistics.median(float(r["wall_s"]) for r in mine),
+                        any(r["capped"] == "1" for r in mine), len(mine))
+    best = min((m for (_, c), (m, _, _) in medians.items() if c == "idle"), default=1.0)
     for setting in SETTINGS:
-        cells = {}
-        for condition in ("idle", "loaded"):
-            mine = [r for r in rows if r["setting"] == setting and r["condition"] == condition]
-            if mine:
-                capped = any(r["capped"] == "1" for r in mine)
-                cells[condition] = (statistics.median(float(r["wall_s"]) for r in mine),
-                                    capped, len(mine))
-        if len(cells) < 2:
+        if (setting, "idle") not in medians or (setting, "loaded") not in medians:
             continue
-        (idle, _, n), (loaded, capped, _) = cells["idle"], cells["loaded"]
+        (idle, _, n), (loaded, capped, _) = medians[setting, "idle"], medians[setting, "loaded"]
         mark = ">" if capped else ""
         lines.append(f"| {setting} | {idle:.1f} | {mark}{loaded:.1f} | {mark}{loaded / idle:.1f}"
                      f" | {mark}{loaded / best:.1f} | {n} |")
