@@ -260,3 +260,14 @@ def test_cli_denoise_auto_says_what_it_chose(tmp_path: Path, capsys) -> None:
     assert "microdenoise: auto chose " in captured.err
     assert "not scored" in captured.err  # the budget left some candidates out, said so
     assert main(["denoise", str(tmp_path / "img.npy"), "-o", str(out), "--budget", "5"]) == 2
+
+
+def test_compare_is_loaded_on_first_use_not_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, microdenoise as md; a = 'scipy.ndimage' in sys.modules; "
+            "f = md.compare; print(a, f.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "microdenoise.comparison"]

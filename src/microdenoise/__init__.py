@@ -15,10 +15,11 @@ one prediction core (:mod:`microdenoise.core`)::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 # First: OMP_WAIT_POLICY must be in the environment before anything imports torch.
 from . import threads  # noqa: F401
 from .bmz import export_bmz
-from .comparison import compare
 from .errors import InputError
 from .io import ImageData, read_image, write_image
 from .pipeline import denoise_array, denoise_file, denoise_files
@@ -46,3 +47,18 @@ __all__ = [
     "write_image",
     "__version__",
 ]
+
+
+if TYPE_CHECKING:
+    from .comparison import compare
+
+
+def __getattr__(name: str) -> Any:
+    """``compare`` is imported on first use: its estimators load scipy.ndimage, about
+    0.3 s that every ``microdenoise`` command would otherwise pay at start-up."""
+    if name == "compare":
+        from .comparison import compare
+
+        return compare
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
