@@ -282,6 +282,37 @@ def test_compare_scores_each_method_against_the_ground_truth(viewer, qtbot) -> N
     assert "FMD noisy (gaussian)" in viewer.layers and "FMD noisy (median)" in viewer.layers
 
 
+def test_compare_without_ground_truth_ranks_by_estimated_mse(viewer, qtbot) -> None:
+    widget = dock(viewer, "Compare")
+    widget.noisy_box.setCurrentText("FMD noisy")
+    assert widget.gt_box.currentText() == "(none)" == widget.second_box.currentText()
+    widget.picker.set_method("gaussian")
+    widget.picker.form.set_text("sigma", 3)
+    widget.add_button.click()
+    widget.picker.set_method("median")
+    widget.add_button.click()
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    noisy = np.asarray(viewer.layers["FMD noisy"].data)
+    want = md.compare(noisy, methods=["gaussian:sigma=3", "median"], grid=False)
+    got = widget.result
+    assert got is not None and got.recommended == want.recommended
+    assert [r.label for r in got.rows] == [r.label for r in want.rows]
+    np.testing.assert_allclose([r.estimate for r in got.rows], [r.estimate for r in want.rows])
+    assert [widget.table.item(i, 0).text() for i in range(2)] == [r.label for r in want.rows]
+    assert widget.table.horizontalHeaderItem(1).text() == "est. MSE"
+    assert widget.status.text() == (f"recommended: {want.recommended}: {want.reason}"
+                                    if want.recommended else want.reason)
+    assert "FMD noisy (gaussian:sigma=3)" in viewer.layers
+    # the noisy layer as its own second capture is refused, with the reason
+    widget.second_box.setCurrentText("FMD noisy")
+    start = record_count()
+    widget.run_button.click()
+    assert not widget.busy
+    assert messages(start, "error") == ["the second capture is the noisy layer itself: "
+                                        "choose another layer or (none)"]
+
+
 def test_an_rgb_layer_is_denoised_channel_by_channel(viewer, qtbot) -> None:
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)

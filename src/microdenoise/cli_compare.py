@@ -53,6 +53,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--planes", type=int, default=3, metavar="K",
                    help="stacks: score K evenly spaced planes (or K pairs; default 3)")
     c.add_argument("--axes", default=None, help="axes of the input, letters from STCZYX")
+    c.add_argument("--single", choices=("sure", "masked"), default="sure",
+                   help="single-image estimator: Monte-Carlo SURE (default) or the Noise2Self "
+                        "masked loss")
     c.add_argument("--seed", type=int, default=0, help="seed of the methods and SURE's probes")
 
 
@@ -77,14 +80,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
              if m.strip()]
     if not names:
         raise InputError("--methods is empty: give at least one method")
-    candidates(names)  # unknown names refused before any work
+    total = len(candidates(names, grid=not args.no_grid))  # unknown names refused first
     out = atomic.check_writable(args.out) if args.out is not None else None
     img = read_image(args.input, axes=args.axes)
     second = read_image(args.second, axes=args.axes).data if args.second is not None else None
     result = compare(img.data, methods=names, second=second, axes=img.axes,
-                             pairs_axis=args.pairs_axis, grid=not args.no_grid,
-                             crop=args.crop, max_planes=args.planes, budget=args.budget,
-                             seed=args.seed)
+                     pairs_axis=args.pairs_axis, grid=not args.no_grid,
+                     crop=args.crop, max_planes=args.planes, budget=args.budget,
+                     seed=args.seed, single=args.single, progress=_Progress(total))
     table = result.to_markdown()
     if out is not None:
         header = (f"microdenoise compare {args.input.name}"
@@ -108,6 +111,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """One line on stderr per candidate scored: ``[k/n] label: estimate (seconds)``."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def __call__(self, row: Any, out: Any) -> None:
+        self.done += 1
+        what = (row.error if row.error else
+                f"est. MSE {row.estimate:.4g} +- {row.se:.2g} ({row.estimator})")
+        say(f"compare [{self.done}/{self.total}] {row.label}: {what} ({row.seconds:.1f} s)")
+
+
 def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None = None,
                 budget: float | None = None, seed: int = 0,
                 methods: tuple[str, ...] = AUTO_METHODS) -> tuple[str, dict[str, Any], str]:
@@ -117,13 +133,14 @@ def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None =
     ``AUTO_PLANES`` planes within ``budget`` seconds (default ``AUTO_BUDGET_S``);
     without a reliable estimate it falls back to FM2S and says why.
     """
-    from .comparison import FALLBACK, compare
+    from .comparison import FALLBACK, candidates, compare
     from .io import read_image
 
     img = read_image(path, axes=axes)
     result = compare(img.data, methods=methods, axes=img.axes,
-                             pairs_axis=pairs_axis, crop=AUTO_CROP, max_planes=AUTO_PLANES,
-                             budget=AUTO_BUDGET_S if budget is None else budget, seed=seed)
+                     pairs_axis=pairs_axis, crop=AUTO_CROP, max_planes=AUTO_PLANES,
+                     budget=AUTO_BUDGET_S if budget is None else budget, seed=seed,
+                     progress=_Progress(len(candidates(methods))))
     skipped = [r.label for r in result.rows if r.error]
     tail = f"; not scored: {', '.join(skipped)}" if skipped else ""
     if result.recommended is None:

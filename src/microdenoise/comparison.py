@@ -9,7 +9,9 @@ output against the unknown clean image, with a standard error:
   Lehtinen et al., ICML 2018), robust to gain, offset and shifts between captures;
 - otherwise Monte-Carlo SURE in the generalized Anscombe domain (Ramani, Blu &
   Unser, IEEE TIP 2008; Makitalo & Foi, IEEE TIP 2013), marked unreliable when the
-  noise is spatially correlated (then nothing is recommended from it).
+  noise is spatially correlated (then nothing is recommended from it);
+- or, with ``single="masked"``, the J-invariant masked loss (Noise2Self, Batson &
+  Royer, ICML 2019; :mod:`microdenoise.compare_masked`), under the same condition.
 
 See :mod:`microdenoise.compare_estimators` for each estimator's assumptions. Every
 method runs through the prediction core (:func:`microdenoise.core.fit_unit`,
@@ -32,13 +34,15 @@ import numpy as np
 from . import compare_estimators as est
 from . import core
 from .compare_correlated import sure_correlated
+from .compare_masked import masked_mse
 from .config import parse_params
 from .errors import InputError
 from .registry import Denoiser, method_class
 
-__all__ = ["DEFAULT_METHODS", "CompareResult", "Row", "candidates", "compare"]
+__all__ = ["DEFAULT_METHODS", "SINGLE_ESTIMATORS", "CompareResult", "Row", "candidates", "compare"]
 
 DEFAULT_METHODS = ("fm2s", "gaussian", "median", "nlm", "bm3d")
+SINGLE_ESTIMATORS = ("sure", "masked")
 FALLBACK = "fm2s"
 MethodSpec = str | Denoiser
 
@@ -128,7 +132,8 @@ def _num(v: float, digits: int | None = None) -> str:
 
 def candidates(methods: Sequence[MethodSpec], *, grid: bool = True
                ) -> list[tuple[str, MethodSpec, dict[str, Any]]]:
-    """(label, method, params) for each spec: ``name``, ``name:k=v:...`` or a model.
+    """(label, method, params) for each spec: ``name``, ``name:k=v:...`` (``preset=P``
+    among them selects the method's preset ``P``) or a model.
 
     A filter named without parameters expands, with ``grid``, into one candidate per
     value of its calibration grid (``PARAM`` over ``GRID``).
@@ -160,7 +165,10 @@ def applier(method: MethodSpec, params: dict[str, Any], reference: np.ndarray, *
             seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """``f(x)`` for one plane through the prediction core: the method fitted per image
     as its policy says (the same seed each call), normalized like ``reference``."""
-    den, fresh = core.prepare(method, params=params or None, seed=seed)
+    params = dict(params)
+    preset = params.pop("preset", None)  # name:preset=P:k=v selects a preset
+    den, fresh = core.prepare(method, preset=None if preset is None else str(preset),
+                              params=params or None, seed=seed)
     if den.fit_policy == "trained" and fresh:
         raise InputError(f"{den.key} must be trained first (microdenoise train); compare "
                          "a trained model by passing it instead of its name")
@@ -225,7 +233,9 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
             second: np.ndarray | None = None, axes: str | None = None,
             pairs_axis: str | None = None, grid: bool = True, crop: int | None = None,
             max_planes: int = 3, budget: float | None = None, seed: int = 0,
-            probes: int = 1) -> CompareResult:
+            probes: int = 1, single: str = "sure",
+            progress: Callable[[Row, np.ndarray | None], None] | None = None
+            ) -> CompareResult:
     """Estimate each method's MSE on ``image`` without ground truth and rank them.
 
     Parameters
@@ -246,6 +256,12 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         Seconds: once spent, the remaining candidates are listed as not run.
     seed, probes
         The methods' seed and SURE's random probes (single image).
+    single : {"sure", "masked"}
+        The single-image estimator: Monte-Carlo SURE (two runs per candidate) or the
+        Noise2Self masked loss (two runs: the output and one masked phase).
+    progress : callable, optional
+        Called after each candidate with its row and its output on the first scored
+        plane (None if it did not run); an exception raised there stops the comparison.
 
     Returns
     -------
@@ -254,6 +270,9 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
     """
     if second is not None and pairs_axis is not None:
         raise InputError("give a second capture or --pairs-axis, not both")
+    if single not in SINGLE_ESTIMATORS:
+        raise InputError(f"single-image estimator {single!r}: choose from "
+                         f"{', '.join(SINGLE_ESTIMATORS)}")
     plist, slist = _planes(np.asarray(image), axes, pairs_axis, max_planes)
     if second is not None:
         second = np.asarray(second)
@@ -272,28 +291,30 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         notes.append(f"plane {k}: {fit.describe()}")
     checks = [est.noise_check(p) for p in planes]
     notes += [f"plane {k}: {c.describe()}" for k, c in enumerate(checks)]
-    estimator = "two-capture" if pairs else "sure-gat"
+    estimator = "two-capture" if pairs else ("masked" if single == "masked" else "sure-gat")
     rows: list[Row] = []
     outputs: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     for label, method, params in candidates(methods, grid=grid):
         name = method.key if isinstance(method, Denoiser) else str(method)
         ran = any(not r.error.startswith("not run") for r in rows)
-        if budget is not None and ran and time.perf_counter() - start > budget:
+        t0 = time.perf_counter()
+        if budget is not None and ran and t0 - start > budget:
             rows.append(Row(label, name, params, estimator=estimator,
                             error=f"not run: the {budget:g} s budget was spent"))
-            continue
-        t0 = time.perf_counter()
-        try:
-            row, out = _score(label, name, method, params, raw, planes, seconds, pairs,
-                              checks, seed=seed, probes=probes)
-        except Exception as exc:  # noqa: BLE001  (a failing method is a row, not the end)
-            msg = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-            rows.append(Row(label, name, params, estimator=estimator, error=f"failed: {msg}",
-                            seconds=time.perf_counter() - t0))
-            continue
-        rows.append(row)
-        outputs[label] = out
+        else:
+            try:
+                row, outputs[label] = _score(label, name, method, params, raw, planes,
+                                             seconds, pairs, checks, seed=seed,
+                                             probes=probes, single=single)
+                rows.append(row)
+            except Exception as exc:  # noqa: BLE001  (a failing method is a row, not the end)
+                msg = (str(exc) if isinstance(exc, InputError)
+                       else f"{type(exc).__name__}: {exc}")
+                rows.append(Row(label, name, params, estimator=estimator,
+                                error=f"failed: {msg}", seconds=time.perf_counter() - t0))
+        if progress is not None:
+            progress(rows[-1], outputs.get(label))
     ranked = _rank(rows)
     recommended, reason = _recommend(ranked)
     return CompareResult(ranked, recommended, reason, estimator, notes, planes[0],
@@ -310,8 +331,8 @@ def _data_range(image: np.ndarray) -> float:
 
 def _score(label: str, name: str, method: MethodSpec, params: dict[str, Any],
            raw: list[np.ndarray], planes: list[np.ndarray], seconds: list[np.ndarray],
-           pairs: list[est.PairFit], checks: list[est.NoiseCheck], *, seed: int, probes: int
-           ) -> tuple[Row, np.ndarray]:
+           pairs: list[est.PairFit], checks: list[est.NoiseCheck], *, seed: int, probes: int,
+           single: str) -> tuple[Row, np.ndarray]:
     t0 = time.perf_counter()
     estimates: list[est.Estimate] = []
     diag: list[tuple[float, float]] = []
@@ -323,6 +344,8 @@ def _score(label: str, name: str, method: MethodSpec, params: dict[str, Any],
             first = fx
         if pairs:
             estimates.append(est.two_capture_mse(fx, x, seconds[k], pairs[k]))
+        elif single == "masked":
+            estimates.append(masked_mse(x, f, checks[k], seed=seed + k))
         elif checks[k].correlated and np.isfinite(checks[k].white_ratio):
             estimates.append(sure_correlated(x, f, checks[k], fx=fx, probes=probes,
                                              seed=seed + k)[0])

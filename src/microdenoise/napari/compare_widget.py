@@ -1,9 +1,16 @@
-"""The Compare widget: with a ground-truth layer, the PSNR and SSIM of several methods
-(:mod:`microdenoise.metrics`, data range of the ground truth) on a noisy layer, in a
-table with the noisy input as the baseline; each method's output is added as a layer.
+"""The Compare widget: which of several methods to trust on a noisy layer.
 
-Methods are added to the list with the same method picker as the Denoise widget (a
-preset and parameters each); the runs go one after another in a worker thread.
+- With a ground-truth layer: the PSNR and SSIM of each method (:mod:`microdenoise.metrics`,
+  data range of the ground truth), with the noisy input as the baseline.
+- Without one (the usual case): :func:`microdenoise.compare`'s estimate of each
+  method's MSE against the unknown clean image, from a second capture of the scene
+  when one is chosen (two-capture estimate) or from the noisy layer alone (SURE); the
+  table is ranked when the comparison ends and the recommendation, or why there is
+  none, is shown under it.
+
+Each method's output on a 2D layer is added as a layer. Methods are added to the list
+with the same method picker as the Denoise widget (a preset and parameters each); the
+runs go one after another in a worker thread, and Cancel stops after the current one.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QProgressBar,
     QPushButton,
@@ -29,11 +37,14 @@ from ..errors import InputError
 from ..metrics import gt_range, psnr, ssim
 from ..pipeline import denoise_array
 from ..registry import list_methods
-from .forms import LayerBox, MethodPicker, run_buttons
-from .layers import layer_data, layer_shape, result_data, result_kwargs
+from .forms import NO_LAYER, LayerBox, MethodPicker, run_buttons
+from .layers import guess_axes, layer_data, layer_shape, result_data, result_kwargs
 from .runner import Job, notify
 
-__all__ = ["CompareWidget", "scores"]
+__all__ = ["CompareWidget", "scores", "spec"]
+
+GT_COLUMNS = ["method", "PSNR (dB)", "SSIM"]
+EST_COLUMNS = ["method", "est. MSE", "SE", "estimator", "reliable", "note"]
 
 
 def scores(image: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -46,8 +57,14 @@ def scores(image: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return float(np.mean(p)), float(np.mean(s))
 
 
+def spec(method: str, preset: str | None, params: dict[str, str]) -> str:
+    """The ``name:preset=P:k=v`` string :func:`microdenoise.compare` takes."""
+    items = ([f"preset={preset}"] if preset else []) + [f"{k}={v}" for k, v in params.items()]
+    return ":".join([method, *items])
+
+
 class CompareWidget(QWidget):
-    """Score several methods against a ground truth (see the module docstring)."""
+    """Score or rank several methods on a noisy layer (see the module docstring)."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -55,12 +72,20 @@ class CompareWidget(QWidget):
         self.job: Job | None = None
         self.entries: list[tuple[str, str, str | None, dict[str, str]]] = []
         self.rows: list[tuple[str, float, float]] = []
+        self.result: Any = None  # the CompareResult of the last run without ground truth
         layout = QVBoxLayout(self)
         top = QFormLayout()
         self.noisy_box = LayerBox(napari_viewer)
-        self.gt_box = LayerBox(napari_viewer)
+        self.gt_box = LayerBox(napari_viewer, optional=True)
+        self.gt_box.setCurrentText(NO_LAYER)
+        self.gt_box.setToolTip("with a ground truth: PSNR and SSIM; without: estimated MSE")
+        self.second_box = LayerBox(napari_viewer, optional=True)
+        self.second_box.setCurrentText(NO_LAYER)
+        self.second_box.setToolTip("another capture of the same scene: the two-capture "
+                                   "estimate (exact for any method); else SURE on one image")
         top.addRow("noisy", self.noisy_box)
         top.addRow("ground truth", self.gt_box)
+        top.addRow("second capture", self.second_box)
         layout.addLayout(top)
         self.picker = MethodPicker(list_methods(), default="fm2s")
         scroll = QScrollArea()
@@ -82,9 +107,12 @@ class CompareWidget(QWidget):
         layout.addWidget(self.progress)
         run, self.run_button, self.cancel_button = run_buttons("Compare", self.run, self.cancel)
         layout.addLayout(run)
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["method", "PSNR (dB)", "SSIM"])
+        self.table = QTableWidget(0, len(GT_COLUMNS))
+        self.table.setHorizontalHeaderLabels(GT_COLUMNS)
         layout.addWidget(self.table)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
 
     @property
     def busy(self) -> bool:
@@ -111,24 +139,46 @@ class CompareWidget(QWidget):
             self.list.takeItem(row)
 
     def run(self) -> None:
-        """Denoise the noisy layer with each listed method and score it (Compare)."""
+        """Score (ground truth) or rank (estimates) each listed method (Compare)."""
         if self.busy:
             show_error("a comparison is going on: wait for it or cancel it")
             return
-        noisy, gt = self.noisy_box.layer(), self.gt_box.layer()
+        noisy, gt, second = self.noisy_box.layer(), self.gt_box.layer(), self.second_box.layer()
         try:
-            if noisy is None or gt is None:
-                raise InputError("choose a noisy layer and its ground-truth layer")
-            if layer_shape(noisy) != layer_shape(gt):
-                raise InputError(f"the noisy layer is {layer_shape(noisy)} but the ground "
-                                 f"truth {layer_shape(gt)}; they must have the same shape")
+            if noisy is None:
+                raise InputError("choose a noisy layer")
+            for other, what in ((gt, "ground truth"), (second, "second capture")):
+                if other is not None and layer_shape(noisy) != layer_shape(other):
+                    raise InputError(f"the noisy layer is {layer_shape(noisy)} but the {what} "
+                                     f"{layer_shape(other)}; they must have the same shape")
+                if other is not None and other.name == noisy.name:
+                    raise InputError(f"the {what} is the noisy layer itself: choose another "
+                                     "layer or (none)")
             if not self.entries:
                 raise InputError("no methods to compare: pick one and press Add method")
         except InputError as exc:
             notify(exc)
             return
         entries = list(self.entries)
+        self.rows, self.result = [], None
+        self.status.setText("")
+        columns = GT_COLUMNS if gt is not None else EST_COLUMNS
+        self.table.clear()
+        self.table.setRowCount(0)
+        self.table.setColumnCount(len(columns))
+        self.table.setHorizontalHeaderLabels(columns)
+        self.progress.setMaximum(len(entries) + (1 if gt is not None else 0))
+        self.progress.setValue(0)
+        work = self._scores(noisy, gt, entries) if gt is not None else \
+            self._estimates(noisy, second, entries)
+        self.job = Job(work, on_done=self.done, on_progress=self.scored,
+                       on_end=self.ended, label="comparison")
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.job.start()
 
+    @staticmethod
+    def _scores(noisy: Any, gt: Any, entries: list[Any]) -> Any:
         def work(job: Job) -> None:
             x, y = layer_data(noisy), layer_data(gt).astype(np.float64)
             job.report(("row", "noisy input", None, *scores(x, y)))
@@ -136,28 +186,60 @@ class CompareWidget(QWidget):
                 out = denoise_array(x, method, preset=preset, params=params)
                 job.report(("row", label, out, *scores(out, y)))
 
-        self.rows = []
-        self.table.setRowCount(0)
-        self.progress.setMaximum(len(entries) + 1)
-        self.progress.setValue(0)
-        self.job = Job(work, on_done=lambda _: None, on_progress=self.scored,
-                       on_end=self.ended, label="comparison")
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.job.start()
+        return work
 
-    def scored(self, payload: tuple[str, str, np.ndarray | None, float, float]) -> None:
-        _, label, out, p, s = payload
-        self.rows.append((label, p, s))
-        row = self.table.rowCount()
-        self.table.insertRow(row)
-        for col, text in enumerate((label, f"{p:.2f}", f"{s:.4f}")):
-            self.table.setItem(row, col, QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
+    @staticmethod
+    def _estimates(noisy: Any, second: Any, entries: list[Any]) -> Any:
+        from ..comparison import compare
+
+        def work(job: Job) -> Any:
+            x = layer_data(noisy)
+            axes = guess_axes(np.asarray(noisy.data).ndim, bool(getattr(noisy, "rgb", False)))
+            return compare(x, methods=[spec(m, p, kv) for _, m, p, kv in entries],
+                           second=None if second is None else layer_data(second),
+                           axes=axes or None, grid=False,
+                           progress=lambda row, out: job.report(("estimate", row, out)))
+
+        return work
+
+    def scored(self, payload: tuple[Any, ...]) -> None:
+        if payload[0] == "row":
+            _, label, out, p, s = payload
+            self.rows.append((label, p, s))
+            self._add_row([label, f"{p:.2f}", f"{s:.4f}"])
+        else:
+            _, row, out = payload
+            self._add_row(self._cells(row))
+            label = row.label
         self.progress.setValue(self.progress.value() + 1)
         noisy = self.noisy_box.layer()
-        if out is not None and noisy is not None:
+        if out is not None and noisy is not None and out.shape == layer_shape(noisy):
             self.viewer.add_image(result_data(noisy, out), **result_kwargs(noisy, label))
+
+    @staticmethod
+    def _cells(row: Any) -> list[str]:
+        if row.error:
+            return [row.label, "-", "-", row.estimator, "no", row.error]
+        return [row.label, f"{row.estimate:.4g}", f"{row.se:.2g}", row.estimator,
+                "yes" if row.reliable else "no", row.reason]
+
+    def _add_row(self, cells: list[str]) -> None:
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        for col, text in enumerate(cells):
+            self.table.setItem(row, col, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+
+    def done(self, result: Any) -> None:
+        """Without ground truth: the table in ranked order and the recommendation."""
+        if result is None:
+            return
+        self.result = result
+        self.table.setRowCount(0)
+        for row in result.rows:
+            self._add_row(self._cells(row))
+        self.status.setText(f"recommended: {result.recommended}: {result.reason}"
+                            if result.recommended else result.reason)
 
     def cancel(self) -> None:
         """Stop after the current method (the Cancel button)."""

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from ..registry import Denoiser, create, describe, method_class
 
-__all__ = ["LayerBox", "MethodPicker", "ParamForm", "format_value", "trainable_methods"]
+__all__ = ["NO_LAYER", "LayerBox", "MethodPicker", "ParamForm", "format_value", "trainable_methods"]
 
 NO_PRESET = "(none)"
 NO_LAYER = "(none)"
@@ -119,8 +119,8 @@ class LayerBox(QComboBox):
         self.clear()
         self.addItems(([NO_LAYER] if self.optional else []) + names)
         self.blockSignals(False)
-        if current in names:
-            self.setCurrentText(current)
+        if current in names or (self.optional and current == NO_LAYER):
+            self.setCurrentText(current)  # a choice, "(none)" included, is kept
         elif names:  # the selected layer, else the top one
             active = self.viewer.layers.selection.active
             self.setCurrentText(active.name if getattr(active, "name", None) in names
