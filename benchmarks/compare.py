@@ -36,9 +36,10 @@ Single-image sets also get the Noise2Self masked estimate of every candidate
 Settings fixed before the held-out runs (2026-12-03), none chosen on their numbers:
 central 256 x 256 crops for the single-image sets (as ``denoise --method auto``),
 SURE's probe eps 0.02 for every method, FM2S included. For CPU time (about 3 min per
-image with FM2S scored three times), ``w2s`` ran on 20 of its 60 images, one channel
-per test FOV in turn (FOV 081 channel 0, 082 channel 1, ...), and ``fmd1`` on the 12
-``_3`` captures first.
+image with FM2S scored three times; 6-7 min with two runs sharing the 2 cores),
+``w2s`` ran on 10 of its 60 images, one channel per test FOV in turn (FOV 081
+channel 0, 082 channel 1, ..., 090 channel 0), and ``fmd1`` on the 12 ``_3``
+captures. Both subsets were fixed before any of their numbers existed.
 
 Commands::
 
@@ -49,7 +50,7 @@ Commands::
         WideField_BPAE_B WideField_BPAE_G WideField_BPAE_R; do echo ${c}_3; done)
     .venv/bin/python benchmarks/compare.py run --set srdtrans --tag srdtrans --crop 256
     .venv/bin/python benchmarks/compare.py run --set w2s --tag w2s --crop 256 \
-        --images $(for k in $(seq 81 100); do printf '%03d_%d ' $k $(( (k - 81) % 3 )); done)
+        --images $(for k in $(seq 81 90); do printf '%03d_%d ' $k $(( (k - 81) % 3 )); done)
     .venv/bin/python benchmarks/compare.py table --out benchmarks/results/compare/table.md
 """
 
