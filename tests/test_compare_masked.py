@@ -96,3 +96,26 @@ def test_a_preset_is_named_in_the_spec() -> None:
     ok = rows["fm2s:preset=confocal:fast_steps=10:fast_crop=32"]
     assert not ok.error and np.isfinite(ok.estimate)
     assert "has no preset 'nope'" in rows["fm2s:preset=nope"].error
+
+
+def test_budget_keeps_the_planes_every_candidate_finished() -> None:
+    import time
+
+    clean = blobs((64, 64), seed=8)
+    stack = np.stack([poisson_gaussian(clean, photons=100.0, sigma=0.02, seed=s)
+                      for s in range(3)])
+    steps: list[tuple[str, int, int]] = []
+
+    def slow(row, out, done, total) -> None:  # noqa: ANN001  (the progress callback)
+        steps.append((row.label, done, total))
+        time.sleep(0.3)
+
+    result = md.compare(stack, methods=["gaussian:sigma=1", "median:size=3"], budget=0.5,
+                        progress=slow)
+    # plane 0 for both (0.3 s < 0.5 s before the second), then the budget is spent
+    assert steps == [("gaussian:sigma=1", 1, 6), ("median:size=3", 2, 6)]
+    assert all(not r.error for r in result.rows)
+    assert all(r.blocks.size == (64 // est.BLOCK) ** 2 for r in result.rows)  # one plane
+    assert "budget: 1 of 3 planes scored within 0.5 s" in "\n".join(result.notes)
+    full = md.compare(stack[:1], methods=["gaussian:sigma=1", "median:size=3"])
+    assert [r.estimate for r in result.rows] == [r.estimate for r in full.rows]

@@ -46,8 +46,8 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write table.md, table.csv and figure.png here")
     c.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="stop starting new methods after this many seconds (they are listed "
-                        "as not run)")
+                   help="time limit: planes are scored in turn and only those every method "
+                        "finished are used; methods not run on the first plane are listed")
     c.add_argument("--crop", type=int, default=None, metavar="N",
                    help="score a central N x N crop of each plane (faster)")
     c.add_argument("--planes", type=int, default=3, metavar="K",
@@ -80,14 +80,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
              if m.strip()]
     if not names:
         raise InputError("--methods is empty: give at least one method")
-    total = len(candidates(names, grid=not args.no_grid))  # unknown names refused first
+    candidates(names, grid=not args.no_grid)  # unknown names refused before any work
     out = atomic.check_writable(args.out) if args.out is not None else None
     img = read_image(args.input, axes=args.axes)
     second = read_image(args.second, axes=args.axes).data if args.second is not None else None
     result = compare(img.data, methods=names, second=second, axes=img.axes,
                      pairs_axis=args.pairs_axis, grid=not args.no_grid,
                      crop=args.crop, max_planes=args.planes, budget=args.budget,
-                     seed=args.seed, single=args.single, progress=_Progress(total))
+                     seed=args.seed, single=args.single, progress=_Progress())
     table = result.to_markdown()
     if out is not None:
         header = (f"microdenoise compare {args.input.name}"
@@ -112,16 +112,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """One line on stderr per candidate scored: ``[k/n] label: estimate (seconds)``."""
+    """One line on stderr per candidate and plane scored: ``[k/n] label: estimate``."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done = total, 0
-
-    def __call__(self, row: Any, out: Any) -> None:
-        self.done += 1
+    def __call__(self, row: Any, out: Any, done: int, total: int) -> None:
         what = (row.error if row.error else
                 f"est. MSE {row.estimate:.4g} +- {row.se:.2g} ({row.estimator})")
-        say(f"compare [{self.done}/{self.total}] {row.label}: {what} ({row.seconds:.1f} s)")
+        say(f"compare [{done}/{total}] {row.label}: {what} ({row.seconds:.1f} s)")
 
 
 def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None = None,
@@ -133,14 +129,14 @@ def choose_auto(path: Path, *, axes: str | None = None, pairs_axis: str | None =
     ``AUTO_PLANES`` planes within ``budget`` seconds (default ``AUTO_BUDGET_S``);
     without a reliable estimate it falls back to FM2S and says why.
     """
-    from .comparison import FALLBACK, candidates, compare
+    from .comparison import FALLBACK, compare
     from .io import read_image
 
     img = read_image(path, axes=axes)
     result = compare(img.data, methods=methods, axes=img.axes,
                      pairs_axis=pairs_axis, crop=AUTO_CROP, max_planes=AUTO_PLANES,
                      budget=AUTO_BUDGET_S if budget is None else budget, seed=seed,
-                     progress=_Progress(len(candidates(methods))))
+                     progress=_Progress())
     skipped = [r.label for r in result.rows if r.error]
     tail = f"; not scored: {', '.join(skipped)}" if skipped else ""
     if result.recommended is None:

@@ -234,7 +234,7 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
             pairs_axis: str | None = None, grid: bool = True, crop: int | None = None,
             max_planes: int = 3, budget: float | None = None, seed: int = 0,
             probes: int = 1, single: str = "sure",
-            progress: Callable[[Row, np.ndarray | None], None] | None = None
+            progress: Callable[[Row, np.ndarray | None, int, int], None] | None = None
             ) -> CompareResult:
     """Estimate each method's MSE on ``image`` without ground truth and rank them.
 
@@ -253,15 +253,19 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
     crop : int, optional
         Score a central ``crop`` x ``crop`` region of each plane (faster).
     budget : float, optional
-        Seconds: once spent, the remaining candidates are listed as not run.
+        Seconds. Candidates are scored plane by plane, every candidate on a plane before
+        the next plane; once the budget is spent, the planes that every candidate has
+        finished are used (a note says how many), and if the first plane is not finished,
+        the candidates left are listed as not run.
     seed, probes
         The methods' seed and SURE's random probes (single image).
     single : {"sure", "masked"}
         The single-image estimator: Monte-Carlo SURE (two runs per candidate) or the
         Noise2Self masked loss (two runs: the output and one masked phase).
     progress : callable, optional
-        Called after each candidate with its row and its output on the first scored
-        plane (None if it did not run); an exception raised there stops the comparison.
+        ``progress(row, output, done, total)`` after each candidate on each plane: its
+        row so far, its output on the first plane (else None), steps done and in all;
+        an exception raised there stops the comparison.
 
     Returns
     -------
@@ -292,29 +296,49 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
     checks = [est.noise_check(p) for p in planes]
     notes += [f"plane {k}: {c.describe()}" for k, c in enumerate(checks)]
     estimator = "two-capture" if pairs else ("masked" if single == "masked" else "sure-gat")
-    rows: list[Row] = []
+    cands = candidates(methods, grid=grid)
+    meta = {label: (method.key if isinstance(method, Denoiser) else str(method), params)
+            for label, method, params in cands}
+    parts: dict[str, list[_Part]] = {label: [] for label, _, _ in cands}
+    errors: dict[str, tuple[str, float]] = {}
     outputs: dict[str, np.ndarray] = {}
-    start = time.perf_counter()
-    for label, method, params in candidates(methods, grid=grid):
-        name = method.key if isinstance(method, Denoiser) else str(method)
-        ran = any(not r.error.startswith("not run") for r in rows)
-        t0 = time.perf_counter()
-        if budget is not None and ran and t0 - start > budget:
-            rows.append(Row(label, name, params, estimator=estimator,
-                            error=f"not run: the {budget:g} s budget was spent"))
-        else:
+    start, done, total = time.perf_counter(), 0, len(cands) * len(planes)
+    used = len(planes)
+    for k in range(len(planes)):
+        for label, method, params in cands:
+            if label in errors:
+                continue
+            if budget is not None and done and time.perf_counter() - start > budget:
+                used = max(k, 1)
+                break
+            t0 = time.perf_counter()
             try:
-                row, outputs[label] = _score(label, name, method, params, raw, planes,
-                                             seconds, pairs, checks, seed=seed,
-                                             probes=probes, single=single)
-                rows.append(row)
+                part, out = _score_plane(method, params, raw[k], planes[k],
+                                         seconds[k] if pairs else None,
+                                         pairs[k] if pairs else None, checks[k],
+                                         seed=seed, probes=probes, single=single, k=k)
+                parts[label].append(part)
+                if k == 0:
+                    outputs[label] = out
             except Exception as exc:  # noqa: BLE001  (a failing method is a row, not the end)
                 msg = (str(exc) if isinstance(exc, InputError)
                        else f"{type(exc).__name__}: {exc}")
-                rows.append(Row(label, name, params, estimator=estimator,
-                                error=f"failed: {msg}", seconds=time.perf_counter() - t0))
-        if progress is not None:
-            progress(rows[-1], outputs.get(label))
+                errors[label] = (f"failed: {msg}", time.perf_counter() - t0)
+            done += 1
+            if progress is not None:
+                progress(_row(label, meta[label], parts[label], errors.get(label), estimator),
+                         outputs.get(label) if k == 0 else None, done, total)
+        else:
+            continue
+        break
+    if used < len(planes):
+        notes.append(f"budget: {used} of {len(planes)} planes scored within {budget:g} s "
+                     "(every candidate on the same planes)")
+    for label in parts:
+        if label not in errors and len(parts[label]) < used:
+            errors[label] = (f"not run: the {budget:g} s budget was spent", 0.0)
+    rows = [_row(label, meta[label], parts[label][:used], errors.get(label), estimator)
+            for label in parts]
     ranked = _rank(rows)
     recommended, reason = _recommend(ranked)
     return CompareResult(ranked, recommended, reason, estimator, notes, planes[0],
@@ -329,39 +353,50 @@ def _data_range(image: np.ndarray) -> float:
     return float(np.max(image) - np.min(image)) or 1.0
 
 
-def _score(label: str, name: str, method: MethodSpec, params: dict[str, Any],
-           raw: list[np.ndarray], planes: list[np.ndarray], seconds: list[np.ndarray],
-           pairs: list[est.PairFit], checks: list[est.NoiseCheck], *, seed: int, probes: int,
-           single: str) -> tuple[Row, np.ndarray]:
+@dataclass(frozen=True)
+class _Part:
+    """One candidate on one plane: its estimate, residual diagnostics and cost."""
+
+    estimate: est.Estimate
+    ratio: float
+    ac1: float
+    seconds: float
+
+
+def _score_plane(method: MethodSpec, params: dict[str, Any], raw: np.ndarray, x: np.ndarray,
+                 second: np.ndarray | None, pair: est.PairFit | None, check: est.NoiseCheck,
+                 *, seed: int, probes: int, single: str, k: int) -> tuple[_Part, np.ndarray]:
     t0 = time.perf_counter()
-    estimates: list[est.Estimate] = []
-    diag: list[tuple[float, float]] = []
-    first = np.zeros(0)
-    for k, x in enumerate(planes):
-        f = applier(method, params, raw[k], seed=seed)
-        fx = f(raw[k])
-        if k == 0:
-            first = fx
-        if pairs:
-            estimates.append(est.two_capture_mse(fx, x, seconds[k], pairs[k]))
-        elif single == "masked":
-            estimates.append(masked_mse(x, f, checks[k], seed=seed + k))
-        elif checks[k].correlated and np.isfinite(checks[k].white_ratio):
-            estimates.append(sure_correlated(x, f, checks[k], fx=fx, probes=probes,
-                                             seed=seed + k)[0])
-        else:
-            estimates.append(est.sure_gat(x, f, checks[k], fx=fx, probes=probes, seed=seed + k))
-        ratio, ac1, _ = est.residual_diagnostics(x, fx, checks[k].model)
-        diag.append((ratio, ac1))
-    n = len(estimates)
-    value = float(np.mean([e.value for e in estimates]))
-    se = float(math.sqrt(sum(e.se ** 2 for e in estimates)) / n)
-    bad = [e.reason for e in estimates if not e.reliable]
-    row = Row(label, name, params, value, se, estimates[0].estimator, not bad,
-              bad[0] if bad else "", time.perf_counter() - t0, "",
-              float(np.mean([d[0] for d in diag])), float(np.mean([d[1] for d in diag])),
-              np.concatenate([e.blocks for e in estimates]))
-    return row, first
+    f = applier(method, params, raw, seed=seed)
+    fx = f(raw)
+    if pair is not None and second is not None:
+        e = est.two_capture_mse(fx, x, second, pair)
+    elif single == "masked":
+        e = masked_mse(x, f, check, seed=seed + k)
+    elif check.correlated and np.isfinite(check.white_ratio):
+        e = sure_correlated(x, f, check, fx=fx, probes=probes, seed=seed + k)[0]
+    else:
+        e = est.sure_gat(x, f, check, fx=fx, probes=probes, seed=seed + k)
+    ratio, ac1, _ = est.residual_diagnostics(x, fx, check.model)
+    return _Part(e, ratio, ac1, time.perf_counter() - t0), fx
+
+
+def _row(label: str, meta: tuple[str, dict[str, Any]], parts: list[_Part],
+         error: tuple[str, float] | None, estimator: str) -> Row:
+    """A candidate's row from its planes (mean estimate; SE of the mean of independent
+    planes), or its error."""
+    name, params = meta
+    if error is not None or not parts:
+        msg, sec = error if error is not None else ("not run", 0.0)
+        return Row(label, name, params, estimator=estimator, error=msg, seconds=sec)
+    n = len(parts)
+    bad = [p.estimate.reason for p in parts if not p.estimate.reliable]
+    return Row(label, name, params, float(np.mean([p.estimate.value for p in parts])),
+               float(math.sqrt(sum(p.estimate.se ** 2 for p in parts)) / n),
+               parts[0].estimate.estimator, not bad, bad[0] if bad else "",
+               sum(p.seconds for p in parts), "",
+               float(np.mean([p.ratio for p in parts])), float(np.mean([p.ac1 for p in parts])),
+               np.concatenate([p.estimate.blocks for p in parts]))
 
 
 def _rank(rows: list[Row]) -> list[Row]:

@@ -198,7 +198,8 @@ class CompareWidget(QWidget):
             return compare(x, methods=[spec(m, p, kv) for _, m, p, kv in entries],
                            second=None if second is None else layer_data(second),
                            axes=axes or None, grid=False,
-                           progress=lambda row, out: job.report(("estimate", row, out)))
+                           progress=lambda row, out, done, total: job.report(
+                               ("estimate", row, out, done, total)))
 
         return work
 
@@ -208,9 +209,11 @@ class CompareWidget(QWidget):
             self.rows.append((label, p, s))
             self._add_row([label, f"{p:.2f}", f"{s:.4f}"])
         else:
-            _, row, out = payload
+            _, row, out, done, total = payload
             self._add_row(self._cells(row))
             label = row.label
+            self.progress.setMaximum(total)
+            self.progress.setValue(done - 1)
         self.progress.setValue(self.progress.value() + 1)
         noisy = self.noisy_box.layer()
         if out is not None and noisy is not None and out.shape == layer_shape(noisy):
