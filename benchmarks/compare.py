@@ -31,6 +31,14 @@ measured with ``--set tune`` (crop 256, gaussian/median/nlm grids). The white-no
 limit of ``noise_check`` (4.0) was set from FMD ``_1``/``_2`` (confocal and two-photon
 1.2-2.6, widefield 7.4-7.9).
 
+Whether ``denoise --method auto`` becomes the default of ``denoise`` (issue 17),
+decided by this rule, written 2026-12-03 before any held-out number: only if, on every
+single-image held-out set that ran (fmd1, w2s, srdtrans), SURE (the default
+single-image estimator) has median Spearman >= 0.8 and mean regret <= 0.3 dB, and its
+recommendations' mean true PSNR is not below the best fixed candidate's (chosen in
+hindsight) by more than the standard error of their paired difference. Otherwise
+FM2S stays the default and auto stays an option.
+
 Single-image sets also get the Noise2Self masked estimate of every candidate
 (``estimator`` = ``masked``, one phase of a stride-4 grid, seed 0) beside SURE's.
 Settings fixed before the held-out runs (2026-12-03), none chosen on their numbers:
