@@ -116,6 +116,19 @@ def test_budget_keeps_the_planes_every_candidate_finished() -> None:
     assert steps == [("gaussian:sigma=1", 1, 6), ("median:size=3", 2, 6)]
     assert all(not r.error for r in result.rows)
     assert all(r.blocks.size == (64 // est.BLOCK) ** 2 for r in result.rows)  # one plane
-    assert "budget: 1 of 3 planes scored within 0.5 s" in "\n".join(result.notes)
+    assert result.notes[:2] == ["scored: 1 of 3 plane(s) (evenly spaced), whole planes",
+                                "budget: 1 of the 3 planes chosen were scored within 0.5 s "
+                                "(every candidate on the same planes)"]
     full = md.compare(stack[:1], methods=["gaussian:sigma=1", "median:size=3"])
     assert [r.estimate for r in result.rows] == [r.estimate for r in full.rows]
+
+
+def test_single_with_a_second_capture_is_refused_and_stride_one_too(tmp_path: Path,
+                                                                      capsys) -> None:
+    _, noisy = _noisy(5)
+    np.save(tmp_path / "a.npy", noisy.astype(np.float32))
+    code = main(["compare", str(tmp_path / "a.npy"), "--second", str(tmp_path / "a.npy"),
+                 "--single", "masked"])
+    assert code == 2 and "give one or the other" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 2"):
+        masked_mse(noisy, lambda x: x, est.noise_check(noisy), stride=1)

@@ -299,11 +299,17 @@ def test_compare_without_ground_truth_ranks_by_estimated_mse(viewer, qtbot) -> N
     assert got is not None and got.recommended == want.recommended
     assert [r.label for r in got.rows] == [r.label for r in want.rows]
     np.testing.assert_allclose([r.estimate for r in got.rows], [r.estimate for r in want.rows])
-    assert [widget.table.item(i, 0).text() for i in range(2)] == [r.label for r in want.rows]
+    shown = {"gaussian:sigma=3": "gaussian (sigma=3)", "median": "median"}  # the list's
+    assert [widget.table.item(i, 0).text() for i in range(widget.table.rowCount())] == \
+        [shown[r.label] for r in want.rows]
     assert widget.table.horizontalHeaderItem(1).text() == "est. MSE"
-    assert widget.status.text() == (f"recommended: {want.recommended}: {want.reason}"
+    assert widget.progress.value() == widget.progress.maximum() == 2
+    assert widget.status.text() == (f"recommended: {shown[want.recommended]}: {want.reason}"
                                     if want.recommended else want.reason)
-    assert "FMD noisy (gaussian:sigma=3)" in viewer.layers
+    assert "FMD noisy (gaussian (sigma=3))" in viewer.layers
+    start = record_count()
+    widget.add_button.click()  # median again
+    assert messages(start, "error") == ["median is already in the list"]
     # the noisy layer as its own second capture is refused, with the reason
     widget.second_box.setCurrentText("FMD noisy")
     start = record_count()

@@ -11,9 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .compare_result import Row
 
 AUTO_METHODS = ("gaussian", "median", "nlm", "bm3d", "fm2s")  # cheapest first
 AUTO_CROP = 256
@@ -29,7 +34,8 @@ def add_parser(sub: Any) -> None:
         description="Estimate each method's mean squared error against the unknown clean "
                     "image from the noisy data alone (two captures of one scene: "
                     "Noise2Noise; one image: Monte-Carlo SURE after a variance-stabilising "
-                    "transform), rank them and recommend one. See docs/compare.md.")
+                    "transform, or the Noise2Self masked loss), rank them and recommend "
+                    "one. See docs/compare.md.")
     c.add_argument("input", type=Path, metavar="INPUT", help="the noisy image")
     pair = c.add_mutually_exclusive_group()
     pair.add_argument("--second", type=Path, default=None, metavar="FILE",
@@ -53,9 +59,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--planes", type=int, default=3, metavar="K",
                    help="stacks: score K evenly spaced planes (or K pairs; default 3)")
     c.add_argument("--axes", default=None, help="axes of the input, letters from STCZYX")
-    c.add_argument("--single", choices=("sure", "masked"), default="sure",
+    c.add_argument("--single", choices=("sure", "masked"), default=None,
                    help="single-image estimator: Monte-Carlo SURE (default) or the Noise2Self "
-                        "masked loss")
+                        "masked loss (not with --second or --pairs-axis)")
     c.add_argument("--seed", type=int, default=0, help="seed of the methods and SURE's probes")
 
 
@@ -66,6 +72,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise InputError(f"--crop {args.crop} is too small: use 32 or more")
     if args.planes < 1:
         raise InputError("--planes must be at least 1")
+    if args.single is not None and (args.second is not None or args.pairs_axis is not None):
+        raise InputError("--single chooses the one-image estimator; with --second or "
+                         "--pairs-axis the two-capture estimate is used: give one or the other")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -87,7 +96,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(img.data, methods=names, second=second, axes=img.axes,
                      pairs_axis=args.pairs_axis, grid=not args.no_grid,
                      crop=args.crop, max_planes=args.planes, budget=args.budget,
-                     seed=args.seed, single=args.single, progress=_Progress())
+                     seed=args.seed, single=args.single or "sure", progress=_Progress())
     table = result.to_markdown()
     if out is not None:
         header = (f"microdenoise compare {args.input.name}"
@@ -114,7 +123,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 class _Progress:
     """One line on stderr per candidate and plane scored: ``[k/n] label: estimate``."""
 
-    def __call__(self, row: Any, out: Any, done: int, total: int) -> None:
+    def __call__(self, row: Row, out: np.ndarray | None, done: int, total: int) -> None:
         what = (row.error if row.error else
                 f"est. MSE {row.estimate:.4g} +- {row.se:.2g} ({row.estimator})")
         say(f"compare [{done}/{total}] {row.label}: {what} ({row.seconds:.1f} s)")

@@ -6,9 +6,13 @@ values on ``J``, and the noise is pixel-independent and zero-mean, then
 E||f(x)_J - x_J||^2 = E||f(x)_J - y_J||^2 + E||x_J - y_J||^2 (``y`` the clean image).
 Any method becomes J-invariant by running it on a copy of the image whose ``J``
 pixels are replaced by the mean of their 8 neighbours (scikit-image's
-``calibrate_denoiser`` does the same, on a grid of stride 4). The noise term is
-removed pixel by pixel with the fitted Poisson-Gaussian model: ``a * x + b`` is an
-unbiased estimate of the noise variance ``a * y + b``.
+``calibrate_denoiser`` also masks a stride-4 grid, but fills it with the 4-neighbour
+mean). The noise term is removed pixel by pixel with the fitted Poisson-Gaussian
+model: ``a * x + b`` is an unbiased estimate of the noise variance ``a * y + b``.
+In :func:`microdenoise.compare` the method's intensity normalization is computed from
+the unmasked image (as for the method's own run), so the output on ``J`` depends on
+``x_J`` through two global numbers (the image's min and max, or the 8-bit range):
+a negligible departure from J-invariance.
 
 What it estimates is the error of the *masked* method on ``J``, not the error of the
 method run on the whole image: the two are close for methods that give the centre
@@ -39,10 +43,22 @@ _RING = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]) / 8.0
 
 def masked_plane(x: np.ndarray, phase: tuple[int, int], *, stride: int = STRIDE
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(``x`` with the ``J`` pixels replaced by their 8-neighbour mean, the mask of J).
+    """``x`` with the pixels of ``J`` replaced by their 8-neighbour mean.
 
-    ``J`` holds the pixels ``(i, j)`` with ``i % stride, j % stride == phase``; the
-    borders are mirrored without repeating the edge pixel, so no J pixel sees itself.
+    Parameters
+    ----------
+    x : ndarray
+        One 2D plane.
+    phase : tuple of int
+        ``J`` holds the pixels ``(i, j)`` with ``(i % stride, j % stride) == phase``.
+    stride : int
+        The grid's spacing (at least 2, so that no neighbour is in ``J``).
+
+    Returns
+    -------
+    masked, mask : ndarray
+        The masked copy (float64) and the boolean mask of ``J``. The borders are
+        mirrored without repeating the edge pixel, so no J pixel sees itself.
     """
     mask = np.zeros(x.shape, dtype=bool)
     mask[phase[0]::stride, phase[1]::stride] = True
@@ -56,11 +72,32 @@ def masked_mse(x: np.ndarray, f: Callable[[np.ndarray], np.ndarray], check: Nois
                phases: int = 1, seed: int = 0, stride: int = STRIDE) -> Estimate:
     """Noise2Self estimate of the MSE of ``f`` on ``x``, in intensity units squared.
 
-    ``f`` is called once per phase (``phases`` of the ``stride`` x ``stride`` grid,
-    drawn with ``seed``) on the masked image; per masked pixel the estimate is
-    ``(f(x_masked) - x)^2 - (a * x + b)``. The standard error comes from
-    ``BLOCK`` x ``BLOCK`` block means, each over the masked pixels of its block.
+    Parameters
+    ----------
+    x : ndarray
+        One 2D plane (float64).
+    f : callable
+        The method, ``f(plane) -> plane``; called once per phase on the masked image.
+    check : NoiseCheck
+        The plane's fitted noise model and correlation test
+        (:func:`~microdenoise.compare_estimators.noise_check`).
+    phases : int
+        How many phases of the ``stride`` x ``stride`` grid (drawn with ``seed``).
+    seed : int
+        Chooses the phases.
+    stride : int
+        The grid's spacing (2 or more; it must divide ``BLOCK``).
+
+    Returns
+    -------
+    Estimate
+        Per masked pixel ``(f(x_masked) - x)^2 - (a * x + b)``, averaged; the standard
+        error from ``BLOCK`` x ``BLOCK`` block means, each over the masked pixels of its
+        block. Unreliable when the noise is spatially correlated.
     """
+    if stride < 2:
+        raise ValueError(f"stride must be at least 2, got {stride}: with 1 every pixel is "
+                         "masked and the neighbours are masked too")
     if BLOCK % stride:
         raise ValueError(f"stride {stride} must divide the block size {BLOCK}")
     if not 1 <= phases <= stride * stride:

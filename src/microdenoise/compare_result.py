@@ -98,7 +98,18 @@ def _num(v: float, digits: int | None = None) -> str:
 
 
 def rank(rows: list[Row]) -> list[Row]:
-    """Reliable estimates first (best first), then unreliable ones, then failures."""
+    """The rows in the order the table shows them.
+
+    Parameters
+    ----------
+    rows : list of Row
+
+    Returns
+    -------
+    list of Row
+        Reliable estimates first (lowest MSE first), then unreliable ones, then
+        failures and candidates not run.
+    """
     def key(r: Row) -> tuple[int, float]:
         if r.error or not math.isfinite(r.estimate):
             return (2, 0.0)
@@ -108,8 +119,20 @@ def rank(rows: list[Row]) -> list[Row]:
 
 
 def recommend(ranked: list[Row]) -> tuple[str | None, str]:
-    """The best reliable row's label (None without one) and why, with its margin over the
-    runner-up in SEs of their paired difference."""
+    """The recommendation from ranked rows.
+
+    Parameters
+    ----------
+    ranked : list of Row
+        As :func:`rank` orders them.
+
+    Returns
+    -------
+    label, reason : str or None, str
+        The best reliable row's label (None without one) and why, with its margin over
+        the runner-up and the standard error of their paired (block by block)
+        difference.
+    """
     good = [r for r in ranked if r.reliable and not r.error and math.isfinite(r.estimate)]
     if not good:
         why = next((r.reason or r.error for r in ranked if r.reason or r.error), "no estimates")

@@ -48,11 +48,21 @@ MethodSpec = str | Denoiser
 
 def candidates(methods: Sequence[MethodSpec], *, grid: bool = True
                ) -> list[tuple[str, MethodSpec, dict[str, Any]]]:
-    """(label, method, params) for each spec: ``name``, ``name:k=v:...`` (``preset=P``
-    among them selects the method's preset ``P``) or a model.
+    """The candidates a list of method specs stands for.
 
-    A filter named without parameters expands, with ``grid``, into one candidate per
-    value of its calibration grid (``PARAM`` over ``GRID``).
+    Parameters
+    ----------
+    methods : sequence of str or Denoiser
+        ``name``, ``name:k=v:...`` (``preset=P`` among them selects the method's preset
+        ``P``) or a model.
+    grid : bool
+        A filter named without parameters expands into one candidate per value of its
+        calibration grid (``PARAM`` over ``GRID``).
+
+    Returns
+    -------
+    list of (label, method, params)
+        Unknown names and labels listed twice raise :class:`InputError`.
     """
     from .methods.filters import Filter  # here: `import microdenoise` stays light
 
@@ -79,8 +89,27 @@ def candidates(methods: Sequence[MethodSpec], *, grid: bool = True
 
 def applier(method: MethodSpec, params: dict[str, Any], reference: np.ndarray, *,
             seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``f(x)`` for one plane through the prediction core: the method fitted per image
-    as its policy says (the same seed each call), normalized like ``reference``."""
+    """The method as a function of one plane, through the prediction core.
+
+    Parameters
+    ----------
+    method : str or Denoiser
+        A registry name (created with ``params``) or a trained model.
+    params : dict
+        The method's parameters (``preset`` among them selects a preset).
+    reference : ndarray
+        The plane whose intensity normalization every call uses (so a perturbed or
+        masked copy is scaled exactly like it).
+    seed : int
+        The method's seed: a per-image fit (FM2S, calibration) is redone on each call
+        with this seed.
+
+    Returns
+    -------
+    callable
+        ``f(x) -> float64 plane``. Trained methods given by name, and methods that
+        change the image size, raise :class:`InputError`.
+    """
     params = dict(params)
     preset = params.pop("preset", None)  # name:preset=P:k=v selects a preset
     den, fresh = core.prepare(method, preset=None if preset is None else str(preset),
@@ -177,7 +206,8 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         The methods' seed and SURE's random probes (single image).
     single : {"sure", "masked"}
         The single-image estimator: Monte-Carlo SURE (two runs per candidate) or the
-        Noise2Self masked loss (two runs: the output and one masked phase).
+        Noise2Self masked loss (two runs: the output and one masked phase); not used
+        with a second capture or ``pairs_axis``.
     progress : callable, optional
         ``progress(row, output, done, total)`` after each candidate on each plane: its
         row so far, its output on the first plane (else None), steps done and in all;
@@ -202,7 +232,7 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         slist = _planes(second, axes, None, max_planes)[0]
     planes = [est.check_plane(_crop(p, crop), name=f"plane {k}") for k, p in enumerate(plist)]
     raw = [_crop(p, crop) for p in plist]
-    notes = [_coverage(np.asarray(image).shape, pairs_axis, len(plist), planes[0].shape)]
+    notes: list[str] = []
     pairs: list[est.PairFit] = []
     seconds = [est.check_plane(_crop(s, crop), name="second capture") for s in slist]
     for k, s in enumerate(seconds):
@@ -240,6 +270,7 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
                 msg = (str(exc) if isinstance(exc, InputError)
                        else f"{type(exc).__name__}: {exc}")
                 errors[label] = (f"failed: {msg}", time.perf_counter() - t0)
+                done += len(planes) - k - 1  # its later planes are not run: counted done
             done += 1
             if progress is not None:
                 progress(_row(label, meta[label], parts[label], errors.get(label), estimator),
@@ -247,9 +278,10 @@ def compare(image: np.ndarray, *, methods: Sequence[MethodSpec] = DEFAULT_METHOD
         else:
             continue
         break
+    notes.insert(0, _coverage(np.asarray(image).shape, pairs_axis, used, planes[0].shape))
     if used < len(planes):
-        notes.append(f"budget: {used} of {len(planes)} planes scored within {budget:g} s "
-                     "(every candidate on the same planes)")
+        notes.insert(1, f"budget: {used} of the {len(planes)} planes chosen were scored "
+                        f"within {budget:g} s (every candidate on the same planes)")
     for label in parts:
         if label not in errors and len(parts[label]) < used:
             errors[label] = (f"not run: the {budget:g} s budget was spent", 0.0)

@@ -10,7 +10,8 @@
 
 Each method's output on a 2D layer is added as a layer. Methods are added to the list
 with the same method picker as the Denoise widget (a preset and parameters each); the
-runs go one after another in a worker thread, and Cancel stops after the current one.
+runs go one after another in a worker thread, and Cancel stops after the current one
+(without a ground truth: after the current method on the current plane).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..errors import InputError
 from ..metrics import gt_range, psnr, ssim
 from ..pipeline import denoise_array
 from ..registry import list_methods
-from .forms import NO_LAYER, LayerBox, MethodPicker, run_buttons
+from .forms import LayerBox, MethodPicker, run_buttons
 from .layers import guess_axes, layer_data, layer_shape, result_data, result_kwargs
 from .runner import Job, notify
 
@@ -73,14 +74,13 @@ class CompareWidget(QWidget):
         self.entries: list[tuple[str, str, str | None, dict[str, str]]] = []
         self.rows: list[tuple[str, float, float]] = []
         self.result: Any = None  # the CompareResult of the last run without ground truth
+        self.labels: dict[str, str] = {}  # compare's labels -> the list's, for the last run
         layout = QVBoxLayout(self)
         top = QFormLayout()
         self.noisy_box = LayerBox(napari_viewer)
         self.gt_box = LayerBox(napari_viewer, optional=True)
-        self.gt_box.setCurrentText(NO_LAYER)
         self.gt_box.setToolTip("with a ground truth: PSNR and SSIM; without: estimated MSE")
         self.second_box = LayerBox(napari_viewer, optional=True)
-        self.second_box.setCurrentText(NO_LAYER)
         self.second_box.setToolTip("another capture of the same scene: the two-capture "
                                    "estimate (exact for any method); else SURE on one image")
         top.addRow("noisy", self.noisy_box)
@@ -128,6 +128,9 @@ class CompareWidget(QWidget):
             return
         entry = (self.picker.label(), self.picker.method, self.picker.preset,
                  self.picker.params())
+        if any(e[0] == entry[0] for e in self.entries):
+            notify(InputError(f"{entry[0]} is already in the list"))
+            return
         self.entries.append(entry)
         self.list.addItem(entry[0])
 
@@ -160,6 +163,7 @@ class CompareWidget(QWidget):
             notify(exc)
             return
         entries = list(self.entries)
+        self.labels = self._compare_labels(entries)
         self.rows, self.result = [], None
         self.status.setText("")
         columns = GT_COLUMNS if gt is not None else EST_COLUMNS
@@ -194,7 +198,7 @@ class CompareWidget(QWidget):
 
         def work(job: Job) -> Any:
             x = layer_data(noisy)
-            axes = guess_axes(np.asarray(noisy.data).ndim, bool(getattr(noisy, "rgb", False)))
+            axes = guess_axes(len(layer_shape(noisy)), bool(getattr(noisy, "rgb", False)))
             return compare(x, methods=[spec(m, p, kv) for _, m, p, kv in entries],
                            second=None if second is None else layer_data(second),
                            axes=axes or None, grid=False,
@@ -204,20 +208,33 @@ class CompareWidget(QWidget):
         return work
 
     def scored(self, payload: tuple[Any, ...]) -> None:
+        """A method scored (ground truth) or estimated on one plane: its table row, the
+        progress bar and, for a 2D layer, its output as a layer (GUI thread)."""
         if payload[0] == "row":
             _, label, out, p, s = payload
             self.rows.append((label, p, s))
             self._add_row([label, f"{p:.2f}", f"{s:.4f}"])
+            self.progress.setValue(self.progress.value() + 1)
         else:
             _, row, out, done, total = payload
-            self._add_row(self._cells(row))
-            label = row.label
+            label = self.labels.get(row.label, row.label)
+            self._add_row([label, *self._cells(row)[1:]], replace=True)
             self.progress.setMaximum(total)
-            self.progress.setValue(done - 1)
-        self.progress.setValue(self.progress.value() + 1)
+            self.progress.setValue(done)
         noisy = self.noisy_box.layer()
         if out is not None and noisy is not None and out.shape == layer_shape(noisy):
             self.viewer.add_image(result_data(noisy, out), **result_kwargs(noisy, label))
+
+    def _compare_labels(self, entries: list[Any]) -> dict[str, str]:
+        """compare's label of each listed method -> the list's label."""
+        from ..comparison import candidates
+
+        specs = [spec(m, p, kv) for _, m, p, kv in entries]
+        try:
+            return {c[0]: e[0] for c, e in zip(candidates(specs, grid=False), entries,
+                                               strict=True)}
+        except InputError:
+            return {}
 
     @staticmethod
     def _cells(row: Any) -> list[str]:
@@ -226,9 +243,15 @@ class CompareWidget(QWidget):
         return [row.label, f"{row.estimate:.4g}", f"{row.se:.2g}", row.estimator,
                 "yes" if row.reliable else "no", row.reason]
 
-    def _add_row(self, cells: list[str]) -> None:
-        row = self.table.rowCount()
-        self.table.insertRow(row)
+    def _add_row(self, cells: list[str], *, replace: bool = False) -> None:
+        """Append a row, or with ``replace`` overwrite the row of the same method."""
+        found = [i for i in range(self.table.rowCount())
+                 if (item := self.table.item(i, 0)) is not None and item.text() == cells[0]]
+        if replace and found:
+            row = found[0]
+        else:
+            row = self.table.rowCount()
+            self.table.insertRow(row)
         for col, text in enumerate(cells):
             self.table.setItem(row, col, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
@@ -240,8 +263,10 @@ class CompareWidget(QWidget):
         self.result = result
         self.table.setRowCount(0)
         for row in result.rows:
-            self._add_row(self._cells(row))
-        self.status.setText(f"recommended: {result.recommended}: {result.reason}"
+            self._add_row([self.labels.get(row.label, row.label), *self._cells(row)[1:]])
+        self.progress.setValue(self.progress.maximum())
+        best = self.labels.get(result.recommended or "", result.recommended)
+        self.status.setText(f"recommended: {best}: {result.reason}"
                             if result.recommended else result.reason)
 
     def cancel(self) -> None:
@@ -250,5 +275,6 @@ class CompareWidget(QWidget):
             self.job.cancel()
 
     def ended(self) -> None:
+        """The run is over (done, failed or cancelled): the buttons back."""
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

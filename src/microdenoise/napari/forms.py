@@ -106,6 +106,8 @@ class LayerBox(QComboBox):
         for event in (events.inserted, events.removed, events.moved, events.reordered):
             event.connect(self.refresh)
         self.refresh()
+        if optional:  # an optional layer starts unchosen
+            self.setCurrentText(NO_LAYER)
 
     def refresh(self, event: Any = None) -> None:
         """Re-list the image layers, keeping the choice where it still exists."""
