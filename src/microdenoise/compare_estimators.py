@@ -261,6 +261,16 @@ class NoiseCheck:
                 f"ratio {self.white_ratio:.2f} (white noise: about 1, limit "
                 f"{WHITE_RATIO_LIMIT:g}): {verdict}")
 
+    def white_noise_reason(self, consequence: str) -> str:
+        """Why an estimator that assumes pixel-independent noise is not to be trusted
+        here ("" when the noise looks white); ``consequence`` says what goes wrong."""
+        if not math.isfinite(self.white_ratio):
+            return "the noise could not be tested for spatial correlation"
+        if self.correlated:
+            return (f"noise spatially correlated (coarse/fine ratio {self.white_ratio:.1f} > "
+                    f"{WHITE_RATIO_LIMIT:g}): {consequence}")
+        return ""
+
 
 def noise_check(x: np.ndarray) -> NoiseCheck:
     """Fit the Poisson-Gaussian model and test the noise for spatial correlation.
@@ -314,15 +324,9 @@ def sure_gat(x: np.ndarray, f: Denoise, check: NoiseCheck, *, fx: np.ndarray | N
     v = _stabilized_variance(z, bins=VARIANCE_BINS)
     t = (g - z) ** 2 - v + 2.0 * v * div / probes
     weight = intensity_weight(x, model)
-    reliable, reason = True, ""
-    if check.correlated and not math.isfinite(check.white_ratio):
-        reliable, reason = False, "the noise could not be tested for spatial correlation"
-    elif check.correlated:
-        reliable = False
-        reason = (f"noise spatially correlated (coarse/fine ratio {check.white_ratio:.1f} > "
-                  f"{WHITE_RATIO_LIMIT:g}): SURE assumes pixel-independent noise and "
-                  "favours smoothing filters here")
-    return _from_blocks(t * weight, "sure-gat", reliable=reliable, reason=reason)
+    reason = check.white_noise_reason("SURE assumes pixel-independent noise and favours "
+                                      "smoothing filters here")
+    return _from_blocks(t * weight, "sure-gat", reliable=not reason, reason=reason)
 
 
 def _stabilized_variance(z: np.ndarray, *, bins: int = 1) -> np.ndarray | float:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage as ndi
 
-from .compare_estimators import BLOCK, WHITE_RATIO_LIMIT, Estimate, NoiseCheck, block_means
+from .compare_estimators import BLOCK, Estimate, NoiseCheck, block_means
 
 __all__ = ["STRIDE", "masked_mse", "masked_plane"]
 
@@ -118,12 +118,6 @@ def masked_mse(x: np.ndarray, f: Callable[[np.ndarray], np.ndarray], check: Nois
     scale = stride * stride / phases  # block means over the masked pixels only
     means = block_means(t) * scale
     se = float(np.std(means, ddof=1) / math.sqrt(means.size))
-    reliable, reason = True, ""
-    if not math.isfinite(check.white_ratio):
-        reliable, reason = False, "the noise could not be tested for spatial correlation"
-    elif check.correlated:
-        reliable = False
-        reason = (f"noise spatially correlated (coarse/fine ratio {check.white_ratio:.1f} > "
-                  f"{WHITE_RATIO_LIMIT:g}): a masked pixel's neighbours carry its noise, so "
-                  "the masked loss favours weak filters")
-    return Estimate(float(np.mean(means)), se, "masked", reliable, reason, means)
+    reason = check.white_noise_reason("a masked pixel's neighbours carry its noise, so the "
+                                      "masked loss favours weak filters")
+    return Estimate(float(np.mean(means)), se, "masked", not reason, reason, means)
