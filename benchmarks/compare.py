@@ -81,6 +81,7 @@ from microdenoise import compare_estimators as est
 from microdenoise.compare_correlated import sure_correlated
 from microdenoise.compare_masked import masked_mse
 from microdenoise.comparison import CompareResult, applier, candidates
+from microdenoise.errors import InputError
 
 RESULTS = Path(__file__).parent / "results" / "compare"
 METHODS = ("gaussian", "median", "nlm", "bm3d", "fm2s")
@@ -146,8 +147,18 @@ def run(args: argparse.Namespace) -> None:
                 continue
             t0 = time.perf_counter()
             sec = None if second is None else _crop(second, args.crop)
-            result = compare(_crop(pair.noisy, args.crop), methods=args.methods, second=sec,
-                             crop=None, seed=0)
+            try:
+                result = compare(_crop(pair.noisy, args.crop), methods=args.methods,
+                                 second=sec, crop=None, seed=0)
+            except InputError as exc:  # a refused image is a result too: one row says why
+                writer.writerow({"set": args.set, "image": pair.name, "label": "-",
+                                 "estimator": "refused", "estimate": "nan", "se": "nan",
+                                 "reliable": False, "true_mse": "nan", "true_psnr": "nan",
+                                 "si_mse": "nan", "recommended": False, "seconds": "0",
+                                 "error": f"refused: {exc}"})
+                fh.flush()
+                print(f"{pair.name:<22} refused: {exc}", flush=True)
+                continue
             gt = _crop(pair.clean, args.crop)
             for r in result.rows:
                 out_img = result.outputs.get(r.label)
@@ -276,6 +287,8 @@ def _by_estimator(path: Path) -> dict[str, dict[str, list[dict[str, str]]]]:
     out: dict[str, dict[str, list[dict[str, str]]]] = {}
     for image, rows in _load(path).items():
         for r in rows:
+            if r["estimator"] == "refused":
+                continue  # listed apart by _refused
             key = "masked" if r["estimator"] == "masked" else (
                 "two-capture" if r["estimator"] == "two-capture" else "sure")
             out.setdefault(key, {}).setdefault(image, []).append(r)
@@ -358,6 +371,12 @@ def table(args: argparse.Namespace) -> str:
                          f"{within} |")
             auto.append(_versus_fixed(path.stem[7:], estimator, by))
     lines += auto
+    refused = [(path.stem[7:], img, rows[0]["error"]) for path in
+               sorted(RESULTS.glob("scores_*.csv")) for img, rows in _load(path).items()
+               if rows[0]["estimator"] == "refused"]
+    if refused:
+        lines += ["", "## Refused images", "", "| scores | image | why |", "|---|---|---|"]
+        lines += [f"| {tag} | {img} | {why} |" for tag, img, why in refused]
     tune_path = RESULTS / "tune.csv"
     if tune_path.exists():
         by = _load(tune_path)

@@ -271,3 +271,21 @@ def test_compare_is_loaded_on_first_use_not_at_import() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "microdenoise.comparison"]
+
+
+def test_correlated_noise_pair_of_one_scene_is_not_refused_as_another_scene() -> None:
+    """Widefield-like noise (blurred white noise) hides from the fine-scale noise fit;
+    the scene test must not take a noisy pair of one scene for two scenes (found on FMD
+    WideField_BPAE_G_3/_4, which correlate 0.43), and still refuse another scene."""
+    clean = blobs((128, 128), seed=3)
+
+    def capture(seed: int, scene: np.ndarray) -> np.ndarray:
+        w = ndi.gaussian_filter(np.random.default_rng(seed).standard_normal(clean.shape), 1.0,
+                                mode="wrap")
+        return scene + 0.2 * w / w.std()
+
+    x1, x2 = capture(1, clean), capture(2, clean)
+    fit = est.fit_pair(x1, x2)
+    assert fit.corr < 0.3  # as noisy as the FMD pair
+    with pytest.raises(InputError, match="different scenes"):
+        est.fit_pair(x1, capture(3, blobs((128, 128), seed=50)))
