@@ -157,6 +157,24 @@ def _noise_var_upper(x: np.ndarray) -> float:
     return max(float(check.model.a * np.mean(x) + check.model.b), 0.0) * max(ratio, 1.0)
 
 
+def _pair_gain(c1: np.ndarray, c2: np.ndarray, white: float, share: float) -> float:
+    """The gain of ``c2 = gain * c1 + offset + noise`` (blurred captures), corrected for
+    the noise in ``c1``: an errors-in-variables regression. The blurred noise of ``c1`` is
+    first the white-noise prediction ``white``, then what the pair difference holds,
+    ``var(c2 - gain c1) = gain^2 N1 + N2`` with ``N2 = share * N1`` (``share`` from the
+    two captures' fine-scale noise fits), iterated: spatially correlated noise keeps
+    more of its power through the blur than white noise, which the fine-scale fit
+    cannot see (synthetic blurred noise, true gain 1.3: 1.08 without this, 1.29 with).
+    """
+    var1, var2 = float(np.var(c1)), float(np.var(c2))
+    cov = float(np.cov(c1, c2)[0, 1])
+    gain = cov / max(var1 - white, 1e-12)
+    for _ in range(8):
+        noise1 = max(var2 - 2 * gain * cov + gain * gain * var1, 0.0) / (gain * gain + share)
+        gain = cov / max(var1 - max(noise1, white), 1e-12)
+    return gain
+
+
 def _correlations(x1: np.ndarray, x2: np.ndarray) -> tuple[float, float]:
     """(correlation of the captures, the most their noise allows for one scene); the
     latter is 0 when the noise alone explains their variance (then nothing is refused)."""
@@ -207,9 +225,7 @@ def fit_pair(x1: np.ndarray, x2: np.ndarray, *, blur: float = 2.0) -> PairFit:
     c1, c2 = b1[inner].ravel(), b2[inner].ravel()
     nv1, nv2 = _noise_var(x1), _noise_var(x2)
     kernel_energy = 1.0 / (4.0 * math.pi * blur * blur)  # sum of a 2D Gaussian kernel squared
-    cov = float(np.cov(c1, c2)[0, 1])
-    signal1 = max(float(np.var(c1)) - nv1 * kernel_energy, 1e-12)
-    gain = cov / signal1  # regression of x2 on x1, corrected for x1's blurred noise
+    gain = _pair_gain(c1, c2, nv1 * kernel_energy, nv2 / nv1 if nv1 > 0 else 1.0)
     if not gain > 0.05:
         raise InputError(f"the second capture does not follow the first (fitted gain "
                          f"{gain:.3g}): give a capture of the same scene")
