@@ -227,3 +227,23 @@ def test_uint16_planes_get_noise_constants_from_their_own_fit() -> None:
                                  "g_map=220, p_map=45, lam_p=2000")
     forced = create("fm2s", noise_constants="preset", fast_steps=2, fast_crop=32).fit(plane)
     assert "as given" in forced.describe_fit()
+
+
+def test_noise_of_an_input_below_zero_is_drawn_from_its_positive_part() -> None:
+    """compare's SURE runs FM2S on a perturbed copy scaled like the original, which can
+    dip below 0 in dark regions: the Poisson rate is the positive part (it raised
+    'invalid Poisson rate' before), and inputs in [0, 1] get exactly the same noise."""
+    clean = torch.full((1, 1, 16, 16), 0.02)
+    clean[..., :4, :] = -0.01
+    sigma, scale = noise_maps(clean, g_map=200.0, p_map=30.0, stride=8)
+    for clamp in (True, False):
+        y = inject_noise(clean, sigma, scale, lam_p=70.0,
+                         gen=torch.Generator().manual_seed(0), clamp=clamp)
+        assert torch.isfinite(y).all()
+    inside = clean.clamp(min=0.0)  # in [0, 1]: the official formula, draw for draw
+    got = inject_noise(inside, sigma, scale, lam_p=70.0, gen=torch.Generator().manual_seed(1),
+                       overall=False)
+    gen = torch.Generator().manual_seed(1)
+    want = torch.poisson(scale * inside, generator=gen) / scale
+    want = (want + torch.randn(inside.shape, generator=gen) * sigma).clamp(0.0, 1.0)
+    assert torch.equal(got, want)

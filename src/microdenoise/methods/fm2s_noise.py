@@ -72,11 +72,17 @@ def inject_noise(clean: torch.Tensor, sigma: torch.Tensor, scale: torch.Tensor, 
     Every pixel and channel gets independent noise. With ``clamp=False`` nothing is
     clamped at 0 (only at 1): y = min(Poisson(a c)/a + N, 1) and the global Poisson is a
     zero-mean fluctuation, z = min(y + Poisson(lam_p y+)/lam_p - y+, 1), y+ = max(y, 0).
+    A ``clean`` below 0 gets Poisson(a c+)/a (plus c - c+ with ``clamp=False``); for
+    ``clean`` in [0, 1], the official code's range, nothing changes.
     """
     y = clean
     low = 0.0 if clamp else None
     if region:
-        y = torch.poisson(scale * clean, generator=gen) / scale
+        # The official code's images lie in [0, 1]; an input below 0 (e.g. a perturbed
+        # copy scaled like its original, as compare's SURE makes) gets the Poisson of its
+        # positive part, and with clamp=False keeps its negative part as it is.
+        pos = clean.clamp(min=0.0)
+        y = torch.poisson(scale * pos, generator=gen) / scale + (0.0 if clamp else clean - pos)
         noise = torch.randn(clean.shape, generator=gen, device=clean.device, dtype=clean.dtype)
         y = (y + noise * sigma).clamp(low, 1.0)
     if overall:
