@@ -67,7 +67,7 @@ def test_two_capture_unbiased_over_seeds_and_blind_to_gain_offset() -> None:
 def test_sure_within_its_uncertainty_on_poisson_gaussian() -> None:
     clean = blobs((128, 128), seed=1)
     noisy = poisson_gaussian(clean, photons=200.0, sigma=0.02, seed=7)
-    result = md.compare(noisy, methods=FILTERS)
+    result = md.compare(noisy, methods=FILTERS, single="sure")
     true = _true_mse(result, clean)
     assert result.estimator == "sure-gat" and result.recommended is not None
     for row in result.rows:
@@ -81,7 +81,7 @@ def test_correlated_noise_is_flagged_estimated_and_not_recommended_from() -> Non
     white = np.random.default_rng(3).standard_normal(clean.shape)
     correlated = ndi.gaussian_filter(white, 0.7, mode="wrap")
     noisy = (clean + 0.05 * correlated / correlated.std()).astype(np.float32)
-    result = md.compare(noisy, methods=FILTERS)
+    result = md.compare(noisy, methods=FILTERS, single="sure")
     true = _true_mse(result, clean)
     for row in result.rows:  # the correlated-noise estimate is right on its own model...
         assert row.estimator == "sure-gat-corr"
@@ -127,7 +127,7 @@ def test_very_weak_noise_on_fine_texture_is_flagged_too() -> None:
     noise is very weak: it errs on the safe side (no recommendation), as documented."""
     noisy = poisson_gaussian(_texture((96, 96), 4), photons=3000.0, sigma=0.003, seed=5)
     assert est.noise_check(noisy.astype(np.float64)).correlated
-    result = md.compare(noisy, methods=["gaussian"])
+    result = md.compare(noisy, methods=["gaussian"], single="sure")
     assert result.recommended is None
     # what the correlated-noise estimate would pick here (why it may not recommend):
     # a heavy filter, 10 dB worse than the lightest

@@ -96,6 +96,17 @@ def test_a_preset_is_named_in_the_spec() -> None:
     ok = rows["fm2s:preset=confocal:fast_steps=10:fast_crop=32"]
     assert not ok.error and np.isfinite(ok.estimate)
     assert "has no preset 'nope'" in rows["fm2s:preset=nope"].error
+    # SURE runs FM2S twice, two different trainings: its SURE row is never trusted
+    sure = md.compare(small, methods=["fm2s:fast_steps=10:fast_crop=32", "gaussian:sigma=1"],
+                      single="sure")
+    fm2s = sure.row("fm2s:fast_steps=10:fast_crop=32")
+    assert not fm2s.reliable and "trained on the image" in fm2s.reason
+    assert sure.recommended == "gaussian:sigma=1"
+
+
+def test_masked_is_the_default_single_image_estimator() -> None:
+    _, noisy = _noisy(6)
+    assert md.compare(noisy[:64, :64], methods=["gaussian:sigma=1"]).estimator == "masked"
 
 
 def test_budget_keeps_the_planes_every_candidate_finished() -> None:

@@ -33,8 +33,8 @@ def add_parser(sub: Any) -> None:
         "compare", help="rank methods on your image without a clean image",
         description="Estimate each method's mean squared error against the unknown clean "
                     "image from the noisy data alone (two captures of one scene: "
-                    "Noise2Noise; one image: Monte-Carlo SURE after a variance-stabilising "
-                    "transform, or the Noise2Self masked loss), rank them and recommend "
+                    "Noise2Noise; one image: the Noise2Self masked loss, or Monte-Carlo "
+                    "SURE after a variance-stabilising transform), rank them and recommend "
                     "one. See docs/compare.md.")
     c.add_argument("input", type=Path, metavar="INPUT", help="the noisy image")
     pair = c.add_mutually_exclusive_group()
@@ -59,9 +59,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--planes", type=int, default=3, metavar="K",
                    help="stacks: score K evenly spaced planes (or K pairs; default 3)")
     c.add_argument("--axes", default=None, help="axes of the input, letters from STCZYX")
-    c.add_argument("--single", choices=("sure", "masked"), default=None,
-                   help="single-image estimator: Monte-Carlo SURE (default) or the Noise2Self "
-                        "masked loss (not with --second or --pairs-axis)")
+    c.add_argument("--single", choices=("masked", "sure"), default=None,
+                   help="single-image estimator: the Noise2Self masked loss (default) or "
+                        "Monte-Carlo SURE (not with --second or --pairs-axis)")
     c.add_argument("--seed", type=int, default=0, help="seed of the methods and SURE's probes")
 
 
@@ -96,7 +96,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(img.data, methods=names, second=second, axes=img.axes,
                      pairs_axis=args.pairs_axis, grid=not args.no_grid,
                      crop=args.crop, max_planes=args.planes, budget=args.budget,
-                     seed=args.seed, single=args.single or "sure", progress=_Progress())
+                     seed=args.seed, single=args.single or "masked", progress=_Progress())
     table = result.to_markdown()
     if out is not None:
         header = (f"microdenoise compare {args.input.name}"
