@@ -135,8 +135,10 @@ class PairFit:
                 "(Y), which two-capture estimates do not need to be 0")
 
 
-def _noise_var(x: np.ndarray) -> float:
-    model = estimate_poisson_gaussian(x)
+def _noise_var(x: np.ndarray, model: PoissonGaussian | None = None) -> float:
+    """The fitted noise variance at the image's mean level (``model``: fitted here when
+    not given)."""
+    model = estimate_poisson_gaussian(x) if model is None else model
     return max(float(model.a * np.mean(x) + model.b), 0.0)
 
 
@@ -154,7 +156,7 @@ def _noise_var_upper(x: np.ndarray) -> float:
     never strict."""
     check = noise_check(x)
     ratio = check.white_ratio if math.isfinite(check.white_ratio) else 1.0
-    return max(float(check.model.a * np.mean(x) + check.model.b), 0.0) * max(ratio, 1.0)
+    return _noise_var(x, check.model) * max(ratio, 1.0)
 
 
 def _pair_gain(c1: np.ndarray, c2: np.ndarray, white: float, share: float) -> float:
