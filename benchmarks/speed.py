@@ -16,6 +16,9 @@ outputs compared:
   with torch's default threads and the library's environment, wall time of fit +
   prediction and PSNR against the ground truth.
 
+- ``predict`` and ``fm2s_infer``: trained networks on large planes and stacks; see
+  ``benchmarks/speed_predict.py``.
+
 N2V training against CAREamics 0.3.5 is measured side by side by
 ``benchmarks/vs_careamics.py`` (its table is linked from this one, not re-run here).
 
@@ -23,6 +26,7 @@ Commands::
 
     .venv/bin/python benchmarks/speed.py run --rows filters --repeats 5
     .venv/bin/python benchmarks/speed.py run --rows fm2s
+    .venv/bin/python benchmarks/speed.py run --rows predict fm2s_infer
     .venv/bin/python benchmarks/speed.py table --out benchmarks/results/speed/table.md
 """
 
@@ -44,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import dispatch, finish_table, git_commit
+from speed_predict import run_fm2s_infer, run_predict
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 IMAGE = "Confocal_FISH_3"
@@ -184,7 +189,8 @@ def run(args: argparse.Namespace) -> None:
                                  "commit": git_commit()})
 
         for r in args.rows:
-            {"filters": run_filters, "fm2s": run_fm2s}[r](args, _Stamped())  # type: ignore[arg-type]
+            {"filters": run_filters, "fm2s": run_fm2s, "predict": run_predict,
+             "fm2s_infer": run_fm2s_infer}[r](args, _Stamped())  # type: ignore[arg-type]
 
 
 def table(args: argparse.Namespace) -> str:
@@ -209,9 +215,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--rows", nargs="+", default=["filters"], choices=("filters", "fm2s"))
+    r.add_argument("--rows", nargs="+", default=["filters"],
+                   choices=("filters", "fm2s", "predict", "fm2s_infer"))
     r.add_argument("--repeats", type=int, default=5)
     r.add_argument("--data-root", type=Path, default=None)
+    r.add_argument("--careamics-venv", default="/work/careamics-venv",
+                   help="CAREamics 0.3.5's virtualenv (benchmarks/vs_careamics.py install)")
     t = sub.add_parser("table")
     t.add_argument("--out", default=None)
     dispatch(parser.parse_args(), run, table)
