@@ -12,7 +12,8 @@ Cases: ``gaussian`` (sigma 1), ``median`` (3 x 3), ``nlm`` (noise sigma given),
 ``bm3d`` (noise sigma given; up to 1024^2, where one plane already takes ~2 min),
 ``fm2s-predict`` (a fitted FM2S, 100 fast steps, single pass) and ``fm2s-predict-d8``
 (the default 8-view averaging), ``n2v-predict`` (a fitted N2V U-Net, 2 steps: the
-prediction cost does not depend on the training), and ``fm2s-fit`` (the default
+prediction cost does not depend on the training; up to 2048^2, as a whole 4096^2 plane
+needs ~15 GB at its 877 bytes per pixel, ``results/bytes_per_pixel``), and ``fm2s-fit`` (the default
 schedule's fit, 200 of its 1600 steps: it trains on 128 x 128 crops, so it should not
 grow with the image). Stack rows: ``gaussian`` and ``fm2s-predict`` on T x 512 x 512.
 
@@ -81,7 +82,7 @@ def _cases(frame: np.ndarray) -> dict[str, tuple[Callable[[np.ndarray], Any], in
         "bm3d": (lambda x: md.denoise_array(x, "bm3d", params=sigma), 1024),
         "fm2s-predict": (lambda x: md.denoise_array(x, fm2s), 4096),
         "fm2s-predict-d8": (lambda x: md.denoise_array(x, fm2s_d8), 4096),
-        "n2v-predict": (lambda x: md.denoise_array(x, n2v), 4096),
+        "n2v-predict": (lambda x: md.denoise_array(x, n2v), 2048),
         "fm2s-fit": (fit, 4096),
         "stack:gaussian": (lambda x: md.denoise_array(x, "gaussian", sigma=1.0, axes="TYX"),
                            0),
