@@ -247,3 +247,19 @@ def test_noise_of_an_input_below_zero_is_drawn_from_its_positive_part() -> None:
     want = torch.poisson(scale * inside, generator=gen) / scale
     want = (want + torch.randn(inside.shape, generator=gen) * sigma).clamp(0.0, 1.0)
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(70, 90), (300, 517), (256 + 16, 40)])
+def test_tiled_prediction_equals_one_pass_over_the_plane(shape: tuple[int, int]) -> None:
+    """Prediction runs on 256 x 256 tiles with a halo (faster on large planes); it must
+    give what one pass over the whole plane gives, borders included."""
+    torch.manual_seed(0)
+    net = fm2s.FM2SNet(2).eval()
+    x = torch.rand(1, 2, *shape)
+    with torch.no_grad():
+        whole, tiled = net(x), fm2s.tiled_forward(net, x, tile=64)
+    assert tiled.shape == whole.shape
+    assert torch.allclose(tiled, whole, atol=1e-6)
+    with torch.no_grad():  # a halo smaller than the receptive field would show at seams
+        short = fm2s.tiled_forward(net, x, tile=64, halo=2)
+    assert not torch.allclose(short, whole, atol=1e-6) or max(shape) <= 64 + 4
