@@ -52,3 +52,25 @@ def dispatch(args: Any, run: Callable[[Any], None], table: Callable[[Any], str])
         run(args)
     else:
         print(table(args))
+
+
+# The body of a placeholder module for a package that a tool imports but never calls
+# (torchvision beside torch 2.13, which has no CPU torchvision build here): every
+# attribute is a function that raises if called.
+STUB_BODY = '''
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+
+    def _missing(*args, **kwargs):
+        raise RuntimeError(f"torchvision stub: {__name__}.{name} is not available")
+
+    _missing.__name__ = name
+    return _missing
+'''
+
+
+def stub_module(doc: str) -> str:
+    """Source of a placeholder module with docstring ``doc`` (see ``STUB_BODY``)."""
+    return f'"""{doc}"""\n' + STUB_BODY

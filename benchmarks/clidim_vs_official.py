@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import git_commit, write_table
+from _common import git_commit, stub_module, write_table
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 FIELDS = ["row", "case", "ours_s", "direct_s", "ratio", "ours_peak_mb", "direct_peak_mb",
@@ -92,19 +92,8 @@ PAPER_ARGS = ["--model", "pix2pix", "--dataset_mode", "aligned", "--direction", 
               "--preprocess", "crop_rotate_hflip", "--lr", "2e-4", "--netG", "unet_256",
               "--img_dtype", "uint16", "--cl_reg", "--cl_reg_gen_epoch", "0",
               "--lambda_tv_loss", "0.0001", "--lambda_ssim_loss", "10", "--gpu_ids", "-1"]
-STUB = '''"""Stub torchvision (benchmarks/clidim_vs_official.py): never called by an iteration."""
-
-
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-
-    def _missing(*args, **kwargs):
-        raise RuntimeError(f"torchvision stub: {__name__}.{name} is not available")
-
-    _missing.__name__ = name
-    return _missing
-'''
+STUB = stub_module("Stub torchvision (benchmarks/clidim_vs_official.py): never called by an "
+                   "iteration.")
 STUB_TRANSFORMS = '''"""Stub torchvision.transforms: data/base_dataset.py reads the enum."""
 import enum
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import decided, git_commit, mean_se
+from _common import decided, git_commit, mean_se, stub_module
 
 from microdenoise import create, datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -60,19 +60,7 @@ REQUIREMENTS = ["bioimageio-core>=0.9,<=0.11", "lightning>=2.2,<=2.6.6,!=2.6.2,!
                 "microssim<=0.0.5", "pydantic>=2.11,<=2.14.1", "zarr>=3,<4",
                 "torchmetrics<1.9", "tifffile<=2026.3.3", "scikit-image<=0.26", "matplotlib",
                 "psutil", "pyyaml"]
-STUB = '''"""Stub torchvision (benchmarks/vs_careamics.py): CAREamics' N2V never calls it."""
-
-
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-
-    def _missing(*args, **kwargs):
-        raise RuntimeError(f"torchvision stub: {__name__}.{name} is not available")
-
-    _missing.__name__ = name
-    return _missing
-'''
+STUB = stub_module("Stub torchvision (benchmarks/vs_careamics.py): CAREamics' N2V never calls it.")
 
 # Runs inside the CAREamics virtualenv: train, predict, report times as JSON.
 CAREAMICS_SCRIPT = textwrap.dedent('''
