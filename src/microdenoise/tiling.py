@@ -10,8 +10,10 @@ filter of radius ``<= overlap``, a network whose receptive field is
 ``<= overlap``) and treats image borders the same way (padding), tiled
 output equals untiled output. There is no blending.
 
-Tiles are full size whenever the image allows: the last tile of a row is
-shifted back inside the image rather than made small.
+An axis gets as few tiles as ``tile`` allows, and they are evened out: each is as
+small as that count allows (never larger than ``tile``), rather than full size with
+the last one shifted back inside the image, which did up to 2.25x the plane's work
+(2048 px in tiles of 1024 with 29 px of context: three 1024 px tiles per axis).
 
 ``multiple`` puts every tile's start on a multiple of it (a U-Net's
 ``2**depth``): the pooling grid then falls on the same image pixels in every
@@ -84,7 +86,30 @@ def _check(tile: int, overlap: int, multiple: int = 1) -> tuple[int, int, int]:
 
 
 def _axis(n: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[slice, slice, slice]]:
-    """Plan one axis of length ``n``: (source, target, crop) slices per tile."""
+    """Plan one axis of length ``n``: as few tiles as ``tile`` allows, each as small as
+    that count allows, so that the work is spread evenly.
+
+    The greedy plan (:func:`_greedy_axis`) at ``tile`` fixes the count; the smallest
+    tile size whose greedy plan has no more tiles is then used. Without this, a plane
+    just over a multiple of the tile's core (2048 px in tiles of 1024 with 29 px of
+    context) gets a last tile shifted back to full size: three 1024 px tiles per axis,
+    2.25x the pixels of the plane in 2D instead of 1.2x.
+    """
+    count = len(_greedy_axis(n, tile, overlap, multiple))
+    lo, hi = 2 * overlap + multiple, tile  # the smallest valid size, and one that works
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_greedy_axis(n, mid, overlap, multiple)) <= count:
+            hi = mid
+        else:
+            lo = mid + 1
+    return _greedy_axis(n, hi, overlap, multiple)
+
+
+def _greedy_axis(n: int, tile: int, overlap: int, multiple: int = 1
+                 ) -> list[tuple[slice, slice, slice]]:
+    """Plan one axis of length ``n``: (source, target, crop) slices per tile, each tile
+    as large as ``tile`` allows, the last one shifted back towards full size."""
     out: list[tuple[slice, slice, slice]] = []
     core = 0
     while core < n:
