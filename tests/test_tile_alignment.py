@@ -96,3 +96,31 @@ def test_dask_blocks_are_aligned_too(unet: N2V) -> None:
         result = denoise_dask(lazy, unet).compute()
     whole = denoise_array(image, unet)
     np.testing.assert_allclose(result, whole, rtol=0, atol=1e-5 * np.ptp(whole))
+
+
+def test_a_plane_too_large_for_memory_is_tiled_with_the_same_output(
+        unet: N2V, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``core.AUTO_TILE_BYTES`` a fitted U-Net predicts in tiles, says so, and gives
+    exactly what one pass gives (here the budget is lowered to a 128-pixel tile)."""
+    from microdenoise import core
+    from microdenoise.feedback import NoticeWarning
+    from microdenoise.streaming import BASELINE_BYTES
+
+    image = poisson_gaussian(blobs((300, 280), seed=5), seed=6)
+    whole = denoise_array(image, unet)
+    seen: list[tuple[int, ...]] = []
+    original = type(unet).denoise
+
+    def spy(self: N2V, plane: np.ndarray) -> np.ndarray:
+        seen.append(plane.shape)
+        return original(self, plane)
+
+    monkeypatch.setattr(core, "AUTO_TILE_BYTES", BASELINE_BYTES + 128 * 128 * unet.bytes_per_pixel)
+    monkeypatch.setattr(type(unet), "denoise", spy)
+    with pytest.warns(NoticeWarning, match="predicting it in 128-pixel tiles"):
+        tiled = denoise_array(image, unet)
+    assert len(seen) > 1 and all(max(s[-2:]) <= 128 for s in seen)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5 * np.ptp(whole))
+    seen.clear()  # a tile given by the user is kept
+    denoise_array(image, unet, tile=200)
+    assert all(max(s[-2:]) <= 200 for s in seen) and any(max(s[-2:]) > 128 for s in seen)

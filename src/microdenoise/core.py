@@ -215,6 +215,41 @@ def check_tiling(den: Denoiser, *, tile: int | None, overlap: int | None) -> tup
     return tile, ov
 
 
+AUTO_TILE_BYTES = 2 * 2**30  # a fitted U-Net's whole-plane working memory above which
+# it predicts in tiles (benchmarks/results/speed/notes.md: N2V on a 2048^2 plane, 3.6 GB
+# in one pass, 525 MB in 1024-pixel tiles, the same output and time)
+
+
+def auto_tile(den: Denoiser, lay: Layout, tile: int | None, overlap: int) -> int | None:
+    """The tile for a fitted pooling network (``tile_multiple > 1``) whose whole plane
+    would need more than :data:`AUTO_TILE_BYTES` at once; ``tile`` itself otherwise.
+
+    Aligned tiles with the receptive field as overlap give these networks' untiled
+    output exactly (``tests/test_tile_alignment.py``), so this only bounds memory. Not
+    for volumes, 2x super-resolution, shift averaging, methods that depend on the whole
+    image, nor where the context would be over a quarter of the tile. Says so when it
+    tiles.
+    """
+    if (tile is not None or den.tile_multiple <= 1 or den.global_field or den.upscale != 1
+            or lay.vax is not None
+            or getattr(getattr(den, "config", None), "shift_average", False)):
+        return tile
+    from .streaming import BASELINE_BYTES, tile_for_memory
+
+    h, w = lay.shape[-2:]
+    need = h * w * int(den.bytes_per_pixel)  # tile_for_memory's model, whole plane
+    if BASELINE_BYTES + need <= AUTO_TILE_BYTES:
+        return None
+
+    chosen = tile_for_memory(AUTO_TILE_BYTES, den, overlap=overlap)
+    if chosen < 4 * overlap:
+        return None
+    fb.notice(f"{den.key}: a {h}x{w} plane needs about {need / 2**30:.1f} GB in one pass; "
+              f"predicting it in {chosen}-pixel tiles with {overlap} px of context (the "
+              "same output; give --tile to choose the size)")
+    return chosen
+
+
 def normalizers(den: Denoiser, norms: list[Normalizer], channel: int
                 ) -> tuple[Normalizer, Normalizer]:
     """(input, output) normalizers of a channel: the model's own, or the image's for both."""

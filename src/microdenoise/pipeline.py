@@ -100,6 +100,7 @@ def denoise_array(
     den, fresh = core.prepare(method, preset=preset, params=params, seed=seed)
     lay = core.layout(image.shape, axes, den)
     tile, ov = core.check_tiling(den, tile=tile, overlap=overlap)
+    tile = core.auto_tile(den, lay, tile, ov)
     s = den.upscale
     out = np.empty((*image.shape[:-2], image.shape[-2] * s, image.shape[-1] * s),
                    dtype=np.float32)
