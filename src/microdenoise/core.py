@@ -217,7 +217,8 @@ def check_tiling(den: Denoiser, *, tile: int | None, overlap: int | None) -> tup
 
 AUTO_TILE_BYTES = 2 * 2**30  # a fitted U-Net's whole-plane working memory above which
 # it predicts in tiles (benchmarks/results/speed/notes.md: N2V on a 2048^2 plane, 3.6 GB
-# in one pass, 525 MB in 1024-pixel tiles, the same output and time)
+# in one pass, 248-525 MB in 512-1024-pixel tiles, the same output and about the same
+# time); with N2V's declared 2 KB per pixel, planes above ~890^2 go in 880-pixel tiles
 
 
 def auto_tile(den: Denoiser, lay: Layout, tile: int | None, overlap: int) -> int | None:
