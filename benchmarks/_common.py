@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,18 @@ def __getattr__(name):
 def stub_module(doc: str) -> str:
     """Source of a placeholder module with docstring ``doc`` (see ``STUB_BODY``)."""
     return f'"""{doc}"""\n' + STUB_BODY
+
+
+def venv_python(venv: str | Path) -> Path:
+    """The Python of the virtualenv ``venv``, made (with this interpreter) when absent."""
+    py = Path(venv) / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    return py
+
+
+def site_packages(py: Path) -> Path:
+    """The ``purelib`` folder of the interpreter ``py`` (where a stub package goes)."""
+    out = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                          "['purelib'])"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())

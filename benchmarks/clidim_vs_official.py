@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import git_commit, stub_module, write_table
+from _common import git_commit, site_packages, stub_module, venv_python, write_table
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 FIELDS = ["row", "case", "ours_s", "direct_s", "ratio", "ours_peak_mb", "direct_peak_mb",
@@ -134,14 +134,10 @@ def install(args: argparse.Namespace) -> None:
                                 capture_output=True, text=True, check=True).stdout.strip()
         (code / ".commit").write_text(commit + "\n")
     venv = Path(args.official_venv)
-    py = venv / "bin" / "python"
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv_python(venv)
     pip = [str(py), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "torch==2.13.0", *REQUIREMENTS], check=True)
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                           "['purelib'])"], capture_output=True, text=True, check=True)
-    stub = Path(site.stdout.strip()) / "torchvision"
+    stub = site_packages(py) / "torchvision"
     (stub / "transforms").mkdir(parents=True, exist_ok=True)
     (stub / "__init__.py").write_text(
         '"""Stub torchvision (benchmarks/clidim_vs_official.py)."""\n'

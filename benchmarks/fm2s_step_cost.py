@@ -21,6 +21,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import git_commit
 
@@ -30,7 +31,7 @@ from microdenoise import datasets
 BATCHES = (2, 4, 8, 16)
 
 
-def _fit_seconds(noisy, steps: int, batch: int) -> float:  # noqa: ANN001
+def _fit_seconds(noisy: np.ndarray, steps: int, batch: int) -> float:
     model = md.create("fm2s", seed=0, fast_steps=steps, fast_batch=batch, tta="off")
     t0 = time.perf_counter()
     model.fit(noisy)

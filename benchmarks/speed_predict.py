@@ -131,7 +131,7 @@ print("RESULT " + json.dumps(res))
 '''
 
 
-def _plane(root: Path | None) -> np.ndarray:
+def convallaria_plane(root: Path | None) -> np.ndarray:
     """The raw Convallaria frame (1024 x 1024, uint16) from the shared data."""
     import tifffile
 
@@ -141,6 +141,15 @@ def _plane(root: Path | None) -> np.ndarray:
     if base is None:
         sys.exit("shared data not found (../shared/data)")
     return np.asarray(tifffile.imread(Path(base) / "convallaria" / "convallaria_frame0.tif"))
+
+
+def sized(frame: np.ndarray, size: int) -> np.ndarray:
+    """``frame`` cropped (centre) or mirrored to ``size`` x ``size``."""
+    out = frame
+    while out.shape[0] < size:
+        out = np.block([[out, out[:, ::-1]], [out[::-1], out[::-1, ::-1]]])
+    y0 = (out.shape[0] - size) // 2
+    return np.ascontiguousarray(out[y0:y0 + size, y0:y0 + size])
 
 
 def _child(python: str, script: str, job: dict[str, Any]) -> dict[str, Any]:
@@ -153,8 +162,8 @@ def _child(python: str, script: str, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_predict(args: Any, writer: Any) -> None:
-    frame = _plane(args.data_root)
-    big = np.block([[frame, frame[:, ::-1]], [frame[::-1], frame[::-1, ::-1]]])
+    frame = convallaria_plane(args.data_root)
+    big = sized(frame, 2048)
     venv = Path(args.careamics_venv) / "bin" / "python"
     if not venv.exists():
         sys.exit(f"no CAREamics virtualenv at {venv.parent.parent}: make it with "
@@ -182,8 +191,8 @@ def run_predict(args: Any, writer: Any) -> None:
 
 
 def run_fm2s_infer(args: Any, writer: Any) -> None:
-    frame = _plane(args.data_root)
-    big = np.block([[frame, frame[:, ::-1]], [frame[::-1], frame[::-1, ::-1]]])
+    frame = convallaria_plane(args.data_root)
+    big = sized(frame, 2048)
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "big.npy", big)
         np.save(Path(tmp) / "frame.npy", frame)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from _common import dispatch, git_commit
-from speed_predict import _plane
+from speed_predict import convallaria_plane, sized
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 SIZES = (256, 512, 1024, 2048, 4096)
@@ -47,22 +47,13 @@ SLOW = 20.0  # seconds: above this a case runs once
 FIELDS = ["case", "axis", "n", "pixels", "seconds", "repeats", "date", "machine", "commit"]
 
 
-def _sized(frame: np.ndarray, size: int) -> np.ndarray:
-    """``frame`` cropped (centre) or mirrored to ``size`` x ``size``."""
-    out = frame
-    while out.shape[0] < size:
-        out = np.block([[out, out[:, ::-1]], [out[::-1], out[::-1, ::-1]]])
-    y0 = (out.shape[0] - size) // 2
-    return np.ascontiguousarray(out[y0:y0 + size, y0:y0 + size])
-
-
 def _cases(frame: np.ndarray) -> dict[str, tuple[Callable[[np.ndarray], Any], int]]:
     """name -> (call on one input, the largest size to time)."""
     import dataclasses
 
     import microdenoise as md
 
-    crop = _sized(frame, 256)
+    crop = sized(frame, 256)
     fm2s = md.create("fm2s", seed=0, fast_steps=100, tta="off")
     fm2s.fit(crop)
     fm2s_d8 = md.create("fm2s", seed=0, fast_steps=100)
@@ -102,7 +93,7 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, int]:
 
 
 def run(args: argparse.Namespace) -> None:
-    frame = _plane(args.data_root)
+    frame = convallaria_plane(args.data_root)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "scaling.csv"
     new = not path.exists()
@@ -118,12 +109,12 @@ def run(args: argparse.Namespace) -> None:
             if args.cases and name not in args.cases:
                 continue
             if name.startswith("stack:"):
-                plane = _sized(frame, 512)
+                plane = sized(frame, 512)
                 points = [(t, np.stack([np.roll(plane, k, axis=1) for k in range(t)]))
                           for t in args.frames]
                 axis = "frames"
             else:
-                points = [(s, _sized(frame, s)) for s in args.sizes if s <= top]
+                points = [(s, sized(frame, s)) for s in args.sizes if s <= top]
                 axis = "side"
             for n, x in points:
                 sec, reps = _time(lambda x=x, fn=fn: fn(x), args.repeats)

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import decided, git_commit, mean_se, stub_module
+from _common import decided, git_commit, mean_se, site_packages, stub_module, venv_python
 
 from microdenoise import create, datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -100,16 +100,12 @@ CAREAMICS_SCRIPT = textwrap.dedent('''
 
 def install(args: argparse.Namespace) -> None:
     venv = Path(args.venv)
-    py = venv / "bin" / "python"
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv_python(venv)
     pip = [str(py), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "torch==2.13.0"], check=True)
     subprocess.run([*pip, "--no-deps", "careamics==0.3.5"], check=True)
     subprocess.run([*pip, *REQUIREMENTS], check=True)
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                           "['purelib'])"], capture_output=True, text=True, check=True)
-    stub = Path(site.stdout.strip()) / "torchvision"
+    stub = site_packages(py) / "torchvision"
     (stub / "transforms").mkdir(parents=True, exist_ok=True)
     (stub / "__init__.py").write_text(
         '"""Stub torchvision (benchmarks/vs_careamics.py)."""\n__version__ = "0.0.0+stub"\n'
