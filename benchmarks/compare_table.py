@@ -8,6 +8,7 @@ import csv
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import finish_table, git_commit
@@ -69,30 +70,43 @@ def _by_estimator(path: Path) -> dict[str, dict[str, list[dict[str, str]]]]:
     return out
 
 
-def _versus_fixed(tag: str, estimator: str, by: dict[str, list[dict[str, str]]]) -> str:
-    """One row: mean true PSNR of the picks vs the best single fixed label (in
-    hindsight), over the images where both exist, with the SE of the paired difference;
-    how many images fell back to fm2s and how many had no pick at all."""
+def _fixed_stats(by: dict[str, list[dict[str, str]]]) -> dict[str, Any]:
+    """Mean true PSNR of the picks vs the best single fixed label (in hindsight), over
+    the images where both exist, with the SE of the paired difference; how many images
+    fell back to fm2s and how many had no pick at all (``best`` None: no common label)."""
     psnr = {img: {r["label"]: float(r["true_psnr"]) for r in _ran(rows, "true_mse")}
             for img, rows in by.items()}
     picks = {img: _pick(rows) for img, rows in by.items()}
-    fallback = sum(1 for img, p in picks.items() if p is not None
-                   and p.get("recommended") != "True")
     images = sorted(img for img, p in picks.items() if p is not None)
-    dropped = len(by) - len(images)
+    out: dict[str, Any] = {
+        "fallback": sum(1 for p in picks.values() if p is not None
+                        and p.get("recommended") != "True"),
+        "dropped": len(by) - len(images), "images": len(images), "best": None}
     labels = set.intersection(*(set(psnr[i]) for i in images)) if images else set()
     if not labels:
-        return f"| {tag} | {estimator} | {len(by)} | - | - | - | - | - | {fallback} | {dropped} |"
+        return out
     best = max(sorted(labels), key=lambda lab: float(np.mean([psnr[i][lab] for i in images])))
     got = np.array([float(picks[i]["true_psnr"]) for i in images])  # type: ignore[index]
     fixed = np.array([psnr[i][best] for i in images])
     diff = got - fixed
-    se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
-    fm2s = (f"{np.mean([psnr[i]['fm2s'] for i in images]):.2f}" if "fm2s" in labels
-            else "-")
-    return (f"| {tag} | {estimator} | {len(images)} | {np.mean(got):.2f} | {best} | "
-            f"{np.mean(fixed):.2f} | {fm2s} | {np.mean(diff):+.2f} +- {se:.2f} | {fallback} | "
-            f"{dropped} |")
+    out.update(best=best, got=float(np.mean(got)), fixed=float(np.mean(fixed)),
+               diff=float(np.mean(diff)),
+               se=float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1
+               else math.nan,
+               fm2s=(f"{np.mean([psnr[i]['fm2s'] for i in images]):.2f}" if "fm2s" in labels
+                     else "-"))
+    return out
+
+
+def _versus_fixed(tag: str, estimator: str, by: dict[str, list[dict[str, str]]]) -> str:
+    """One table row of :func:`_fixed_stats`."""
+    st = _fixed_stats(by)
+    if st["best"] is None:
+        return (f"| {tag} | {estimator} | {len(by)} | - | - | - | - | - | {st['fallback']} | "
+                f"{st['dropped']} |")
+    return (f"| {tag} | {estimator} | {st['images']} | {st['got']:.2f} | {st['best']} | "
+            f"{st['fixed']:.2f} | {st['fm2s']} | {st['diff']:+.2f} +- {st['se']:.2f} | "
+            f"{st['fallback']} | {st['dropped']} |")
 
 
 def _mean(v: list[float]) -> str:
@@ -216,10 +230,11 @@ def pooled() -> list[str]:
                     merged.setdefault(estimator, {})[img] = rows
         for estimator, by in merged.items():
             stats = [_per_image(rows, "estimate") for rows in by.values()]
-            fixed = _versus_fixed("", estimator, by).split(" | ")
+            st = _fixed_stats(by)
+            fixed = "-" if st["best"] is None else f"{st['diff']:+.2f} +- {st['se']:.2f}"
             lines.append(f"| {name} | {estimator} | {len(by)} | "
                          f"{_median([s[0] for s in stats])} | "
                          f"{_mean([s[1] for s in stats])} | "
                          f"{_median([s[1] for s in stats])} | {sum(s[2] for s in stats)} | "
-                         f"{fixed[7] if len(fixed) > 7 else '-'} |")
+                         f"{fixed} |")
     return lines
