@@ -34,7 +34,7 @@ BATCHES = (2, 4, 8, 16)
 def _fit_seconds(noisy: np.ndarray, steps: int, batch: int) -> float:
     model = md.create("fm2s", seed=0, fast_steps=steps, fast_batch=batch, tta="off")
     t0 = time.perf_counter()
-    model.fit(noisy)
+    model.fit(noisy.astype(np.float32) / 255)  # FM2S.fit takes [0, 1] (8-bit FMD)
     return time.perf_counter() - t0
 
 

@@ -111,11 +111,13 @@ import dataclasses, json, sys, time
 import numpy as np
 import microdenoise as md
 args = json.loads(sys.argv[1])
+sys.path.insert(0, args["benchmarks"])
+from speed_predict import unit
 frame = np.load(args["frame"])
 big = np.load(args["input"])
 model = md.create("fm2s", seed=0)
 t0 = time.perf_counter()
-model.fit(frame)
+model.fit(unit(frame))  # FM2S.fit takes [0, 1], as the core gives it
 fit = time.perf_counter() - t0
 res = {"fit_s": fit}
 for tta, n in (("off", 100), ("d8", 10)):
@@ -141,6 +143,15 @@ def convallaria_plane(root: Path | None) -> np.ndarray:
     if base is None:
         sys.exit("shared data not found (../shared/data)")
     return np.asarray(tifffile.imread(Path(base) / "convallaria" / "convallaria_frame0.tif"))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled as the core scales it for FM2S before fitting (``FM2S.fit`` takes
+    [0, 1]): 8-bit by 255, anything else by its own min..max."""
+    if x.dtype == np.uint8:
+        return (x / 255.0).astype(np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    return ((x - lo) / (hi - lo)).astype(np.float32)
 
 
 def sized(frame: np.ndarray, size: int) -> np.ndarray:
@@ -198,7 +209,8 @@ def run_fm2s_infer(args: Any, writer: Any) -> None:
         np.save(Path(tmp) / "frame.npy", frame)
         res = _child(sys.executable, _FM2S, {"input": str(Path(tmp) / "big.npy"),
                                              "frame": str(Path(tmp) / "frame.npy"),
-                                             "work_dir": tmp})
+                                             "work_dir": tmp,
+                                             "benchmarks": str(Path(__file__).parent)})
     print("fm2s inference", res, flush=True)
     for tta in ("off", "d8"):
         wall, mb = res[f"plane_{tta}"]

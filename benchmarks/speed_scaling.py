@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from _common import dispatch, git_commit
-from speed_predict import convallaria_plane, sized
+from speed_predict import convallaria_plane, sized, unit
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 SIZES = (256, 512, 1024, 2048, 4096)
@@ -49,22 +49,22 @@ FIELDS = ["case", "axis", "n", "pixels", "seconds", "repeats", "date", "machine"
 
 def _cases(frame: np.ndarray) -> dict[str, tuple[Callable[[np.ndarray], Any], int]]:
     """name -> (call on one input, the largest size to time)."""
+    import copy
     import dataclasses
 
     import microdenoise as md
 
     crop = sized(frame, 256)
     fm2s = md.create("fm2s", seed=0, fast_steps=100, tta="off")
-    fm2s.fit(crop)
-    fm2s_d8 = md.create("fm2s", seed=0, fast_steps=100)
-    fm2s_d8.fit(crop)
-    fm2s_d8.config = dataclasses.replace(fm2s_d8.config, tta="d8")
+    fm2s.fit(unit(crop))  # FM2S.fit takes [0, 1], as the core gives it
+    fm2s_d8 = copy.copy(fm2s)  # the same fitted network, predicting with 8-view averaging
+    fm2s_d8.config = dataclasses.replace(fm2s.config, tta="d8")
     n2v = md.create("n2v", epochs=1, steps_per_epoch=2, batch_size=16, patch_size=64, seed=0)
     n2v.fit(crop[None])
     sigma = {"vst": "none", "sigma": 0.05}
 
     def fit(x: np.ndarray) -> Any:
-        return md.create("fm2s", seed=0, fast_steps=200).fit(x)
+        return md.create("fm2s", seed=0, fast_steps=200).fit(unit(x))
 
     return {
         "gaussian": (lambda x: md.denoise_array(x, "gaussian", sigma=1.0), 4096),
