@@ -265,16 +265,13 @@ def test_tiled_prediction_equals_one_pass_over_the_plane(shape: tuple[int, int])
     assert not torch.allclose(short, whole, atol=1e-6) or max(shape) <= 64 + 4
 
 
-def test_fast_ema_ends_on_the_moving_average_of_the_weights(clean_noisy) -> None:
-    _, noisy = clean_noisy
-    noisy = noisy.clip(0, 1)
-    plain = create("fm2s", fast_steps=20, fast_crop=32).fit(noisy)
-    ema = create("fm2s", fast_steps=20, fast_crop=32, fast_ema=0.9).fit(noisy)
-    again = create("fm2s", fast_steps=20, fast_crop=32, fast_ema=0.9).fit(noisy)
-    # The same steps are taken (same losses); only the weights kept at the end differ.
-    assert plain.losses == ema.losses
-    w_plain, w_ema = plain.net.conv1.weight, ema.net.conv1.weight
-    assert not torch.equal(w_plain, w_ema)
-    assert torch.equal(w_ema, again.net.conv1.weight)
-    with pytest.raises(ValueError, match="fast_ema"):
-        create("fm2s", fast_ema=1.0)
+def test_prefetched_draws_in_order_and_passes_errors_on() -> None:
+    calls = iter(range(5))
+    assert list(fm2s.prefetched(lambda: next(calls), 5)) == [0, 1, 2, 3, 4]
+    assert list(fm2s.prefetched(lambda: 1, 0)) == []
+
+    def broken() -> int:
+        raise RuntimeError("draw failed")
+
+    with pytest.raises(RuntimeError, match="draw failed"):
+        list(fm2s.prefetched(broken, 3))

@@ -33,8 +33,10 @@ Two schedules share the method:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -97,10 +99,6 @@ class FM2SConfig:
     it on CPUs with native bf16 (AVX512-BF16 or AMX), where it makes the convolutions
     ~2.4x cheaper at the same PSNR, and fp32 elsewhere (emulated bf16 is slow).
 
-    ``fast_ema``: with a decay in (0, 1), the fast schedule's network ends as the
-    exponential moving average of its weights over the steps (Polyak averaging, decay
-    warmed up as min(decay, (1 + t) / (10 + t))); ``0`` keeps the last step's weights.
-
     ``noise_clamp``: clamp the injected noise at 0 (official). With ``False`` the region
     noise is left unclamped below 0 and the global Poisson is added as a zero-mean
     fluctuation, ``z = y + Poisson(lam_p max(y,0))/lam_p - max(y,0)``, so that
@@ -132,7 +130,6 @@ class FM2SConfig:
     fast_batch: int = 2
     fast_lr: float = 4e-3
     fast_bf16: bool | Literal["auto"] = "auto"
-    fast_ema: float = field(default=0.0, metadata={"min": 0.0})
     tta: Literal["auto", "off", "d8"] = "auto"
     predenoise: Literal["median", "gaussian", "nlm", "bm3d"] = "median"
     noise_clamp: bool = True
@@ -154,8 +151,6 @@ class FM2SConfig:
                 raise ValueError(f"{name} must be > 0")
         if not self.g_map >= 0:
             raise ValueError("g_map must be >= 0")
-        if not 0.0 <= self.fast_ema < 1.0:
-            raise ValueError("fast_ema must be in [0, 1)")
 
 
 class FM2SNet(nn.Module):
@@ -172,6 +167,7 @@ class FM2SNet(nn.Module):
         return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
 
 
+T = TypeVar("T")
 PREDICT_TILE = 256  # side of the tiles a plane is predicted in (see tiled_forward)
 RECEPTIVE_RADIUS = 5  # FM2SNet: 5x5, 3x3, 5x5 convolutions, 2 + 1 + 2 pixels
 
@@ -199,6 +195,25 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, *, tile: int = PREDICT_TILE,
         out[:, :, yt, xt] = piece[:, :, yc, xc]
     assert out is not None
     return out
+
+
+def prefetched(draw: Callable[[], T], n: int) -> Iterator[T]:
+    """``draw()`` ``n`` times, each computed one step ahead in a background thread.
+
+    The draws run one after another in that one thread, in order, so their random
+    numbers are those of calling ``draw()`` in the loop; the caller's step overlaps the
+    next draw (torch releases the GIL in its kernels). FM2S's noise sampling is about a
+    third of a fast-schedule step on a 2-core CPU (``benchmarks/results/fm2s_profile``).
+    """
+    if n <= 0:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fm2s-noise") as pool:
+        ahead = pool.submit(draw)
+        for i in range(n):
+            item = ahead.result()
+            if i + 1 < n:
+                ahead = pool.submit(draw)
+            yield item
 
 
 def _random_crops(n: int, crop_h: int, crop_w: int, h: int, w: int,
@@ -319,25 +334,18 @@ class FM2S(Denoiser):
         # either way, the faster layout for these convolutions.
         step_net = step_module(net, cfg.fast_bf16, next(net.parameters()).device)
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        params = list(net.parameters())
-        ema = [p.detach().clone() for p in params] if cfg.fast_ema > 0 else []
-        for t in range(cfg.fast_steps):
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
             where = _random_crops(cfg.fast_batch, crop_h, crop_w, h, w, cpu_gen)
             cut = [(slice(None), slice(y, y + crop_h), slice(x, x + crop_w)) for y, x in where]
             cc = torch.stack([c[0][s] for s in cut])
             sample = inject_noise(cc, torch.stack([sigma[0][s] for s in cut]),
                                   torch.stack([scale[0][s] for s in cut]), **inject)
-            sample = sample.contiguous(memory_format=torch.channels_last)
+            return sample.contiguous(memory_format=torch.channels_last), cc
+
+        for sample, cc in prefetched(draw, cfg.fast_steps):
             self._step(step_net, opt, sample, cc)
             sched.step()
-            if ema:
-                decay = min(cfg.fast_ema, (1 + t) / (10 + t))
-                for avg, p in zip(ema, params, strict=True):
-                    avg.lerp_(p.detach(), 1.0 - decay)
-        if ema:
-            with torch.no_grad():
-                for avg, p in zip(ema, params, strict=True):
-                    p.copy_(avg)
 
     def _step(self, net: nn.Module, opt: torch.optim.Optimizer, inp: torch.Tensor,
               target: torch.Tensor) -> None:
