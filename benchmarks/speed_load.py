@@ -48,6 +48,10 @@ SETTINGS: dict[str, dict[str, str]] = {
     "default": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "one_thread": {"OMP_NUM_THREADS": "1"},
+    # GNU OpenMP (torch's libgomp) spins this many times at a barrier before it sleeps:
+    # between ACTIVE (spin, fast alone) and PASSIVE (sleep at once, robust under load).
+    "spin10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin100k": {"GOMP_SPINCOUNT": "100000"},
     "library": {},
 }
 CLEARED = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
@@ -93,7 +97,7 @@ def measure(setting: str, cap: float) -> tuple[float, bool]:
 
 
 def run(args: argparse.Namespace) -> None:
-    out = RESULTS / "runs.csv"
+    out = RESULTS / args.runs
     out.parent.mkdir(parents=True, exist_ok=True)
     new = not out.exists()
     with out.open("a", newline="") as fh:
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def table(args: argparse.Namespace) -> str:
-    with (RESULTS / "runs.csv").open() as fh:
+    with (RESULTS / args.runs).open() as fh:
         rows = list(csv.DictReader(fh))
     lines = ["# FM2S default under a competing CPU load", "",
              f"Generated {date.today()} on {platform.machine()} ({os.cpu_count()} cores), "
@@ -148,6 +152,7 @@ def table(args: argparse.Namespace) -> str:
         mark = ">" if capped else ""
         lines.append(f"| {setting} | {idle:.1f} | {mark}{loaded:.1f} | {mark}{loaded / idle:.1f}"
                      f" | {mark}{loaded / best:.1f} | {n} |")
+    lines[2] += f" Runs: `{args.runs}`."
     return finish_table(lines, RESULTS, args.out)
 
 
@@ -162,6 +167,8 @@ def main() -> None:
     r.add_argument("--cap", type=float, default=240.0)
     t = sub.add_parser("table")
     t.add_argument("--out", default=None)
+    for p in (r, t):
+        p.add_argument("--runs", default="runs.csv", help="file under results/speed_load")
     args = parser.parse_args()
     if args.cmd == "run":
         run(args)
