@@ -124,3 +124,10 @@ def test_a_plane_too_large_for_memory_is_tiled_with_the_same_output(
     seen.clear()  # a tile given by the user is kept
     denoise_array(image, unet, tile=200)
     assert all(max(s[-2:]) <= 200 for s in seen) and any(max(s[-2:]) > 128 for s in seen)
+
+
+def test_tiles_exactly_is_what_lets_the_core_tile_on_its_own() -> None:
+    assert create("n2v").tiles_exactly and create("care").tiles_exactly
+    assert not create("n2v", shift_average=True).tiles_exactly
+    assert not create("care", shift_average=True).tiles_exactly
+    assert not create("bm3d").tiles_exactly  # depends on the whole image

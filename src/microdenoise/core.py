@@ -227,13 +227,12 @@ def auto_tile(den: Denoiser, lay: Layout, tile: int | None, overlap: int) -> int
 
     Aligned tiles with the receptive field as overlap give these networks' untiled
     output exactly (``tests/test_tile_alignment.py``), so this only bounds memory. Not
-    for volumes, 2x super-resolution, shift averaging, methods that depend on the whole
-    image, nor where the context would be over a quarter of the tile. Says so when it
-    tiles.
+    for volumes, 2x super-resolution, methods whose tiles are not exact
+    (:attr:`Denoiser.tiles_exactly`: shift averaging, whole-image methods), nor where
+    the context would be over a quarter of the tile. Says so when it tiles.
     """
-    if (tile is not None or den.tile_multiple <= 1 or den.global_field or den.upscale != 1
-            or lay.vax is not None
-            or getattr(getattr(den, "config", None), "shift_average", False)):
+    if (tile is not None or den.tile_multiple <= 1 or not den.tiles_exactly
+            or den.upscale != 1 or lay.vax is not None):
         return tile
     from .streaming import BASELINE_BYTES, tile_for_memory
 

@@ -116,6 +116,13 @@ class Denoiser(ABC):
         return False
 
     @property
+    def tiles_exactly(self) -> bool:
+        """Whether tiles aligned on :attr:`tile_multiple`, each with
+        :attr:`receptive_field` pixels of context, give exactly the one-pass output;
+        the core tiles a large plane on its own only then (:func:`core.auto_tile`)."""
+        return not self.global_field
+
+    @property
     def tile_multiple(self) -> int:
         """Tiled prediction starts every tile at a multiple of this many pixels (Y and X).
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from microdenoise import create, metrics, training
+from microdenoise import InputError, create, metrics, training
 from microdenoise.methods import fm2s, fm2s_noise
 from microdenoise.methods.fm2s_noise import inject_noise, noise_maps
 
@@ -275,3 +275,9 @@ def test_prefetched_draws_in_order_and_passes_errors_on() -> None:
 
     with pytest.raises(RuntimeError, match="draw failed"):
         list(fm2s.prefetched(broken, 3))
+
+
+def test_fit_refuses_a_plane_that_is_not_scaled_to_unit_range() -> None:
+    raw = np.random.default_rng(0).integers(0, 4096, (64, 64)).astype(np.float32)
+    with pytest.raises(InputError, match=r"scaled to \[0, 1\].*from 0 to 40\d\d"):
+        create("fm2s", fast_steps=2, fast_crop=32).fit(raw)

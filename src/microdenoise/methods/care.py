@@ -200,6 +200,11 @@ class CARE(TrainedMethod):
         return int(self.config.patch_size or 128 // self.upscale)
 
     @property
+    def tiles_exactly(self) -> bool:
+        """Not with ``shift_average``: the shifted passes see each tile's borders."""
+        return not self.config.shift_average
+
+    @property
     def receptive_field(self) -> int:
         """Context in input pixels one output pixel depends on (the U-Net's, plus the
         upsampling's one pixel for ``upscale=2``)."""

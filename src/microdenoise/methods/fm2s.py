@@ -263,7 +263,7 @@ class FM2S(Denoiser):
     def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> FM2S:
         """Train on ``noisy`` (2D, scaled to [0, 1]); ``clean`` is ignored (zero-shot)."""
         cfg = self.config
-        image = _check_plane(noisy)
+        image = _check_unit_range(_check_plane(noisy))
         device = resolve_device(self.device)
         # Noise is drawn where a seeded generator exists: CPU or CUDA (not MPS).
         noise_device = device if device.type == "cuda" else torch.device("cpu")
@@ -421,6 +421,27 @@ def _check_plane(image: np.ndarray) -> np.ndarray:
     if image.ndim != 2:
         raise InputError(f"fm2s denoises 2D planes; got an array of shape {image.shape}")
     return np.ascontiguousarray(image, dtype=np.float32)
+
+
+UNIT_SLACK = 1.0  # fit refuses values more than this far outside [0, 1]
+
+
+def _check_unit_range(plane: np.ndarray) -> np.ndarray:
+    """``plane`` if its values lie near [0, 1], where FM2S's noise model is defined.
+
+    The injected noise's rates (``p_map / n``, ``lam_p``) assume intensities on [0, 1]:
+    a raw 16-bit plane would be sampled at thousands of times those rates and train the
+    network to predict a constant. A perturbed copy of a [0, 1] image (``compare``'s
+    SURE) stays within the slack.
+    """
+    low, high = float(np.nanmin(plane)), float(np.nanmax(plane))
+    if low < -UNIT_SLACK or high > 1.0 + UNIT_SLACK:
+        raise InputError(
+            f"fm2s fits a plane scaled to [0, 1] (its noise model is in those units); got "
+            f"values from {low:g} to {high:g}. denoise_array, the command line and napari "
+            "scale images for you; when calling fit directly, scale first (uint8: divide "
+            "by 255; other types: by their own range)")
+    return plane
 
 
 def n_parameters(n_chan: int) -> int:

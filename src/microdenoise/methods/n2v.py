@@ -194,6 +194,11 @@ class BlindSpotMethod(TrainedMethod):
         """Half-width of the network's receptive field (see :func:`networks.receptive_field`)."""
         raise NotImplementedError
 
+    @property
+    def tiles_exactly(self) -> bool:
+        """Not with ``shift_average``: the shifted passes see each tile's borders."""
+        return not self.config.shift_average
+
     def fit(self, noisy: Any, clean: np.ndarray | None = None) -> Self:
         """Train (or continue training) on raw ``noisy``; ``clean`` is ignored.
 
