@@ -5,13 +5,21 @@
 #   bash benchmarks/gpu_session.sh start SET   # install, launch SET's jobs (setsid), poll
 #   bash benchmarks/gpu_session.sh poll 560    # wait up to 560 s, report, pack results
 #   bash benchmarks/gpu_session.sh kill TAG    # stop the job whose --tag is gpu_TAG
+#   bash benchmarks/gpu_session.sh fm2s ROUNDS # FM2S default vs official code, alone
 #
 # Job sets: ``lease1`` is what the lease of 2026-11-23 ran (all at once); ``clidim``
 # is the CLIDiM ablation still to do, alone on the GPU, CL+TV+SSIM first (the baseline
 # again: the lease1 one, results/clidim_ablation/*_gpu_base.csv, mapped targets by their
 # 99.8th percentile; move those CSVs aside when gpu_b2 lands, as both hold baseline_n30);
 # ``w2s_rest`` the W2S rows that lease did not finish (care_k4_40k, care_bicubic_40k; the
-# n2v and deconoising GPU scores were lost).
+# n2v and deconoising GPU scores were lost); ``clidim_cl`` CL+TV+SSIM alone, n = 30 then
+# 16, in one process (the 2026-12-04 lease of 15 device-minutes).
+#
+# ``fm2s`` times the default FM2S against the unmodified official FM2S.py on the GPU
+# (benchmarks/fm2s_vs_official.py, both sides on CUDA, alternating fresh processes),
+# the paper's "6 s" on an RTX 3090 being the anchor; run it before any job starts.
+# It needs .gpu_data/fmd_test_mix/{raw,gt}/Confocal_FISH_3.png and the official code
+# exported into .gpu_data/fm2s-official (FM2S.py, configs.py, LICENSE, .commit).
 #
 # Needs, carried with the working tree: the W2S 8-bit data in .gpu_data/w2s_8bit and
 # the PyWavelets wheel in .whl/ (the machine has torch, numpy, scipy, scikit-image and
@@ -49,10 +57,12 @@ jobs_of() {
       [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
       [clidim_rest]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_b2; \
 $CLIDIM --variants ssim cl tv --n-train 30 --tag gpu_rest") ;;
+    clidim_cl) JOBS=(
+      [clidim_cl]="$CLIDIM --precision fp32 --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl") ;;
     w2s_rest) JOBS=(
       [care_rest]="$W2S --rows care_bicubic_40k care_k4_40k --tag gpu_rest"
       [self]="$W2S --rows n2v deconoising --tag gpu_self") ;;
-    *) echo "unknown job set ${1:-(none)}: lease1, clidim or w2s_rest" >&2; return 2 ;;
+    *) echo "unknown job set ${1:-(none)}: lease1, clidim, clidim_cl or w2s_rest" >&2; return 2 ;;
   esac
 }
 
@@ -96,9 +106,26 @@ poll() {
   ls -la "$OUT"
 }
 
+fm2s() {
+  # a stand-in virtualenv whose python runs the machine's python3 (torch, einops,
+  # scipy); a symlink would not do: python3 there lives in an environment of its own
+  mkdir -p /tmp/offvenv/bin
+  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >/tmp/offvenv/bin/python
+  chmod +x /tmp/offvenv/bin/python
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || return 1
+  nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader
+  PYTHONPATH=$PWD/src:/tmp/site MICRODENOISE_DATA=.gpu_data timeout 300 \
+    python3 benchmarks/fm2s_vs_official.py run \
+    --rounds "$1" --official-dir .gpu_data/fm2s-official --official-venv /tmp/offvenv \
+    --csv "$OUT/fm2s_gpu.csv"
+}
+
 case "${1:-}" in
   start) start "${2:-}" && poll "${3:-500}" ;;
   poll) poll "${2:-560}" ;;
+  fm2s) fm2s "${2:-2}" ;;
   kill) pkill -f -- "--tag gpu_${2:?job tag, e.g. self}( |$)"; report ;;
-  *) echo "usage: $0 start SET [SECONDS] | poll SECONDS | kill TAG" >&2; exit 2 ;;
+  *) echo "usage: $0 start SET [SECONDS] | poll SECONDS | kill TAG | fm2s ROUNDS" >&2
+     exit 2 ;;
 esac
