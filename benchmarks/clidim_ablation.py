@@ -1,8 +1,9 @@
 """CLIDiM ablation (the paper's Table I layout) and comparison (Table II) on W2S 8-bit.
 
-Train on the W2S training FOVs 001-010 (30 pairs; CLIDiM holds back 10 % of the
-pairs it is given, after a seeded shuffle, for model selection: no test image is
-ever used to pick a checkpoint), test on FOVs 081-100 (60 pairs). One model per
+Train on the W2S training FOVs 001-010 (30 pairs; after a seeded shuffle, n = 30
+trains on 27 and holds 3 back for model selection; n < 30 trains on exactly n and
+selects on some of the other pairs: no test image is ever used to pick a
+checkpoint), test on FOVs 081-100 (60 pairs). One model per
 (variant, n_train); every model gets the same budget (iterations, batch, crop).
 
 Two steps, resumable (a CSV row per trained model and per test image; finished
@@ -150,7 +151,11 @@ def run(args: argparse.Namespace) -> None:
         if name in trained and path.exists():
             method = load(path)
         else:
-            method = CLIDiM(variant=variant, n_train=n, lambda_l1=args.lambda_l1,
+            # n = all given pairs: n_train unset, so CLIDiM holds 10 % (3 of 30) back for
+            # selection as every n = 30 row did; n_train=30 would leave none to validate
+            # on and keep the last weights (the 2026-12-04 GPU run, killed: see notes).
+            method = CLIDiM(variant=variant, n_train=n if n < len(train) else None,
+                            lambda_l1=args.lambda_l1,
                             batch_size=args.batch, crop=args.crop, seed=args.seed,
                             keep="best", precision=args.precision,
                             **({"normalization": args.normalization} if args.normalization

@@ -26,9 +26,11 @@ Two schedules share the method:
 ``fast``   the default: stage 2 on random crops with a fresh noise sample per
            step, a one-cycle learning rate and bf16 where the CPU has it natively,
            and it changes inference too: the prediction is averaged over the 8
-           flips/rotations of the image (``tta="d8"``). About 25x less CPU time
-           than ``paper`` on a CPU with native bf16 and about 17x in fp32 (see
-           ``benchmarks/results/fm2s_tune/schedule.md`` for how it was chosen).
+           flips/rotations of the image (``tta="d8"``). On a 512x512 image and
+           2 CPU cores it took 13.9x less wall time than the official script with
+           native bf16 and about 12x with fp32 steps; on an H200 GPU, 2.3x
+           (``benchmarks/results/speed/``; ``fm2s_tune/schedule.md`` says how the
+           schedule was chosen).
 """
 
 from __future__ import annotations
