@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import subprocess
@@ -45,6 +46,19 @@ def finish_table(lines: list[str], folder: Path, out: str | Path | None) -> str:
     if notes.exists():
         lines = [*lines, "", notes.read_text().strip()]
     return write_table("\n".join(lines), out)
+
+
+def run_worker(py: str, script: str, side: str, job: dict[str, Any],
+               env: dict[str, str]) -> dict[str, Any]:
+    """Run ``py script worker side JSON`` in a fresh process and return the dict its last
+    ``RESULT {...}`` line holds; exit with the worker's stderr if it failed."""
+    proc = subprocess.run([py, script, "worker", side, json.dumps(job)], env=env,
+                          capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{side} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    return result
 
 
 def dispatch(args: Any, run: Callable[[Any], None], table: Callable[[Any], str]) -> None:

@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import git_commit, site_packages, stub_module, venv_python, write_table
+from _common import git_commit, run_worker, site_packages, stub_module, venv_python, write_table
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 FIELDS = ["row", "case", "ours_s", "direct_s", "ratio", "ours_peak_mb", "direct_peak_mb",
@@ -241,13 +241,7 @@ def _spawn(side: str, job: dict[str, Any], args: argparse.Namespace) -> dict[str
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "MKL_NUM_THREADS": str(args.threads)}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what importing microdenoise sets
-    proc = subprocess.run([py, __file__, "worker", side, json.dumps(job)], env=env,
-                          capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"{side} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
-    return result
+    return run_worker(py, __file__, side, job, env)
 
 
 def run(args: argparse.Namespace) -> None:

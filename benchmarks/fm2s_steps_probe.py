@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import git_commit, mean_se
+from _common import dispatch, git_commit, mean_se
 
 from microdenoise import datasets, denoise_array, metrics
 from microdenoise.evaluate import quantize
@@ -121,11 +121,7 @@ def main() -> None:
     t.add_argument("--out", default=None)
     for p in (r, t):
         p.add_argument("--csv", default=str(RESULTS / "steps_probe.csv"))
-    args = ap.parse_args()
-    if args.cmd == "run":
-        run(args)
-    else:
-        print(table(args))
+    dispatch(ap.parse_args(), run, table)
 
 
 if __name__ == "__main__":

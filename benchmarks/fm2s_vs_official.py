@@ -41,7 +41,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from _common import git_commit, venv_python
+from _common import git_commit, run_worker, venv_python
 
 RESULTS = Path(__file__).parent / "results" / "speed"
 MIRROR = "/work/.mirror/Danielement321+FM2S/repo"
@@ -116,13 +116,7 @@ def _spawn(side: str, job: dict[str, Any], args: argparse.Namespace) -> dict[str
     env = dict(os.environ)
     if args.threads:
         env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    proc = subprocess.run([py, __file__, "worker", side, json.dumps(job)], env=env,
-                          capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"{side} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
-    return result
+    return run_worker(py, __file__, side, job, env)
 
 
 def run(args: argparse.Namespace) -> None:
