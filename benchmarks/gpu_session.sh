@@ -42,6 +42,8 @@ mkdir -p "$LOGS"
 W2S="python3 benchmarks/w2s_care.py run --device cuda --threads 2 --data-root .gpu_data"
 CLIDIM="python3 benchmarks/clidim_ablation.py --data-root .gpu_data run --device cuda --threads 2 \
 --iterations 2400 --batch 128 --steps-per-epoch 3 --model-dir /tmp/clidim_models"
+# CL+TV+SSIM, n = 30 then 16 (float32: precision "auto" on CUDA)
+CL_JOB="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
 declare -A JOBS
 jobs_of() {
   case "$1" in
@@ -54,11 +56,11 @@ jobs_of() {
       [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
       [clidim_base]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_base") ;;
     clidim) JOBS=(
-      [clidim_cl]="$CLIDIM --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl"
+      [clidim_cl]="$CL_JOB"
       [clidim_rest]="$CLIDIM --variants baseline --n-train 30 16 --tag gpu_b2; \
 $CLIDIM --variants ssim cl tv --n-train 30 --tag gpu_rest") ;;
     clidim_cl) JOBS=(
-      [clidim_cl]="$CLIDIM --precision fp32 --variants cl+tv+ssim --n-train 30 16 --tag gpu_cl") ;;
+      [clidim_cl]="$CL_JOB") ;;
     w2s_rest) JOBS=(
       [care_rest]="$W2S --rows care_bicubic_40k care_k4_40k --tag gpu_rest"
       [self]="$W2S --rows n2v deconoising --tag gpu_self") ;;
@@ -66,10 +68,14 @@ $CLIDIM --variants ssim cl tv --n-train 30 --tag gpu_rest") ;;
   esac
 }
 
+install_wheels() {  # the carried .whl/ into /tmp/site (on PYTHONPATH)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+}
+
 start() {
   jobs_of "$1" || exit 2
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+  install_wheels || exit 1
   python3 -c "import torch, pywt; print(torch.__version__, torch.cuda.get_device_name())" \
     || exit 1
   mkdir -p "$WORK" && cp -r . "$WORK" && cd "$WORK" || exit 1
@@ -112,8 +118,7 @@ fm2s() {
   mkdir -p /tmp/offvenv/bin
   printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >/tmp/offvenv/bin/python
   chmod +x /tmp/offvenv/bin/python
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || return 1
+  install_wheels || return 1
   nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader
   PYTHONPATH=$PWD/src:/tmp/site MICRODENOISE_DATA=.gpu_data timeout 300 \
     python3 benchmarks/fm2s_vs_official.py run \
