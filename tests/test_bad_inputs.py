@@ -442,3 +442,120 @@ def test_list_aligns_columns(run: Run) -> None:
     assert len(heads) == len(registry.list_methods())
     assert len({line.index("needs:") for line in heads}) == 1
     assert len({line.index(line.split()[1]) for line in heads}) == 1
+
+
+# Issue #27: a model package is code; what a package or a Zarr declares is bounded
+
+
+@pytest.fixture(scope="module")
+def our_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package microdenoise exported (a tiny N2V), to edit as an attacker would."""
+    pytest.importorskip("bioimageio.core")
+    from .test_bmz import train
+
+    return md_export(train("n2v"), tmp_path_factory.mktemp("pkg") / "n2v.zip")
+
+
+def md_export(model: Denoiser, path: Path) -> Path:
+    from microdenoise.bmz import export_bmz
+
+    return export_bmz(model, path, test_size=64)
+
+
+def _package_case(run: Run, inputs: Path, tmp_path: Path, package: Path, text: str,
+                  *extra: str) -> None:
+    np.save(inputs / "x.npy", _noisy((48, 48), 1000, np.float32))
+    before = {p.name for p in tmp_path.iterdir()} - {"out"}
+    code, _, err = run("denoise", inputs, "-o", tmp_path / "out", "--model", package, *extra)
+    assert code == 2
+    _one_error_line(err, text)
+    assert _all(tmp_path / "out") == []
+    assert {p.name for p in tmp_path.iterdir()} - {"out"} == before  # nothing written
+
+
+@pytest.mark.parametrize("payload", ["shell", "source", "torchscript"])
+def test_package_code_never_runs_without_trust(run: Run, inputs: Path, tmp_path: Path,
+                                               our_package: Path, payload: str) -> None:
+    from . import packages
+
+    marker = tmp_path / "MARKER"
+    # The TorchScript payload targets an input image: trust would let it overwrite it.
+    target = inputs / "x.npy" if payload == "torchscript" else marker
+    edit = {"shell": packages.shell_architecture, "source": packages.source_architecture,
+            "torchscript": packages.torchscript_writer}[payload](target)
+    evil = packages.edited(our_package, tmp_path / "evil.zip", edit)
+    _package_case(run, inputs, tmp_path, evil, "--trust-model")
+    assert not marker.exists()
+
+
+def test_package_bounds_on_the_command_line(run: Run, inputs: Path, tmp_path: Path,
+                                            our_package: Path) -> None:
+    from . import packages
+
+    lying = packages.lying_member(our_package, tmp_path / "big.zip", "weights.pt", 3 << 30)
+    _package_case(run, inputs, tmp_path, lying, "weights.pt declares 3.0 GiB")
+    laughs = packages.with_laughs(our_package, tmp_path / "lol.zip")
+    _package_case(run, inputs, tmp_path, laughs, "billion laughs", "--trust-model")
+
+
+def test_trust_model_needs_a_model(run: Run, inputs: Path, tmp_path: Path) -> None:
+    np.save(inputs / "x.npy", _noisy((48, 48), 1000, np.float32))
+    code, _, err = run("denoise", inputs, "-o", tmp_path / "out", "--trust-model")
+    assert code == 2
+    _one_error_line(err, "--trust-model lets a --model package run its code")
+
+
+def _huge_zarr(path: Path) -> Path:
+    """A 1 KB OME-Zarr whose metadata declare 200000 x 200000 float32 (149 GiB)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=(200000, 200000), dtype="float32", chunks=(1024, 1024))
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [
+        {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 1.0]}]}]}]
+    return path
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_zarr_declaring_more_than_it_holds(run: Run, inputs: Path, tmp_path: Path,
+                                          stream: bool) -> None:
+    _huge_zarr(inputs / "huge.ome.zarr")
+    code, _, err = run("denoise", inputs / "huge.ome.zarr", "-o", tmp_path / "out",
+                       "--method", "median", *(["--tile", "256"] if stream else []))
+    assert code == 1  # the batch reports the file that failed
+    assert "declares 200000x200000 float32 pixels (149.0 GiB)" in err
+    assert "Traceback" not in err
+    assert _all(tmp_path / "out") == []
+
+
+def test_param_size_1e9_is_refused_before_any_work(run: Run, inputs: Path,
+                                                   tmp_path: Path) -> None:
+    tifffile.imwrite(inputs / "x.tif", _noisy((32, 32), 1000, np.uint16))
+    for param, text in (("size=1e9", "parameter size of method 'median' must be at most 255"),
+                        ("size=inf", "parameter size must be a finite number"),
+                        ("size=nan", "parameter size must be a finite number")):
+        code, _, err = run("denoise", inputs, "-o", tmp_path / "out", "--method", "median",
+                           "--param", param)
+        assert code == 2
+        _one_error_line(err, text)
+        assert _all(tmp_path / "out") == []
+
+
+def test_every_declared_maximum_is_enforced() -> None:
+    """Each size a method bounds (Config.MAXIMA) refuses more than its maximum."""
+    import dataclasses
+
+    checked = 0
+    for name in registry.list_methods():
+        cls = registry.method_class(name)
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        for field, most in getattr(cls.Config, "MAXIMA", {}).items():
+            if field not in fields:
+                continue
+            over = int(most) * 10 if isinstance(fields[field].default, int) else most * 10
+            with pytest.raises(InputError, match=rf"{field} of method '{name}' must be at most"):
+                registry.create(name, **{field: over})
+            checked += 1
+    assert checked >= 30

@@ -116,7 +116,33 @@ def test_sigterm_during_training_keeps_the_model_so_far(noisy_dir: Path, tmp_pat
     assert proc.wait(timeout=60) == 143, err
     saved = tmp_path / "m.interrupted.pt"
     assert f"is saved in {saved}" in err and "Traceback" not in err
+    # N2V keeps its last weights by default (keep="last"): not "the best epoch so far".
+    assert "(the last finished epoch)" in err, err
     assert not out.exists() and saved.is_file()
     model = load(saved)
     assert model.epoch >= 1 and model.trained
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.interrupted.pt", "noisy"]
+
+
+@pytest.mark.parametrize(("keep", "which"), [("last", "the last finished epoch"),
+                                             ("best", "the best epoch so far")])
+def test_an_interrupted_run_says_which_weights_it_saved(tmp_path: Path, capsys,
+                                                        keep: str, which: str) -> None:
+    """Issue #27: with a validation split N2V tracks its best score, but keep="last"
+    keeps the last weights, and the message must say so."""
+    from microdenoise import train
+
+    def stop(epoch: int, last: int, row: dict) -> bool:
+        if epoch == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the second epoch
+        return False
+
+    noisy = [np.random.default_rng(k).normal(100, 10, (96, 96)).astype(np.float32)
+             for k in range(4)]  # four images: validation holds one back
+    with pytest.raises(KeyboardInterrupt):
+        train(noisy, method="n2v", out=tmp_path / "m.pt", on_epoch=stop,
+              params={"epochs": 5, "steps_per_epoch": 2, "batch_size": 2, "patch_size": 32,
+                      "filters": 4, "keep": keep, "val_fraction": 0.25})
+    err = capsys.readouterr().err
+    assert f"({which})" in err, err
+    assert (tmp_path / "m.interrupted.pt").is_file()

@@ -334,3 +334,33 @@ def test_an_rgb_layer_is_denoised_channel_by_channel(viewer, qtbot) -> None:
     planes = denoise_array(np.moveaxis(rgb, -1, 0), "median", axes="CYX")
     np.testing.assert_array_equal(out.data, np.clip(np.rint(np.moveaxis(planes, 0, -1)),
                                                     0, 255).astype(np.uint8))
+
+
+def test_a_third_party_package_runs_only_with_the_trust_box(viewer, qtbot, tmp_path) -> None:
+    """Issue #27: a package is code; the box says so, starts cleared and clears again
+    when the model path changes."""
+    pytest.importorskip("bioimageio.core")
+    from .test_bmz import third_party
+
+    package, _ = third_party(tmp_path)
+    widget = dock(viewer, "Denoise")
+    widget.layer_box.setCurrentText("FMD noisy")
+    assert not widget.trust_box.isEnabled() and not widget.trust_box.isChecked()
+    assert "could read, change or delete" in widget.trust_box.toolTip()
+    widget.model_edit.setText(str(package))
+    assert widget.trust_box.isEnabled() and not widget.trust_box.isChecked()
+    start = record_count()
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    refused = messages(start, "error")
+    assert len(refused) == 1 and "TorchScript, which is code" in refused[0]
+    assert "Trust the model's code" in refused[0]
+    assert "FMD noisy (bmz)" not in viewer.layers
+    widget.trust_box.setChecked(True)
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    expected = denoise_array(np.asarray(viewer.layers["FMD noisy"].data),
+                             load(package, trust=True))
+    np.testing.assert_allclose(viewer.layers["FMD noisy (bmz)"].data, expected, atol=1e-5)
+    widget.model_edit.setText(str(tmp_path / "another.zip"))
+    assert not widget.trust_box.isChecked()  # trust went to one file, not to the box

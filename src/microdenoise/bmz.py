@@ -55,12 +55,13 @@ def export_bmz(model: Denoiser, path: str | Path, **options: Any) -> Path:
     return write(model, path, **options)
 
 
-def load_bmz(path: str | Path) -> Denoiser:
-    """The model in the package ``path``: our own rebuilt exactly, another one as a
-    :class:`microdenoise.bmz_import.BMZModel` (see :mod:`microdenoise.bmz_import`)."""
+def load_bmz(path: str | Path, *, trust: bool = False) -> Denoiser:
+    """The model in the package ``path``: our own rebuilt exactly (no code of the package
+    runs), another one as a :class:`microdenoise.bmz_import.BMZModel` only with
+    ``trust=True`` (its weights are code; see :mod:`microdenoise.bmz_safety`)."""
     from .bmz_import import load_bmz as read
 
-    return read(path)
+    return read(path, trust=trust)
 
 
 def export_file(model_path: str | Path, out: str | Path, *, name: str | None = None,

@@ -48,6 +48,7 @@ from .errors import InputError
 from .methods.clidim import CLIDiM
 from .methods.trained import TrainedMethod
 from .normalize import FixedRange, Identity, MeanStd, Normalizer, Percentile
+from .registry import FORMAT_VERSION
 
 __all__ = ["INSTALL_HINT", "PAPERS", "export_bmz", "postprocessing", "preprocessing",
            "require_bioimageio"]
@@ -78,6 +79,8 @@ PAPERS = {
     "pix2pix": ("Isola, Zhu, Zhou, Efros. Image-to-Image Translation with Conditional "
                 "Adversarial Networks. CVPR 2017", "10.1109/CVPR.2017.632"),
 }
+#: Config fields that are paths on the training machine: never exported.
+LOCAL_PATHS = ("checkpoint_dir", "resume")
 TITLES = {"n2v": "Noise2Void", "deconoising": "DecoNoising", "care": "CARE", "clidim": "CLIDiM"}
 
 
@@ -234,7 +237,7 @@ def readme(model: TrainedMethod, name: str, rf: int, step: int, low: int) -> str
     scores = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "epoch")
     refs = "\n".join(f"- {PAPERS[p][0]} ({PAPERS[p][1]})" for p in papers(model))
     fields = ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
-                       if f.name not in ("checkpoint_dir", "resume"))
+                       if f.name not in LOCAL_PATHS)
     dims = "3D (Z, Y, X volumes)" if model.supports_3d else "2D (Y, X planes)"
     if own_range(model):
         scaling = ("The network itself scales each image by its own min..max (the "
@@ -392,8 +395,10 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
     cite = [{"text": PAPERS[p][0], **({"url": PAPERS[p][1]} if PAPERS[p][1].startswith("http")
                                       else {"doi": PAPERS[p][1]})} for p in papers(model)]
     version_t = torch.__version__.split("+")[0]
+    # Training-only local paths (checkpoint_dir, resume) mean nothing on another machine
+    # and say where the author's files were: not written.
     cfg = {k: (list(v) if isinstance(v, tuple) else v)
-           for k, v in dataclasses.asdict(model.config).items()}
+           for k, v in dataclasses.asdict(model.config).items() if k not in LOCAL_PATHS}
     best = model.best if math.isfinite(model.best) else None
     return {
         "name": title,
@@ -421,7 +426,7 @@ def _rdf(model: TrainedMethod, d: Path, title: str,
         "config": {
             "bioimageio": {"reproducibility_tolerance": [
                 {"relative_tolerance": 1e-3, "absolute_tolerance": max(1e-3 * span, 1e-6)}]},
-            "microdenoise": {"key": key, "config": cfg, "norm_in": norm_in.to_dict(),
-                             "norm_out": norm_out.to_dict(), "epoch": model.epoch,
-                             "best": best}},
+            "microdenoise": {"format_version": FORMAT_VERSION, "key": key, "config": cfg,
+                             "norm_in": norm_in.to_dict(), "norm_out": norm_out.to_dict(),
+                             "epoch": model.epoch, "best": best}},
     }

@@ -1,19 +1,24 @@
 """Run BioImage Model Zoo packages (bioimage.io model spec 0.5; 0.4 is converted on load).
 
-:func:`load_bmz` reads a package (zip, folder, or its ``rdf.yaml``):
+:func:`load_bmz` reads a package (zip, folder, or its ``rdf.yaml``), after bounding
+what it declares (:func:`microdenoise.bmz_safety.check_package`):
 
 * our own (``config.microdenoise`` and ``pytorch_state_dict`` weights whose
-  architecture is :class:`microdenoise.bmz_net.PackagedNet`): the microdenoise model
-  is rebuilt from its stored config, normalizers and network weights, so it predicts
-  exactly as the model that was exported;
-* any other denoising model with ``torchscript`` or ``pytorch_state_dict`` weights,
-  one input and one output: a :class:`BMZModel`, which applies the package's own
-  pre- and post-processing (:func:`apply_steps`), pads by the halo (its
-  ``receptive_field``) to a valid size (``min + n * step``; ``tile_multiple`` is the
-  step), and runs the weights.
+  architecture is exactly :class:`microdenoise.bmz_net.PackagedNet` with the
+  arguments our export writes, :func:`microdenoise.bmz_safety.own_package`): the
+  microdenoise model is rebuilt from its stored config, normalizers and network
+  weights (read with ``weights_only=True``), so it predicts exactly as the model
+  that was exported, and no code of the package runs;
+* any other model is code (TorchScript, or an architecture of its own) and loads
+  only with ``trust=True`` (``--trust-model``); then, for a denoising model with
+  ``torchscript`` or ``pytorch_state_dict`` weights, one input and one output: a
+  :class:`BMZModel`, which applies the package's own pre- and post-processing
+  (:func:`apply_steps`), pads by the halo (its ``receptive_field``) to a valid size
+  (``min + n * step``; ``tile_multiple`` is the step), and runs the weights.
 
 A package that cannot run here (TensorFlow/ONNX/Keras-only weights, several inputs or
-outputs, no y/x axes, several channels) gives a one-line :class:`InputError`.
+outputs, no y/x axes, several channels, sizes over the bounds) gives a one-line
+:class:`InputError`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from .bmz_export import require_bioimageio
+from .bmz_safety import check_axis, check_package, own_package, untrusted
 from .errors import InputError
 from .registry import FORMAT_VERSION, Denoiser, create
 from .training import resolve_device
@@ -38,15 +44,31 @@ PER_SAMPLE = ("zero_mean_unit_variance", "scale_range", "scale_mean_variance")
 AXES = ("batch", "channel", "z", "y", "x")  # the order a unit is held in here
 
 
-def load_bmz(path: str | Path) -> Denoiser:
-    """The model in the BioImage Model Zoo package ``path`` (module docstring)."""
+def load_bmz(path: str | Path, *, trust: bool = False) -> Denoiser:
+    """The model in the BioImage Model Zoo package ``path`` (module docstring).
+
+    ``trust``: the user's word that the package's code (TorchScript, an architecture
+    other than microdenoise's own) may run; without it such a package is refused.
+    """
     descr = describe(path)
     ours = (descr.config.model_extra or {}).get("microdenoise")
     sd = descr.weights.pytorch_state_dict
-    arch = getattr(sd, "architecture", None) if sd is not None else None
-    if ours and sd is not None and getattr(arch, "import_from", "") == "microdenoise.bmz_net":
-        return rebuild(ours, sd)
-    return BMZModel(source=str(path))
+    why = own_package(ours, sd)
+    if why is None and isinstance(ours, dict):
+        return rebuild(ours, sd, name=Path(path).name)
+    if not trust:
+        if descr.weights.torchscript is not None and sd is None:
+            why = "its weights are TorchScript, which is code (no rdf proves who wrote it)"
+        elif sd is not None:
+            why = f"{why}: its pytorch_state_dict weights run that architecture's code"
+        else:
+            have = [f for f, w in descr.weights if w is not None]
+            raise InputError(f"{descr.name!r} has only {', '.join(have)} weights; microdenoise "
+                             "runs PyTorch weights (torchscript or pytorch_state_dict): convert "
+                             "them (bioimageio.core weight converters) or use a tool that runs "
+                             "them")
+        raise untrusted(path, why)
+    return BMZModel(source=str(path), trust=True)
 
 
 def describe(path: str | Path) -> Any:
@@ -58,38 +80,77 @@ def describe(path: str | Path) -> Any:
 
     if not Path(path).exists():
         raise InputError(f"model package {str(path)!r} does not exist")
+    check_package(path)
     descr = load_description(path, format_version="latest", perform_io_checks=False)
     if isinstance(descr, InvalidDescr):
-        first = str(descr.validation_summary.details[-1].errors[:1]).replace("\n", " ")[:300]
+        errors = descr.validation_summary.details[-1].errors[:1]
+        first = (f"{'.'.join(map(str, errors[0].loc))}: {errors[0].msg}" if errors
+                 else "no details").replace("\n", " ")[:300]
         raise InputError(f"{str(path)!r} is not a valid bioimage.io package: {first}")
     if not isinstance(descr, v0_5.ModelDescr):
         raise InputError(f"{str(path)!r} describes a {descr.type}, not a model")
     return descr
 
 
-def rebuild(ours: dict[str, Any], weights: Any) -> Denoiser:
-    """The microdenoise model a package of ours was exported from."""
+#: The model format of packages written before ``config.microdenoise.format_version``
+#: was stored (every one of them held format-2 normalizers).
+UNSTAMPED_VERSION = 2
+
+
+def rebuild(ours: dict[str, Any], weights: Any, *, name: str = "the package") -> Denoiser:
+    """The microdenoise model a package of ours was exported from (nothing of the
+    package runs: our registered class, its stored config, ``weights_only`` weights)."""
+    version = ours.get("format_version", UNSTAMPED_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputError(f"{name}: config.microdenoise.format_version {version!r} is not a "
+                         "model format version")
+    if version > FORMAT_VERSION:
+        raise InputError(f"{name} was made by a newer microdenoise (model format {version}; "
+                         f"this one reads up to {FORMAT_VERSION}): upgrade microdenoise")
+    missing = sorted({"key", "config", "norm_in", "norm_out"} - set(ours))
+    if missing:
+        raise InputError(f"{name}: config.microdenoise lacks {', '.join(missing)}; the package "
+                         "is damaged (export it again)")
     key = str(ours["key"])
     config = {k: v for k, v in dict(ours["config"]).items() if v is not None}
     model = create(key, **config)
+    _check_params(model, weights.architecture.kwargs.get("params", {}), name)
     data = io.BytesIO(weights.get_reader().read())
     packaged = torch.load(data, map_location="cpu", weights_only=True)
     net = {k.removeprefix("net."): v for k, v in packaged.items() if k.startswith("net.")}
     higher = bool(getattr(model, "HIGHER_IS_BETTER", False))
     best = ours.get("best")
     model.load_state_dict({
-        "version": FORMAT_VERSION, "norm_in": dict(ours["norm_in"]),
+        "version": version, "norm_in": dict(ours["norm_in"]),
         "norm_out": dict(ours["norm_out"]), "epoch": int(ours.get("epoch", 0)),
         "best": (-math.inf if higher else math.inf) if best is None else float(best),
         "history": [], "net": net})
     return model
 
 
+def _check_params(model: Denoiser, params: Any, name: str) -> None:
+    """The architecture's ``params`` must be what our export writes for the stored
+    config (:func:`microdenoise.bmz_net.prediction_params`; older packages may lack
+    fields added since), else the package is not ours as it claims."""
+    from .bmz_net import prediction_params
+
+    expected = {k: list(v) if isinstance(v, tuple) else v
+                for k, v in prediction_params(model).items()}
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(params).items()}
+    wrong = sorted(k for k in given if k not in expected or given[k] != expected[k])
+    if wrong:
+        raise untrusted(name, f"its architecture's params ({', '.join(wrong)}) differ from "
+                              "its stored microdenoise config, so it is not a package "
+                              "microdenoise wrote as it claims")
+
+
 @dataclass(frozen=True)
 class BMZConfig:
-    """``source``: the package (zip, folder or ``rdf.yaml``)."""
+    """``source``: the package (zip, folder or ``rdf.yaml``); ``trust``: the user's word
+    that its code (TorchScript, its own architecture) may run (required)."""
 
     source: str = ""
+    trust: bool = False
 
 
 class BMZModel(Denoiser):
@@ -105,6 +166,8 @@ class BMZModel(Denoiser):
 
     def __init__(self, config: Any = None, /, **params: Any) -> None:
         super().__init__(config, **params)
+        if not self.config.trust:
+            raise untrusted(self.config.source, "a third-party package's weights are code")
         self.descr = describe(self.config.source)
         d = self.descr
         if len(d.inputs) != 1 or len(d.outputs) != 1:
@@ -130,6 +193,9 @@ class BMZModel(Denoiser):
             s.id in PER_SAMPLE or getattr(s.kwargs, "min_percentile", None) is not None
             or getattr(s.kwargs, "max_percentile", None) is not None for s in steps)
         self.sizes = {a.id: a.size for a in self.inp.axes}
+        for a in self.inp.axes:
+            if a.type == "space":
+                check_axis(d.name, str(a.id), a.size, 0)
         scales, halos = {}, {}
         for a in self.out.axes:
             if str(a.id) in ("y", "x"):
@@ -140,11 +206,17 @@ class BMZModel(Denoiser):
                 ref_axis = next(b for b in self.inp.axes if b.id == ref.axis_id)
                 scales[str(a.id)] = ref_axis.scale / a.scale
                 halos[str(a.id)] = int(getattr(a, "halo", 0))
+                check_axis(d.name, str(a.id), None, halos[str(a.id)])
         up = {round(v) for v in scales.values()}
         if len(up) != 1 or min(up) < 1 or any(abs(v - round(v)) > 1e-6 for v in scales.values()):
             raise InputError(f"{d.name!r}: output Y/X scale {scales} is not one whole factor")
         self._upscale = up.pop()
         self.halo = max(math.ceil(h / self._upscale) for h in halos.values())
+
+    @property
+    def trusted(self) -> bool:
+        """The user said this package's code may run (always, for a BMZModel)."""
+        return bool(self.config.trust)
 
     # --- the contract -----------------------------------------------------------------
     @property

@@ -78,8 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated; parameters as name:k=v:k=v (e.g. fm2s:schedule=paper); "
                         "default fm2s,median,gaussian,nlm (none when --model is given)")
     e.add_argument("--model", action="append", default=[], metavar="[LABEL=]PATH",
-                   help="a trained model (.pt, from `train`) to score as saved, repeatable; "
-                        "its row is LABEL (default: the file's stem)")
+                   help="a trained model (.pt, from `train`, or a BioImage Model Zoo package) "
+                        "to score as saved, repeatable; its row is LABEL (default: the file's "
+                        "stem)")
+    e.add_argument("--trust-model", action="store_true",
+                   help="let the --model packages run their own code (TorchScript, an "
+                        "architecture not microdenoise's): only for packages from a source "
+                        "you trust")
     e.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets")
     e.add_argument("--images", nargs="*", default=None, metavar="PATTERN",
                    help="only these image names or glob patterns (e.g. '*_3')")
@@ -159,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     methods = args.methods if args.methods is not None else \
         ("" if args.model else "fm2s,median,gaussian,nlm")
     specs = [evaluate.parse_spec(s) for s in methods.split(",") if s.strip()]
-    specs += [evaluate.parse_model_spec(m) for m in args.model]
+    specs += [evaluate.parse_model_spec(m, trust=args.trust_model) for m in args.model]
     if not specs:
         raise InputError("nothing to evaluate: give --methods and/or --model")
     pairs = datasets.load_dataset(args.dataset, args.data_root, names=args.images)

@@ -53,7 +53,12 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--seed", type=int, default=None, help="random seed (same seed, same output)")
     d.add_argument("--model", type=Path, default=None,
                    help="a saved model to apply instead of --method: a .pt from `train`, or a "
-                        "BioImage Model Zoo package (.zip, ours or a third party's)")
+                        "BioImage Model Zoo package (.zip: ours load as they are; a third "
+                        "party's only with --trust-model)")
+    d.add_argument("--trust-model", action="store_true",
+                   help="let the --model package run its own code (TorchScript weights, or "
+                        "an architecture that is not microdenoise's): a package is a program, "
+                        "so only for packages from a source you trust")
     d.add_argument("--tile", type=int, default=None, help="tile size for tiled prediction")
     d.add_argument("--overlap", type=int, default=None,
                    help="tile overlap (default and minimum: the method's receptive field)")
@@ -194,8 +199,11 @@ def _resolve_method(args: argparse.Namespace, params: dict[str, str]
     """The method to run (a name or a loaded model), an instance to check, and its label."""
     from . import registry
 
+    if args.trust_model and args.model is None:
+        raise InputError("--trust-model lets a --model package run its code; there is no "
+                         "--model here")
     if args.model is not None:
-        model = registry.load(args.model)
+        model = registry.load(args.model, trust=args.trust_model)
         if args.method is not None and registry.method_class(args.method).key != model.key:
             raise InputError(f"give --method or --model, not both (--model {args.model} is "
                              f"a {model.key} model, --method says {args.method})")

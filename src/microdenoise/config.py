@@ -2,14 +2,16 @@
 
 :func:`make_config` checks names (a renamed parameter is named, ``Config.RENAMED``),
 coerces strings (``--param k=v``) to the annotated types (:func:`coerce`) and
-checks numeric ranges (:func:`check_range`: ``> 0`` unless the parameter is in
-:data:`NON_NEGATIVE` or declares its own ``min``); :func:`parse_params` reads the
+checks numeric ranges (:func:`check_range`: finite, ``> 0`` unless the parameter is
+in :data:`NON_NEGATIVE` or declares its own ``min``, and at most the config's
+``MAXIMA`` for sizes that set an allocation); :func:`parse_params` reads the
 CLI's ``k=v`` items. :mod:`microdenoise.registry` builds every method through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -41,8 +43,10 @@ def make_config(config_cls: type[Any], params: dict[str, Any], *, method: str = 
     hints = field_types(config_cls)
     values = {k: coerce(v, hints[k], name=k) for k, v in params.items()}
     by_name = {f.name: f for f in dataclasses.fields(config_cls)}
+    maxima = getattr(config_cls, "MAXIMA", {})
     for key, value in values.items():
-        check_range(key, value, by_name[key].metadata.get("min"), method=method)
+        check_range(key, value, by_name[key].metadata.get("min"), method=method,
+                    maximum=maxima.get(key))
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as exc:
@@ -62,16 +66,24 @@ NON_NEGATIVE = frozenset({
 
 
 def check_range(name: str, value: Any, minimum: float | None = None, *,
-                method: str = "") -> None:
-    """Refuse a number (or a tuple of numbers) below a parameter's range.
+                method: str = "", maximum: float | None = None) -> None:
+    """Refuse a number (or a tuple of numbers) outside a parameter's range.
 
     The range is ``minimum`` when given, else ``>= 0`` for the names in
-    :data:`NON_NEGATIVE`, else ``> 0``. ``None`` (a default computed later) passes.
+    :data:`NON_NEGATIVE`, else ``> 0``; and at most ``maximum`` where the config
+    declares one (``Config.MAXIMA``, by field name: the sizes that set an allocation,
+    so that ``size=1e9`` is refused before any memory is asked for). NaN and
+    infinities are refused. ``None`` (a default computed later) passes.
     """
     items = value if isinstance(value, tuple) else (value,)
+    of = f" of method {method!r}" if method else ""
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int | float):
             continue
+        if not math.isfinite(item):
+            raise InputError(f"parameter {name}{of} must be a finite number, got {value!r}")
+        if maximum is not None and item > maximum:
+            raise InputError(f"parameter {name}{of} must be at most {maximum:g}, got {value!r}")
         if minimum is not None:
             ok, rule = item >= minimum, f">= {minimum:g}"
         elif name in NON_NEGATIVE:
@@ -79,7 +91,6 @@ def check_range(name: str, value: Any, minimum: float | None = None, *,
         else:
             ok, rule = item > 0, "> 0"
         if not ok:
-            of = f" of method {method!r}" if method else ""
             raise InputError(f"parameter {name}{of} must be {rule}, got {value!r}")
 
 
@@ -124,6 +135,8 @@ def coerce(value: Any, hint: Any, *, name: str) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise InputError(f"parameter {name} must be a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise InputError(f"parameter {name} must be a finite number, not {value!r}")
         if hint is int:
             if number != int(number):
                 raise InputError(f"parameter {name} must be a whole number, not {value!r}")

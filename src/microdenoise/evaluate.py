@@ -34,8 +34,9 @@ _GROUP_PRESETS = {"confocal": "confocal", "twophoton": "twophoton", "widefield":
 class Spec:
     """One table row: a label, a method name, its parameters and preset (``auto``: by group).
 
-    ``model``: the path of a trained model (``microdenoise train``) applied as saved,
-    instead of creating ``method``.
+    ``model``: the path of a trained model (``microdenoise train``, or a package)
+    applied as saved, instead of creating ``method``; ``trust``: its code may run
+    (:func:`microdenoise.load`'s ``trust``).
     """
 
     label: str
@@ -43,6 +44,7 @@ class Spec:
     params: dict[str, Any] = field(default_factory=dict)
     preset: str | None = "auto"
     model: str | None = None
+    trust: bool = False
 
 
 def parse_spec(text: str) -> Spec:
@@ -54,22 +56,23 @@ def parse_spec(text: str) -> Spec:
     return Spec(label=text.strip(), method=name, params=params, preset=preset)
 
 
-def parse_model_spec(text: str) -> Spec:
+def parse_model_spec(text: str, *, trust: bool = False) -> Spec:
     """Parse ``PATH`` or ``LABEL=PATH`` of a trained model into a :class:`Spec`.
 
-    The label defaults to the file's stem; the file is loaded once here to check it.
+    The label defaults to the file's stem; the file is loaded once here to check it
+    (``trust``: as in :func:`microdenoise.load`).
     """
     label, sep, path = text.strip().rpartition("=")
     if not sep:
         label = Path(path).stem
     if not label or not path:
         raise InputError(f"--model {text!r}: give PATH or LABEL=PATH of a trained model (.pt)")
-    model = load(path)
+    model = load(path, trust=trust)
     if model.upscale != 1:
         raise InputError(f"--model {path!r} upsamples {model.upscale}x, but evaluate scores "
                          "outputs against ground truth of the input's size; evaluate it on "
                          "pairs of the training kind in Python (see benchmarks/w2s_care.py)")
-    return Spec(label=label, method=model.key, params={}, preset=None, model=path)
+    return Spec(label=label, method=model.key, params={}, preset=None, model=path, trust=trust)
 
 
 def auto_preset(spec: Spec, group: str) -> str | None:
@@ -140,7 +143,8 @@ def evaluate(
     if twice:
         raise InputError(f"more than one row is labelled {', '.join(twice)}; give each "
                          "--model a distinct LABEL=PATH ('noisy' is the input's row)")
-    loaded: dict[str, Denoiser] = {s.model: load(s.model) for s in parsed if s.model}
+    loaded: dict[str, Denoiser] = {s.model: load(s.model, trust=s.trust) for s in parsed
+                                     if s.model}
     results: list[Result] = []
     kept: dict[tuple[str, str], np.ndarray] = {}
     for pair in pairs:

@@ -46,8 +46,10 @@ def physical_memory() -> int | None:
 
 
 def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, *,
-                        compressed: bool, in_memory: bool, on_disk: int | None = None) -> None:
-    """Refuse a TIFF whose header declares more pixels than the file or memory can hold.
+                        compressed: bool, in_memory: bool, on_disk: int | None = None,
+                        kind: str = "TIFF") -> None:
+    """Refuse an image (a TIFF; ``kind``: another format, e.g. OME-Zarr) whose header
+    declares more pixels than the file or memory can hold.
 
     Uncompressed pixels cannot be larger than the file; compressed ones more than
     :data:`COMPRESSION_RATIO` times the file are implausible; ``in_memory``: the
@@ -59,9 +61,9 @@ def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, *,
     on_disk = path.stat().st_size if on_disk is None else on_disk
     what = f"declares {'x'.join(map(str, shape))} {np.dtype(dtype)} pixels ({_gib(declared)})"
     if declared > on_disk * (COMPRESSION_RATIO if compressed else 1):
-        kind = "compressed in" if compressed else "in"
-        raise InputError(f"could not read {path} as TIFF (its header {what} {kind} a file of "
-                         f"{on_disk} bytes); the file may be corrupt or truncated")
+        held = "compressed in" if compressed else "in"
+        raise InputError(f"could not read {path} as {kind} (its header {what} {held} "
+                         f"{on_disk} bytes of files); the file may be corrupt or truncated")
     memory = physical_memory() if in_memory else None
     if memory is not None and declared > memory:
         raise InputError(f"{path}: the image {what}, more than this machine's memory "

@@ -238,8 +238,10 @@ def _save_interrupted(model: Any, out: Path) -> None:
 
     target = out.with_name(f"{out.stem}.interrupted{out.suffix or '.pt'}")
     save(model, target)
-    which = ("the best epoch so far" if math.isfinite(getattr(model, "best", math.inf))
-             else "the last finished epoch")
+    # Keep-best restored the best epoch only with keep="best" and a validation score.
+    best = (getattr(model.config, "keep", "best") == "best"
+            and math.isfinite(getattr(model, "best", math.inf)))
+    which = "the best epoch so far" if best else "the last finished epoch"
     print(f"microdenoise: training interrupted after epoch {model.epoch}: the model so far "
           f"({which}) is saved in {target}; continue with --param resume=... from "
           "checkpoint_dir, or use it as it is", file=sys.stderr, flush=True)

@@ -97,11 +97,38 @@ def read_zarr(path: Path, *, axes: str | None = None, lazy: bool = False) -> Ima
             meta["spacing"] = float(scale[letters.index("Z")])
         if "T" in letters and units[letters.index("T")] == "second":
             meta["finterval"] = float(scale[letters.index("T")])
-    data: Any = array if lazy else np.asarray(array[...])
     if np.dtype(array.dtype).kind not in "uif":
         raise InputError(f"{path} holds {array.dtype} values, not intensities")
+    check_zarr_size(path, str(dataset["path"]), tuple(array.shape), np.dtype(array.dtype),
+                    in_memory=not lazy)
+    data: Any = array if lazy else np.asarray(array[...])
     final = resolve_axes(path, axes, letters, tuple(array.shape))
     return ImageData(data, final, pixel_size, unit, path, meta)
+
+
+#: Declared sizes above which the stored chunks must hold at least 1/1000 of them:
+#: below it a sparse image (chunks equal to the fill value are not written) passes.
+SPARSE_OK_BYTES = 1 << 30
+
+
+def check_zarr_size(path: Path, dataset: str, shape: tuple[int, ...], dtype: np.dtype, *,
+                    in_memory: bool) -> None:
+    """Refuse an OME-Zarr array whose metadata declare more pixels than memory holds
+    (``in_memory``) or, above :data:`SPARSE_OK_BYTES`, over 1000 times the bytes its
+    chunk files hold (a 1 KB folder declaring 149 GiB): before any pixel is read, as
+    :func:`microdenoise.tiff_io.check_declared_size` does for TIFF headers."""
+    from .tiff_io import check_declared_size
+
+    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    stored = 0
+    if declared > SPARSE_OK_BYTES:
+        for root, _, files in os.walk(path / dataset, followlinks=False):
+            stored += sum(os.path.getsize(os.path.join(root, f)) for f in files
+                          if os.path.isfile(os.path.join(root, f)))
+    else:
+        stored = declared  # small enough: only the memory check applies
+    check_declared_size(path, shape, dtype, compressed=True, in_memory=in_memory,
+                        on_disk=stored, kind="OME-Zarr")
 
 
 def _attrs(axes: str, pixel_size: tuple[float, float] | None, unit: str | None,

@@ -116,6 +116,10 @@ class FM2SConfig:
     e.g. 16-bit input normalized by its own range) and ``preset`` for 8-bit data.
     """
 
+    #: Upper bounds of the sizes that set an allocation (config.check_range).
+    MAXIMA: ClassVar[dict[str, float]] = {"n_chan": 64, "w_size": 63, "stride": 4096,
+                                          "fast_crop": 4096, "fast_batch": 1024}
+
     schedule: Literal["fast", "paper"] = "fast"
     n_chan: int = 2
     stride: int = 75

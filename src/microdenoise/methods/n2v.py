@@ -102,6 +102,12 @@ class BlindSpotConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     keep: Literal["last", "best"] = "last"
     RENAMED: ClassVar[dict[str, str]] = {"calibrate": "fit_per_image"}  # old -> new names
+    #: Upper bounds of the sizes that set an allocation (config.check_range), for N2V
+    #: and DecoNoising: far above any use, far below a failed allocation.
+    MAXIMA: ClassVar[dict[str, float]] = {
+        "patch_size": 4096, "patch_size_z": 1024, "batch_size": 4096, "roi_radius": 64,
+        "struct_span": 255, "val_patches": 100_000, "accumulate": 1024, "depth": 8,
+        "filters": 1024, "psf_sigma": 64}
 
     def __post_init__(self) -> None:
         for name in ("patch_size", "patch_size_z", "batch_size", "roi_radius", "epochs",

@@ -2,6 +2,10 @@
 saved model, its preset and parameters; the result is a new layer ``<input> (<method>)``
 with the input's scale, translate and metadata.
 
+A model package from elsewhere is code (:mod:`microdenoise.bmz_safety`): it loads only
+when "Trust the model's code" is ticked; the box is cleared whenever the model path
+changes, so trust given to one file never carries over to another.
+
 The run is :func:`microdenoise.denoise_array` in a worker thread (:class:`.runner.Job`),
 with a progress bar advanced after each plane and a Cancel that stops between planes.
 """
@@ -13,6 +17,7 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -67,6 +72,14 @@ class DenoiseWidget(QWidget):
         row.addWidget(self.model_edit)
         row.addWidget(browse)
         top.addRow("model", row)
+        self.trust_box = QCheckBox("Trust the model's code")
+        self.trust_box.setToolTip(
+            "A model package from elsewhere is a program: its TorchScript weights or its "
+            "own network code run with your permissions and could read, change or delete "
+            "your files. Packages exported by microdenoise load without this. Tick it only "
+            "for a package from a source you trust.")
+        self.trust_box.setEnabled(False)
+        top.addRow("", self.trust_box)
         layout.addLayout(top)
         self.picker = MethodPicker(list_methods(), default="fm2s")
         scroll = QScrollArea()
@@ -93,6 +106,8 @@ class DenoiseWidget(QWidget):
 
     def model_changed(self, text: str) -> None:
         self.picker.setEnabled(not text.strip())
+        self.trust_box.setChecked(False)  # trust is given to one file, not to the box
+        self.trust_box.setEnabled(bool(text.strip()))
 
     def browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a model", "", model_filter())
@@ -112,7 +127,7 @@ class DenoiseWidget(QWidget):
                           source=f"layer {layer.name!r}")
         path = self.model_edit.text().strip()
         if path:
-            return layer, axes, path, {}
+            return layer, axes, path, {"trust": self.trust_box.isChecked()}
         self.picker.build()  # the CLI's checks and messages, before any thread starts
         return layer, axes, None, {"method": self.picker.method, "preset": self.picker.preset,
                                    "params": self.picker.params()}
@@ -131,7 +146,7 @@ class DenoiseWidget(QWidget):
         def work(job: Job) -> tuple[np.ndarray, str]:
             method: str | Denoiser
             if path is not None:
-                den = method = load(path)
+                den = method = load(path, trust=bool(options.get("trust")))
             else:
                 den = create(options["method"], preset=options["preset"], **options["params"])
                 method = options["method"]  # by name: fitted per image as the CLI does
