@@ -14,6 +14,7 @@ import pytest
 from microdenoise import (
     InputError,
     create,
+    dask_models,
     denoise_array,
     denoise_files,
     read_image,
@@ -44,11 +45,11 @@ def test_map_overlap_equals_denoise_array(method: str, params: dict) -> None:
 def test_channels_normalized_globally_and_method_built_once() -> None:
     stack = np.stack([_noisy((50, 60), seed=s) * (s + 1) for s in range(3)])
     lazy = da.from_array(stack, chunks=(3, 25, 30))
-    mdd._METHODS.clear()
-    before = mdd.created
+    dask_models.MODELS.clear()
+    before = dask_models.MODELS.built
     with dask.config.set(scheduler="synchronous"):
         result = mdd.denoise_dask(lazy, "median", axes="CYX").compute()
-    assert mdd.created - before == 1  # one method for all 3 x 2 x 2 chunks
+    assert dask_models.MODELS.built - before == 1  # one method for all 3 x 2 x 2 chunks
     np.testing.assert_allclose(result, denoise_array(stack, "median", axes="CYX"),
                                rtol=1e-6, atol=1e-3)
 

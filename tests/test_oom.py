@@ -1,14 +1,26 @@
-"""GPU out of memory: the tile is halved and the image tiled again, down to a floor."""
+"""GPU out of memory: the tile is halved and the image tiled again, down to a floor, on
+every path (arrays, streamed files, Dask blocks, compare's candidates); a fit is retried
+once after freeing torch's cache, then a clear error (:mod:`microdenoise.oom`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pytest
 import torch
 
-from microdenoise import InputError, denoise_array, denoise_file, read_image, write_image
+from microdenoise import (
+    InputError,
+    compare,
+    core,
+    denoise_array,
+    denoise_file,
+    read_image,
+    write_image,
+)
+from microdenoise import distributed as mdd
 from microdenoise.methods.local_filters import Gaussian
 from microdenoise.tiling import is_out_of_memory
 
@@ -78,3 +90,61 @@ def test_oom_below_the_floor_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="out of GPU memory"):
         denoise_file(src, tmp_path / "out.tif", _method(10 * 10), tile=128)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]  # no partial output
+
+
+def test_dask_block_oom_is_tiled_and_equals_denoise_array() -> None:
+    image = _image()
+    method = _method(60 * 60)
+    lazy = da.from_array(image, chunks=(80, 90))
+    out = mdd.denoise_dask(lazy, method).compute(scheduler="synchronous")
+    np.testing.assert_allclose(out, denoise_array(image, "gaussian", params={"sigma": 2.0}),
+                               rtol=1e-6, atol=1e-3)
+    sizes = [s for s in method.sizes if s]  # (dask first calls it on an empty block)
+    assert sizes[0] > method.limit  # the object itself ran, a whole block first
+    assert min(sizes) <= method.limit  # then in tiles
+
+
+def test_compare_candidate_oom_is_tiled() -> None:
+    image = _image()
+    small = compare(image, methods=[_method(60 * 60)], grid=False).rows[0]
+    plain = compare(image, methods=[Gaussian(sigma=2.0)], grid=False).rows[0]
+    assert small.error == "" and plain.error == ""
+    assert small.estimate == pytest.approx(plain.estimate, rel=1e-6)
+
+
+class _FitsOnSmallGPU(Gaussian):
+    """A Gaussian fitted per image whose fit runs out of GPU memory ``failures`` times."""
+
+    failures = 0
+    fits = 0
+
+    @property
+    def fit_policy(self) -> str:
+        return "per_image"
+
+    def fit(self, noisy: np.ndarray, clean: np.ndarray | None = None) -> _FitsOnSmallGPU:
+        cls = type(self)
+        cls.fits += 1
+        if cls.failures:
+            cls.failures -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return self
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_fit_oom_is_retried_once_then_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                    failures: int) -> None:
+    monkeypatch.setattr(_FitsOnSmallGPU, "failures", failures)
+    monkeypatch.setattr(_FitsOnSmallGPU, "fits", 0)
+    image = _image()
+    den = _FitsOnSmallGPU(sigma=2.0)
+    lay = core.layout(image.shape, "YX", den)
+    norms = core.image_normalizers(den, image, lay, {})
+    if failures == 1:
+        model = core.fit_unit(den, image, [()], lay, norms)
+        assert isinstance(model, _FitsOnSmallGPU) and model is not den
+    else:
+        with pytest.raises(InputError, match=r"out of GPU memory fitting gaussian on a "
+                                             r"150x170 plane.*--fit-on.*--device cpu"):
+            core.fit_unit(den, image, [()], lay, norms)
+    assert _FitsOnSmallGPU.fits == 2  # once more, never more

@@ -131,12 +131,17 @@ def applier(method: MethodSpec, params: dict[str, Any], reference: np.ndarray, *
                          "error cannot be measured against the input")
     lay = core.layout(reference.shape, "YX", den)
     norms = core.image_normalizers(den, reference, lay, {})
-    pair = core.normalizers(den, norms, 0)
+    per_image = fresh and den.fit_policy == "per_image"
+    pair = None if per_image else core.normalizers(den, norms, 0)
 
     def f(x: np.ndarray) -> np.ndarray:
-        model = (core.fit_unit(den, x, [()], lay, norms)
-                 if fresh and den.fit_policy == "per_image" else den)
-        return np.asarray(core.denoise_block(model, x, pair), dtype=np.float64)
+        # As the core does: a method fitted per image is a fresh copy fitted on x, and
+        # the normalizers are the fitted copy's (a model-normalized network, N2V or
+        # DecoNoising with fit_per_image, computes them from x; the others use the
+        # reference's).
+        model = core.fit_unit(den, x, [()], lay, norms) if per_image else den
+        p = core.normalizers(model, norms, 0) if pair is None else pair
+        return np.asarray(core.denoise_block(model, x, p), dtype=np.float64)
 
     return f
 

@@ -11,12 +11,15 @@ For each *unit* (a YX plane, or a ZYX volume for 3D methods) :func:`run`
 
 1. picks the unit's normalizers: the image's own, computed per channel over the
    whole image (:func:`microdenoise.intensity.channel_normalizers`, never per
-   tile), or a trained model's stored ones (``normalization == "model"``);
+   tile), or per unit for models trained on pairs scaled one by one
+   (``per_unit_statistics``), or a trained model's stored ones
+   (``normalization == "model"``);
 2. fits, as the method's :attr:`~microdenoise.registry.Denoiser.fit_policy`
    says: ``"per_image"`` methods (FM2S, self-calibrating filters, blind-spot
-   networks with ``fit_per_image``) get a fresh copy fitted on the whole unit
-   (or once on ``fit_on`` evenly spaced units); ``"none"`` and ``"trained"``
-   methods are applied as they are;
+   networks with ``fit_per_image``), by name or as an unfitted object, get a
+   fresh copy fitted on the whole unit (or once on ``fit_on`` evenly spaced
+   units); fitted models, ``"none"`` and ``"trained"`` methods are applied as
+   they are;
 3. predicts the whole unit, or tile by tile with at least the receptive field
    as overlap and tiles on the method's pooling grid
    (:func:`microdenoise.tiling.plan_tiles`), retrying with smaller tiles when a
@@ -43,12 +46,13 @@ from .axes import volume_axis
 from .errors import InputError
 from .intensity import channel_normalizers
 from .normalize import Identity, Normalizer
+from .oom import fit_retrying, predict_block
 from .registry import Denoiser, create, method_class
 from .tiling import plan_tiles, retry_smaller
 
 __all__ = ["Layout", "MIN_SIZE", "check_tiling", "constant_units", "denoise_block", "fit_unit",
            "image_normalizers", "layout", "normalizers", "on_device", "predict_unit",
-           "prepare", "run", "warn_global"]
+           "prepare", "run", "run_device", "warn_global"]
 
 MIN_SIZE = 16
 Convert = Callable[[np.ndarray], np.ndarray]
@@ -57,15 +61,20 @@ Convert = Callable[[np.ndarray], np.ndarray]
 def prepare(method: str | Denoiser, *, preset: str | None = None,
             params: dict[str, Any] | None = None, seed: int | None = None
             ) -> tuple[Denoiser, bool]:
-    """The method to run and whether it was made here (only those are fitted per image).
+    """The method to run and whether the core fits it per image (``fresh``).
 
     A name is created with ``preset``/``params`` (and ``seed`` where its config has
-    one); a :class:`Denoiser` (a loaded or fitted model) is used as it is.
+    one) and is fresh. A :class:`Denoiser` the caller passes is fresh when it is not
+    :attr:`~microdenoise.registry.Denoiser.fitted` and its fit policy is
+    ``per_image`` (an NLM or a ``calibrate=True`` filter from ``create``, an unfitted
+    FM2S): the core then fits a :meth:`~microdenoise.registry.Denoiser.fresh` copy on
+    each image, exactly as for its name, and the caller's object is never changed. A
+    fitted model is applied as it is (never refitted).
     """
     if isinstance(method, Denoiser):
         if preset or params:
             raise InputError("preset/params apply to a method name, not to a loaded model")
-        return method, False
+        return method, method.fit_policy == "per_image" and not method.fitted
     params = dict(params or {})
     fields = {f.name for f in dataclasses.fields(method_class(method).Config)}
     if seed is not None and "seed" in fields and "seed" not in params:
@@ -73,15 +82,37 @@ def prepare(method: str | Denoiser, *, preset: str | None = None,
     return create(method, preset=preset, **params), True
 
 
+def run_device(den: Denoiser, device: str | None) -> str:
+    """The device a run uses: ``device``, or the model's own (``None``, the drivers'
+    default: ``"auto"`` for a method made from its name)."""
+    return den.device if device is None else device
+
+
 @contextlib.contextmanager
-def on_device(den: Denoiser, device: str) -> Iterator[Denoiser]:
-    """Run ``den`` on ``device`` and give the caller's model its own device back after."""
-    old = den.device
-    den.device = device
+def on_device(den: Denoiser, device: str | None) -> Iterator[Denoiser]:
+    """Run ``den`` on ``device`` (``None``: its own, :func:`run_device`) and give the
+    caller's model back as it was: its ``device`` and its networks' weights where they
+    were (a run on another device moves them; they are moved back)."""
+    old, where = den.device, _weights(den)
+    den.device = run_device(den, device)
     try:
         yield den
     finally:
         den.device = old
+        for module, was in where:
+            if _weights(module) != [(module, was)]:
+                module.to(was)
+
+
+def _weights(den: Any) -> list[tuple[Any, Any]]:
+    """The networks ``den`` holds (``den`` itself if it is one: torch modules among its
+    attributes) and the device of each one's first tensor."""
+    import torch
+
+    modules = [den] if isinstance(den, torch.nn.Module) else \
+        [m for m in vars(den).values() if isinstance(m, torch.nn.Module)]
+    return [(m, t.device) for m in modules
+            for t in [*m.parameters(), *m.buffers()][:1]]
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,7 @@ class Layout:
     axes: str
     vax: int | None  # the axis 3D methods filter along (a unit spans it), or None
     cax: int | None  # the channel axis, or None
+    per_unit: bool = False  # each unit normalized by its own statistics (see layout)
 
     def units(self) -> list[tuple[Any, ...]]:
         """Index tuples over the leading axes; each selects a YX plane or a ZYX volume."""
@@ -100,8 +132,19 @@ class Layout:
                 for index in np.ndindex(*lead)]
 
     def channel(self, unit: tuple[Any, ...]) -> int:
-        """The channel a unit belongs to (0 without a channel axis)."""
+        """Which of :func:`image_normalizers`' normalizers serves ``unit``: its channel (0
+        without a channel axis), or with ``per_unit`` its own position in :meth:`units`."""
+        if self.per_unit:
+            lead = [1 if i == self.vax else n for i, n in enumerate(self.shape[:-2])]
+            index = [0 if isinstance(k, slice) else int(k) for k in unit]
+            return int(np.ravel_multi_index(index, lead)) if lead else 0
         return 0 if self.cax is None else int(unit[self.cax])
+
+    def planes(self, unit: tuple[Any, ...]) -> list[tuple[int, ...]]:
+        """The YX planes (index tuples over the leading axes) a unit is made of."""
+        depth = 1 if self.vax is None else self.shape[self.vax]
+        return [tuple(z if isinstance(k, slice) else int(k) for k in unit)
+                for z in range(depth)]
 
     def describe(self, unit: tuple[Any, ...], name: str) -> str:
         """``"plane T=2, C=0 of NAME"`` (indices from 0), or ``NAME`` for a single image."""
@@ -155,17 +198,24 @@ def _depth(lay: Layout) -> int:
 def image_normalizers(den: Denoiser, source: Any, lay: Layout,
                       constant: dict[int, float], *,
                       after_row: Callable[[], None] | None = None) -> list[Normalizer]:
-    """Per-channel normalizers of the image, from its units that are not constant.
+    """Per-channel normalizers of the image, from its units that are not constant
+    (with ``lay.per_unit``: one per unit, from that unit alone); index them with
+    :meth:`Layout.channel`.
 
     Constant units are passed through, never fed to a method, so they do not enter
     the statistics either (a blank frame does not stretch the others' range). With
     none, this is :func:`~microdenoise.intensity.channel_normalizers` of the image;
-    a channel with only constant units gets an (unused) identity.
+    a channel (or unit) with only constant units gets an (unused) identity.
     """
     units = lay.units()
     if len(constant) == len(units):
         return []
     kind = den.normalization
+    if lay.per_unit and kind != "model":
+        return [Identity() if k in constant else
+                channel_normalizers(_Planes(source, lay.planes(unit)), kind, cax=None,
+                                    after_band=after_row)[0]
+                for k, unit in enumerate(units)]
     if not constant or kind == "model":
         return channel_normalizers(source, kind, cax=lay.cax, after_band=after_row)
     position = {tuple(None if isinstance(i, slice) else i for i in u): k
@@ -185,7 +235,9 @@ def _channels(lay: Layout) -> int:
 
 
 def layout(shape: tuple[int, ...], axes: str, den: Denoiser) -> Layout:
-    """The units ``den`` runs on: volumes along Z (else T) for 3D methods, else planes."""
+    """The units ``den`` runs on: volumes along Z (else T) for 3D methods, else planes;
+    ``per_unit`` when the method scales each unit by its own statistics (its
+    ``per_unit_statistics``: models trained on pairs scaled one by one)."""
     ny, nx = shape[-2:]
     if ny < MIN_SIZE or nx < MIN_SIZE:
         raise InputError(f"the image is {ny}x{nx} pixels; microdenoise needs at least "
@@ -193,7 +245,8 @@ def layout(shape: tuple[int, ...], axes: str, den: Denoiser) -> Layout:
     vax = volume_axis(axes) if den.supports_3d else None
     if vax is not None and den.upscale != 1:
         raise InputError(f"{den.key}: upscale={den.upscale} works on 2D planes, not volumes")
-    return Layout(tuple(shape), axes, vax, axes.index("C") if "C" in axes else None)
+    return Layout(tuple(shape), axes, vax, axes.index("C") if "C" in axes else None,
+                  den.per_unit_statistics)
 
 
 def check_tiling(den: Denoiser, *, tile: int | None, overlap: int | None) -> tuple[int | None,
@@ -265,17 +318,25 @@ def fit_unit(den: Denoiser, source: Any, units: list[tuple[Any, ...]], lay: Layo
 
     Image-normalized methods are fitted on normalized data; methods that keep their
     own normalizers (``normalization == "model"``) on raw data, from which they
-    compute them.
+    compute them. A GPU out-of-memory error is met as :func:`microdenoise.oom.fit_retrying`
+    says: torch's cache freed, one more try on a new copy, then an :class:`InputError`.
     """
-    model = den.fresh()
 
     def data(unit: tuple[Any, ...]) -> np.ndarray:
         raw = np.asarray(source[unit])
         return raw if den.normalization == "model" else norms[lay.channel(unit)](raw)
 
     pieces = [data(u) for u in units]
-    model.fit(pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1))
-    return model
+    x = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=-1)
+
+    def fit() -> Denoiser:
+        model = den.fresh()
+        model.fit(x)
+        return model
+
+    what = "volume" if lay.vax is not None else "plane"
+    return fit_retrying(fit, what=f"{den.key} on a {'x'.join(map(str, x.shape))} {what}"
+                        + (f" ({len(units)} {what}s side by side)" if len(units) > 1 else ""))
 
 
 def _fit_picks(n: int, fit_on: int) -> list[int]:
@@ -296,7 +357,9 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
         Indexable like numpy arrays: ``sink`` has ``source``'s shape, Y and X times
         ``den.upscale``.
     fresh
-        ``den`` was made from a name here (a caller's model is never refitted).
+        From :func:`prepare`: ``den`` was made from a name here, or is a caller's
+        unfitted model (a fitted model is never refitted, and the caller's object is
+        never changed: copies are fitted).
     lay, tile, overlap
         From :func:`layout` and :func:`check_tiling`.
     fit_on
@@ -449,7 +512,13 @@ def _checked(den: Denoiser, result: Any, shape: tuple[int, ...]) -> np.ndarray:
 def denoise_block(den: Denoiser, block: np.ndarray, pair: tuple[Normalizer, Normalizer], *,
                   volume: bool = False) -> np.ndarray:
     """Denoise one raw block holding one unit (a Dask chunk with its margins: every leading
-    axis of length 1, but the volume axis of a 3D method); float32 in raw units."""
+    axis of length 1, but the volume axis of a 3D method); float32 in raw units.
+
+    Predicted whole; after a GPU out-of-memory error in tiles with the receptive field as
+    context, on the method's pooling grid (:func:`microdenoise.oom.predict_block`)."""
     norm_in, norm_out = pair
     x = norm_in(block.reshape((-1, *block.shape[-2:]) if volume else block.shape[-2:]))
-    return norm_out.inverse(_checked(den, den.denoise(x), x.shape)).reshape(block.shape)
+    y = predict_block(lambda t: _checked(den, den.denoise(t), t.shape), x,
+                      overlap=den.receptive_field, multiple=den.tile_multiple,
+                      scale=den.upscale)
+    return norm_out.inverse(y).reshape(block.shape)

@@ -5,16 +5,20 @@
 (per channel, as :func:`microdenoise.denoise_array` does), each chunk gets a
 margin of the method's receptive field (``boundary="none"``: the image
 border is treated as in untiled prediction), and the method is built once
-per worker process (cached by a key of its configuration and state), not
-once per chunk. For a local method the result equals ``denoise_array``.
+per worker process, not once per chunk (a small cache keyed by its digest and
+device: :mod:`microdenoise.dask_models`). For a local method the result equals
+``denoise_array``.
 
 :func:`denoise_files_distributed` runs one task per file on a Dask cluster
 (``local:N`` starts N worker processes on this machine; ``tcp://HOST:PORT``
 joins a running scheduler). Workers write the outputs themselves, atomically,
 with :func:`microdenoise.denoise_file`; a fitted model is saved once beside the
-outputs and loaded once per worker process. A file that fails (bad input, or a
-bug) is reported as the local path reports it, without a retry and without a
-worker traceback in the logs: the task returns the error instead of raising it.
+outputs and loaded once per worker process, and a model loaded from a package (a
+BioImage Model Zoo model that is no registered method) is loaded once per worker
+process from that package, with the trust the user gave it. A file that fails
+(bad input, or a bug) is reported as the local path reports it, without a retry
+and without a worker traceback in the logs: the task returns the error instead of
+raising it.
 Outputs that already exist are kept, so an interrupted run resumes. A worker
 process that dies (killed, out of memory) is restarted by its nanny and its
 task rerun elsewhere; a file that kills more than ``retries`` workers (local
@@ -25,9 +29,6 @@ pixels) and its info lines come back with the result and are re-issued here.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-import threading
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,38 +39,16 @@ import numpy as np
 
 from . import core, io
 from . import feedback as fb
+from .dask_models import ModelFile, Package, Shipped, ship_model, ship_to_files, worker_model
 from .errors import InputError, NoticeWarning
 from .normalize import Normalizer
 from .pipeline import BatchResult, default_axes, start_batch
-from .registry import Denoiser, load, method_class, save
+from .registry import Denoiser
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
 
-_METHODS: dict[str, Denoiser] = {}  # per process: key -> method ready to denoise
-_LOCK = threading.Lock()
-created = 0  # methods built in this process (for tests and diagnostics)
 
-
-def _method(key: str, spec: tuple[str, Any, dict[str, Any]], device: str) -> Denoiser:
-    """The method of ``spec`` (registry key, config, state), built once per process."""
-    global created
-    with _LOCK:
-        den = _METHODS.get(key)
-        if den is None:
-            name, config, state = spec
-            den = method_class(name)(config)
-            if state:
-                den.load_state_dict(state)
-            den.device = device
-            _METHODS[key] = den
-            created += 1
-        return den
-
-
-Spec = tuple[str, Any, dict[str, Any]]  # registry key, config, learned state
-
-
-def _denoise_block(block: np.ndarray, *, specs: list[tuple[str, Spec]],
+def _denoise_block(block: np.ndarray, *, models: list[Shipped],
                    plan: list[tuple[int, tuple[Normalizer, Normalizer] | None, float]],
                    positions: dict[tuple[Any, ...], int], vax: int | None, device: str,
                    block_info: dict[Any, Any] | None = None) -> np.ndarray:
@@ -80,8 +59,8 @@ def _denoise_block(block: np.ndarray, *, specs: list[tuple[str, Spec]],
     model, pair, value = plan[k]
     if pair is None:
         return np.full(block.shape, value, dtype=np.float32)
-    key, spec = specs[model]
-    return core.denoise_block(_method(key, spec, device), block, pair, volume=vax is not None)
+    return core.denoise_block(worker_model(models[model], device), block, pair,
+                              volume=vax is not None)
 
 
 def denoise_dask(
@@ -92,13 +71,14 @@ def denoise_dask(
     preset: str | None = None,
     params: dict[str, Any] | None = None,
     seed: int | None = None,
-    device: str = "auto",
+    device: str | None = None,
     fit_on: int | None = None,
 ) -> Any:
     """Denoise a Dask array lazily, chunk by chunk; return a float32 Dask array.
 
     The same prediction as :func:`microdenoise.denoise_array` (one core,
-    :mod:`microdenoise.core`): global normalization per channel, methods fitted
+    :mod:`microdenoise.core`): global normalization per channel (per plane for models
+    that scale each plane by itself), methods fitted
     per image fitted on each whole plane (or volume) before the graph is built
     (or once on ``fit_on`` planes), and each chunk denoised with a margin of the
     method's receptive field on the method's pooling grid. For a local method
@@ -130,6 +110,7 @@ def denoise_dask(
         raise InputError(f"the array has shape {array.shape}; an image needs at least 2 axes")
     axes = io.check_axes(axes or default_axes(array.ndim), ndim=array.ndim, shape=array.shape)
     den, fresh = core.prepare(method, preset=preset, params=params, seed=seed)
+    device = core.run_device(den, device)  # None: the model's own
     if den.upscale != 1:
         raise InputError(f"denoise_dask keeps the array's shape; this {den.key} model writes "
                          f"{den.upscale}x larger images: use denoise_array or denoise_file")
@@ -155,10 +136,7 @@ def denoise_dask(
                 models = [core.fit_unit(den, array, [units[k]], lay, image_norms)
                           for k in work]
                 model_of = {k: i for i, k in enumerate(work)}
-    specs = []
-    for model in models:
-        spec = (model.key, model.config, model.state_dict())
-        specs.append((hashlib.sha1(pickle.dumps(spec)).hexdigest(), spec))
+    shipped = [ship_model(model) for model in models]
     plan = [(model_of[k], core.normalizers(models[model_of[k]], image_norms,
                                            lay.channel(u)), 0.0)
             if k in model_of else (-1, None, constant[k]) for k, u in enumerate(units)]
@@ -177,7 +155,7 @@ def denoise_dask(
         core.warn_global(den, "Dask chunks")
     depth = {i: (rf if i >= array.ndim - 2 else 0) for i in range(array.ndim)}
     return da.map_overlap(_denoise_block, array, depth=depth, boundary="none",
-                          dtype=np.float32, specs=specs, plan=plan, positions=positions,
+                          dtype=np.float32, models=shipped, plan=plan, positions=positions,
                           vax=lay.vax, device=device)
 
 
@@ -224,26 +202,6 @@ def _client(scheduler: str, timeout: float, allowed_failures: int = 1) -> Any:
 
 
 @dataclass(frozen=True)
-class _ModelFile:
-    """A fitted model saved once for a batch; each worker process loads it once."""
-
-    path: str
-
-
-def _ship(method: str | Denoiser, out_dir: Path) -> str | Denoiser | _ModelFile:
-    """What each task carries: a method name as is; a fitted model of a registered class
-    saved once beside the outputs (a task then carries its path, not megabytes of
-    weights); any other object (an unregistered subclass) pickled into each task."""
-    if isinstance(method, str) or type(method) is not method_class(method.key):
-        return method
-    spec = (method.key, method.config, method.state_dict())
-    digest = hashlib.sha1(pickle.dumps(spec)).hexdigest()[:16]
-    path = out_dir / f".microdenoise-model-{digest}.pt"
-    save(method, path)
-    return _ModelFile(str(path))
-
-
-@dataclass(frozen=True)
 class _Outcome:
     """What a task sends back: the output or the error, and what it had to say."""
 
@@ -254,7 +212,7 @@ class _Outcome:
     infos: tuple[str, ...] = ()
 
 
-def _denoise_one(path: str, target: str, method: str | Denoiser | _ModelFile,
+def _denoise_one(path: str, target: str, method: str | ModelFile | Package | Denoiser,
                  options: dict[str, Any], label: str | None = None, strict: bool = False
                  ) -> _Outcome:
     """Run one file on a worker; errors are returned, not raised (no retry, no traceback)."""
@@ -268,13 +226,8 @@ def _denoise_one(path: str, target: str, method: str | Denoiser | _ModelFile,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoticeWarning)
         try:
-            if isinstance(method, _ModelFile):
-                global created
-                with _LOCK:
-                    if method.path not in _METHODS:
-                        _METHODS[method.path] = load(method.path)
-                        created += 1
-                    method = _METHODS[method.path]
+            if isinstance(method, ModelFile | Package):
+                method = worker_model(method, None)  # denoise_file applies options["device"]
             with fb.reporting(fb.Feedback(label=label, strict=strict, info=infos.append)):
                 written: str | None = str(denoise_file(path, target, method, **options))
             error, internal = None, False
@@ -326,11 +279,14 @@ def denoise_files_distributed(
                                         **options)
     if not todo:
         return result
-    shipped = _ship(method, out_dir)
+    if isinstance(method, Denoiser) and options.get("device") is None:
+        # A model travels as a file or a path; it runs on its own device, as locally.
+        options = {**options, "device": method.device}
+    shipped = ship_to_files(method, out_dir)
     try:
         client = _client(scheduler, timeout, allowed_failures=retries)
     except BaseException:
-        if isinstance(shipped, _ModelFile):
+        if isinstance(shipped, ModelFile):
             Path(shipped.path).unlink(missing_ok=True)
         raise
     try:
@@ -366,6 +322,6 @@ def denoise_files_distributed(
         client.close()
         if cluster is not None and scheduler.startswith("local:"):
             cluster.close()
-        if isinstance(shipped, _ModelFile):
+        if isinstance(shipped, ModelFile):
             Path(shipped.path).unlink(missing_ok=True)
     return result

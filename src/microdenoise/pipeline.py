@@ -51,7 +51,7 @@ def denoise_array(
     axes: str | None = None,
     tile: int | None = None,
     overlap: int | None = None,
-    device: str = "auto",
+    device: str | None = None,
     seed: int | None = None,
     fit_on: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -70,8 +70,11 @@ def denoise_array(
         2D image or stack; leading axes (see ``axes``) are run plane by plane, or as
         volumes for methods that support 3D.
     method
-        A registered method name (see :func:`microdenoise.list_methods`) or a fitted
+        A registered method name (see :func:`microdenoise.list_methods`) or a
         :class:`~microdenoise.registry.Denoiser` (e.g. from :func:`microdenoise.load`).
+        A fitted model is applied as it is; an unfitted one that is fitted per image
+        (``create("nlm")``, a ``calibrate=True`` filter, FM2S) is fitted as its name
+        is, on a copy per image: the object itself is never changed.
     preset, params
         Named parameter set and explicit parameters of ``method`` (names only).
     axes
@@ -80,8 +83,9 @@ def denoise_array(
         Tiled prediction; ``overlap`` defaults to (and may not be below) the method's
         receptive field, so tiled output has no seams.
     device
-        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``. A model
-        passed in keeps its own device setting afterwards.
+        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda`` or ``mps``; default
+        (None): a model's own ``device``, ``auto`` for a name. A model passed in is
+        left as it was: its ``device`` and its network's weights where they were.
     seed
         Overrides the method's seed; the same seed gives the same output.
     fit_on

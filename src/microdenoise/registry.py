@@ -30,7 +30,8 @@ FORMAT_VERSION = 2  # 2: trained methods store (norm_in, norm_out) normalizers
 
 _REGISTRY: dict[str, type[Denoiser]] = {}
 # Other model formats load() reads: (accepts(path), loader(path)), see register_loader.
-_LOADERS: list[tuple[typing.Callable[[Path], bool], typing.Callable[[Path], Denoiser]]] = []
+# ``loader(path, trust=...)``: ``trust`` is the user's word that code in the file may run.
+_LOADERS: list[tuple[typing.Callable[[Path], bool], typing.Callable[..., Denoiser]]] = []
 
 
 class Denoiser(ABC):
@@ -77,6 +78,23 @@ class Denoiser(ABC):
     def fit_policy(self) -> str:
         """``"none"``, ``"per_image"`` or ``"trained"`` (see the class docstring)."""
         return "none"
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the model holds what :meth:`fit` learns, so that it can be applied as it
+        is. The core fits a :meth:`fresh` copy on each image for an unfitted ``per_image``
+        model and never refits a fitted one. By default: a method with nothing to fit
+        (``fit_policy == "none"``) is fitted; others once they hold learned state
+        (:meth:`state_dict` not empty: FM2S's network). Filters and trained methods say
+        it more cheaply."""
+        return self.fit_policy == "none" or bool(self.state_dict())
+
+    @property
+    def per_unit_statistics(self) -> bool:
+        """Whether each unit (plane or volume) is scaled by its own statistics rather than
+        the image's per channel: a model trained on pairs scaled one by one (CARE's
+        ``per_image``, CLIDiM's ``per_image_minmax``) predicts as it was trained."""
+        return False
 
     @property
     def normalizers(self) -> tuple[Any, Any]:
@@ -269,19 +287,38 @@ def save(method: Denoiser, path: str | Path, *, training: bool = False) -> Path:
 
 
 def register_loader(accepts: typing.Callable[[Path], bool],
-                    loader: typing.Callable[[Path], Denoiser]) -> None:
-    """Let :func:`load` read another model format: ``loader(path)`` for the paths
-    ``accepts(path)`` is true of (BioImage Model Zoo packages: :mod:`microdenoise.bmz`)."""
+                    loader: typing.Callable[..., Denoiser]) -> None:
+    """Let :func:`load` read another model format: ``loader(path, trust=trust)`` for the
+    paths ``accepts(path)`` is true of (BioImage Model Zoo packages: :mod:`microdenoise.bmz`).
+    ``trust`` is the user's word that code the file carries may run; without it a loader
+    must refuse anything that would run such code."""
     _LOADERS.append((accepts, loader))
 
 
-def load(path: str | Path) -> Denoiser:
-    """Load a model saved by :func:`save` (never executes code from the file), or one of
-    another registered format (:func:`register_loader`: BioImage Model Zoo packages)."""
-    path = Path(path)
+def load(path: str | Path, *, trust: bool = False) -> Denoiser:
+    """Load a model saved by :func:`save`, or one of another registered format
+    (:func:`register_loader`: BioImage Model Zoo packages).
+
+    Parameters
+    ----------
+    path
+        A ``.pt`` file from :func:`save` / ``microdenoise train``, or a package.
+    trust
+        The user's word that code the model carries may run. A ``.pt`` file never runs
+        code (it is read with ``torch.load(..., weights_only=True)``), nor does a
+        package microdenoise exported; any other package (TorchScript, or an
+        architecture of its own) is code, refused unless ``trust=True``.
+    """
+    # Building a network draws its initial weights from torch's global generator:
+    # loading leaves the caller's random stream as it was (the weights are replaced).
+    with torch.random.fork_rng(devices=[]):
+        return _load(Path(path), trust=trust)
+
+
+def _load(path: Path, *, trust: bool) -> Denoiser:
     for accepts, loader in _LOADERS:
         if accepts(path):
-            return loader(path)
+            return loader(path, trust=trust)
     if path.is_dir():
         raise InputError(f"model {str(path)!r} is a folder; give the model file (.pt) in it")
     if not path.is_file():

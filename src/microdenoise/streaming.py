@@ -142,7 +142,7 @@ def denoise_file_streamed(
     overlap: int | None = None,
     preset: str | None = None,
     params: dict[str, Any] | None = None,
-    device: str = "auto",
+    device: str | None = None,
     seed: int | None = None,
     fit_on: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -151,7 +151,8 @@ def denoise_file_streamed(
     """Denoise the file ``path`` into the file ``target`` tile by tile, in bounded memory.
 
     Like :func:`microdenoise.denoise_file` (which calls this when ``tile`` or
-    ``max_memory`` is given); ``tile`` defaults to :func:`tile_for_memory`. With
+    ``max_memory`` is given); ``tile`` defaults to :func:`tile_for_memory`, ``device``
+    to the model's own (:func:`microdenoise.core.run_device`). With
     ``pyramid=N`` (OME-Zarr) the lower levels are built after level 0 is written.
     """
     path, target = Path(path), Path(target)

@@ -24,7 +24,8 @@ equal to untiled output without averaging over pooling phases.
 can reuse it; :func:`denoise_tiled` is a loop over that plan. When ``fn``
 runs out of GPU memory, :func:`denoise_tiled` halves the tile and starts the
 image again (:func:`smaller_tile`), down to a floor, then gives an
-:class:`InputError`.
+:class:`InputError` (:func:`retry_smaller`; :mod:`microdenoise.oom` applies the
+same policy to Dask blocks and fits).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from .errors import InputError
 
-__all__ = ["Tile", "denoise_tiled", "is_out_of_memory", "n_tiles", "plan_tiles",
-           "retry_smaller", "smaller_tile"]
+__all__ = ["Tile", "denoise_tiled", "free_gpu_cache", "is_out_of_memory", "n_tiles",
+           "plan_tiles", "retry_smaller", "smaller_tile"]
 
 Slices = tuple[slice, slice]
 
@@ -210,6 +211,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "mps" in str(exc).lower() or "cuda" in str(exc).lower())
 
 
+def free_gpu_cache() -> None:
+    """Give the memory torch holds cached on each GPU backend (CUDA, MPS, XPU) back, so
+    that a retry after an out-of-memory error starts from what is really in use."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        for backend in ("cuda", "mps", "xpu"):
+            module = getattr(torch, backend, None)
+            if module is not None and module.is_available():
+                module.empty_cache()
+
+
 def smaller_tile(tile: int, overlap: int, *, multiple: int = 1, shape: Sequence[int] = ()) -> int:
     """Half of ``tile`` after a GPU ran out of memory on it, freeing torch's cached memory.
 
@@ -221,12 +233,7 @@ def smaller_tile(tile: int, overlap: int, *, multiple: int = 1, shape: Sequence[
     InputError
         If half the tile is below the floor.
     """
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        for backend in ("cuda", "mps", "xpu"):
-            module = getattr(torch, backend, None)
-            if module is not None and module.is_available():
-                module.empty_cache()
+    free_gpu_cache()
     floor = max(4 * overlap, 2 * overlap + multiple, 32)
     half = tile // 2 if not shape else min(tile, max(_yx(shape))) // 2
     if half < floor:
@@ -308,9 +315,10 @@ def retry_smaller(attempt: Callable[[int | None], None], *, tile: int | None, ov
                   multiple: int = 1, shape: Sequence[int]) -> int | None:
     """Run ``attempt(tile)``; after a GPU out-of-memory error, halve the tile and run again.
 
-    The one out-of-memory policy of microdenoise: ``tile=None`` (the whole image)
-    falls back to half the image's larger side, then halves down to
-    :func:`smaller_tile`'s floor, where the :class:`InputError` it raises ends it.
+    The prediction part of microdenoise's one out-of-memory policy (the whole policy:
+    :mod:`microdenoise.oom`): ``tile=None`` (the whole image) falls back to half the
+    image's larger side, then halves down to :func:`smaller_tile`'s floor, where the
+    :class:`InputError` it raises ends it.
     ``attempt`` must redo its whole image each time (its earlier output is overwritten).
 
     Returns

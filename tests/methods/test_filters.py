@@ -140,13 +140,18 @@ def test_calibration_finds_the_stronger_filter_on_strong_noise(pair) -> None:
     assert losses[method.value] < losses[0.5]
 
 
-def test_unfitted_calibrating_method_calibrates_on_first_image(pair) -> None:
+def test_unfitted_calibrating_method_calibrates_each_call_without_keeping_it(pair) -> None:
+    """``denoise`` never changes a model: an uncalibrated filter calibrates on the image
+    it is given for that call only (the core fits a fresh copy per image first)."""
     _, noisy = pair
     method = _make("box", calibrate=True)
     assert method.receptive_field == max(method.GRID) // 2  # widest until calibrated
-    method.denoise(noisy)
-    assert method.state_dict()["calibrated"]["size"] in method.GRID
-    assert method.receptive_field == method.value // 2
+    out = method.denoise(noisy)
+    assert method.state_dict() == {} and method.calibration_losses == {}
+    assert method.receptive_field == max(method.GRID) // 2
+    fitted = method.fresh().fit(noisy)
+    np.testing.assert_array_equal(out, fitted.denoise(noisy))
+    assert fitted.receptive_field == fitted.value // 2
 
 
 def test_fit_without_calibrate_is_a_no_op(pair) -> None:

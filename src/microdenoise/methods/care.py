@@ -17,7 +17,8 @@ Differences from CSBDeep (the defaults here, then how to get CSBDeep's):
   percentiles (training pairs at percents jittered in 1..3 / 99.5..99.9, the target at
   the same percents as its input; prediction at 2 / 99.8, the output mapped back with
   the input's): ``normalization="per_image"`` does that (:func:`per_image_percentiles`)
-  but predicts at 1 / 99.8 (the core's per-image percentile scaling); such a model
+  but predicts at 1 / 99.8 (the core's percentile scaling, each plane by its own, as
+  in training: ``per_unit_statistics``); such a model
   stores no normalizers. On W2S 8-bit validation FOVs (rescaled per image) it scored
   +0.47 dB SI-PSNR (SE 0.15, n = 9, 200 steps; ``benchmarks/results/faithful_checks``),
   but its output takes the *noisy* input's percentile range, so raw intensities are
@@ -98,6 +99,11 @@ class CAREConfig:
     on CPUs with native bf16, ~2x cheaper steps there, float32 elsewhere; ``fp32`` is
     CSBDeep's. Validation and prediction run in float32.
     """
+
+    #: Upper bounds of the sizes that set an allocation (config.check_range).
+    MAXIMA: ClassVar[dict[str, float]] = {
+        "depth": 8, "filters": 1024, "kernel_size": 15, "patch_size": 4096,
+        "batch_size": 4096, "val_patches": 100_000}
 
     depth: int = 2
     filters: int = 32
@@ -184,10 +190,10 @@ class CARE(TrainedMethod):
     @property
     def normalization(self) -> str:  # type: ignore[override]
         """``"model"`` (normalizers stored in the model), or with
-        ``normalization="per_image"`` ``"percentile"``: the core scales each image by
-        its own 1/99.8 percentiles (per channel, over the whole image, never per tile)
-        and maps the prediction back with them (the stored normalizers are then
-        identities)."""
+        ``normalization="per_image"`` ``"percentile"``: the core scales each plane by
+        its own 1/99.8 percentiles, as training scaled each pair (over the whole plane,
+        never per tile: ``per_unit_statistics``), and maps the prediction back with
+        them (the stored normalizers are then identities)."""
         return "percentile" if self.config.normalization == "per_image" else "model"
 
     @property

@@ -26,8 +26,9 @@ of the noisy input *and the ground truth*, which uses the ground truth at test t
 The default here, ``normalization="per_image_minmax"``, is the leak-free counterpart
 closest to it: each image by its own *noisy* min..max onto [-1, 1] (uint8 data: 0..255,
 as the core's ``"unit"`` scaling), the target by the same map in training (so it may
-leave [-1, 1]); the core computes it per image (never per tile) and maps the output
-back with it, and the model stores no normalizers. It became the default by a rule
+leave [-1, 1]); the core computes it on each plane by itself, as in training (never
+per tile nor per stack: ``per_unit_statistics``), and maps the output back with it, and
+the model stores no normalizers. It became the default by a rule
 written before the run (W2S validation FOVs, small budget: +0.09 dB SI-PSNR, SE 0.02,
 n = 9; raw PSNR parity; ``benchmarks/results/faithful_checks``). ``normalization=
 "training"`` (the former default; model files without the field load so) scales inputs
@@ -138,6 +139,11 @@ class CLIDiMConfig:
     prediction run in float32.
     """
 
+    #: Upper bounds of the sizes that set an allocation (config.check_range).
+    MAXIMA: ClassVar[dict[str, float]] = {
+        "num_downs": 12, "ngf": 1024, "ndf": 1024, "n_layers_d": 8, "crop": 4096,
+        "batch_size": 4096, "cl_dim": 4096}
+
     variant: Variant = "cl+tv+ssim"
     num_downs: int = 8
     ngf: int = 64
@@ -226,9 +232,10 @@ class CLIDiM(TrainedMethod):
     @property
     def normalization(self) -> str:  # type: ignore[override]
         """``"model"`` (affine maps onto [-1, 1] stored in the model), or with
-        ``normalization="per_image_minmax"`` ``"unit"``: the core scales each image to
-        [0, 1] by its own min..max (uint8: 0..255), ``denoise`` maps that onto [-1, 1]
-        and back, and the core maps the prediction back with the image's range."""
+        ``normalization="per_image_minmax"`` ``"unit"``: the core scales each plane to
+        [0, 1] by its own min..max (uint8: 0..255; ``per_unit_statistics``), ``denoise``
+        maps that onto [-1, 1] and back, and the core maps the prediction back with the
+        plane's range."""
         return "unit" if self.config.normalization == "per_image_minmax" else "model"
 
     @property

@@ -48,6 +48,12 @@ GLOBAL_FIELD = 32  # receptive field declared for TV, wavelet and BM3D (see thei
 class FilterParams:
     """Base of the filters' configs: every number given must be > 0 (None means default)."""
 
+    #: Upper bounds of the sizes that set an allocation or a window (config.check_range),
+    #: by field name across the filters (``sigma``: Gaussian px, or a noise level).
+    MAXIMA: ClassVar[dict[str, float]] = {
+        "size": 255, "size_z": 255, "sigma": 100, "sigma_spatial": 100, "win_size": 255,
+        "bins": 1_000_000, "patch_size": 63, "patch_distance": 63, "wavelet_levels": 16}
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -149,6 +155,20 @@ class Filter(Denoiser):
         return "per_image" if c.calibrate or estimates else "none"
 
     @property
+    def fitted(self) -> bool:
+        """Whether everything ``fit`` learns is held: the calibrated parameter (with
+        ``calibrate=True``), the noise level (NLM, wavelet, BM3D without ``sigma``), the
+        Poisson-Gaussian model (``vst="gat"``). A filter with nothing to fit is fitted."""
+        c = self.config
+        if c.calibrate and not self._calibrated:
+            return False
+        if self._uses_vst:
+            return self._noise_model is not None
+        if self.USES_SIGMA and getattr(c, "sigma", None) is None:
+            return self._sigma is not None
+        return True
+
+    @property
     def value(self) -> float:
         """The main parameter in use: the calibrated value if any, else the config's."""
         return self._calibrated.get(self.PARAM, getattr(self.config, self.PARAM))
@@ -198,21 +218,33 @@ class Filter(Denoiser):
         return self._sigma if self._sigma is not None else estimate_sigma(image)
 
     def _calibrate(self, image: np.ndarray) -> None:
+        self.calibration_losses = self._losses(image)
+        losses = self.calibration_losses
+        self._calibrated = {self.PARAM: min(losses, key=losses.__getitem__)}
+
+    def _losses(self, image: np.ndarray) -> dict[float, float]:
+        """The J-invariant loss of each grid value on the central crop of ``image``."""
         y, x = (max(0, (n - self.CROP) // 2) for n in image.shape[-2:])
         patch = np.ascontiguousarray(image[..., y : y + self.CROP, x : x + self.CROP])
-        losses = {
+        return {
             v: invariant_loss(patch, functools.partial(self._filter, value=v), masks=self.MASKS)
             for v in self.GRID
         }
-        self.calibration_losses = losses
-        self._calibrated = {self.PARAM: min(losses, key=losses.__getitem__)}
 
     def denoise(self, image: np.ndarray) -> np.ndarray:
-        """Denoise a float32 image scaled to about [0, 1]; float32, same shape."""
+        """Denoise a float32 image scaled to about [0, 1]; float32, same shape.
+
+        Never changes the model: an uncalibrated ``calibrate=True`` filter calibrates
+        on ``image`` for this call only (the core fits a fresh copy on each whole image
+        first, so that tiles share one choice), as the noise level is estimated on
+        ``image`` when none was fitted.
+        """
         checked = self._check(image)
+        value = self.value
         if self.config.calibrate and not self._calibrated:
-            self._calibrate(checked)
-        return self._filter(checked, self.value)
+            losses = self._losses(checked)
+            value = min(losses, key=losses.__getitem__)
+        return self._filter(checked, value)
 
     @property
     def _uses_vst(self) -> bool:

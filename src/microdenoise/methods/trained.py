@@ -88,6 +88,18 @@ class TrainedMethod(Denoiser):
         """Whether a trained network and its normalizers are held."""
         return self.net is not None and self.norm_in is not None and self.norm_out is not None
 
+    @property
+    def fitted(self) -> bool:
+        """:attr:`trained` (the core never refits a trained model)."""
+        return self.trained
+
+    @property
+    def per_unit_statistics(self) -> bool:
+        """The core scales each plane by its own statistics (never a tile's), as training
+        scaled each pair, when the model stores no normalizers (CARE ``per_image``,
+        CLIDiM ``per_image_minmax``)."""
+        return self.normalization != "model"
+
     def untrained_error(self) -> InputError:
         """The "train it first" error, naming the command that trains this method."""
         return InputError(
