@@ -1,12 +1,14 @@
 """microdenoise: denoising for fluorescence microscopy under one API.
 
-Classical filters, FM2S (zero-shot, the default), Noise2Void and DecoNoising
-(self-supervised), CARE (supervised) and CLIDiM (few-shot) share one registry and
-one prediction core (:mod:`microdenoise.core`)::
+Classical filters, FM2S (zero-shot), Noise2Void and DecoNoising (self-supervised),
+CARE (supervised) and CLIDiM (few-shot) share one registry and one prediction core
+(:mod:`microdenoise.core`); the default, ``auto``, measures the noise and routes to
+VST-BM3D (white noise) or FM2S (spatially correlated noise)::
 
     import microdenoise as md
     image = md.read_image("cells.tif")
-    clean = md.denoise_array(image.data, "fm2s", preset="confocal")
+    clean = md.denoise_array(image.data)              # auto: the noise decides
+    fm2s = md.denoise_array(image.data, "fm2s", preset="confocal")
     model = md.train(noisy_stack, method="n2v", params={"epochs": 20})
     restored = md.denoise_array(image.data, model)
     md.export_bmz(model, "model.zip")    # a BioImage Model Zoo package (extra: bmz)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from . import feedback as fb
 from .config import parse_params
 from .errors import InputError
-from .registry import Denoiser
+from .registry import DEFAULT_METHOD, Denoiser
 from .training import DEVICES
 
 EXIT_FAILED_FILES = 1
@@ -40,13 +40,18 @@ def add_parser(sub: Any) -> None:
     d.add_argument("-o", "--out", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if missing)")
     d.add_argument("--method", default=None,
-                   help="method name (default fm2s; see `list`), or auto: compare methods on "
-                        "the first input (no clean image needed) and use the winner")
+                   help="method name (see `list`); default auto: measure the noise of each "
+                        "channel, then VST-BM3D for pixel-independent noise, FM2S for "
+                        "spatially correlated noise (without the bm3d package: FM2S)")
     d.add_argument("--pairs-axis", default=None, metavar="AXIS",
-                   help="with --method auto: consecutive planes along AXIS are captures of "
-                        "one static scene (two-capture estimate)")
+                   help="with --method auto: instead of routing by the noise, compare "
+                        "methods on the first input (`compare`) and use the winner; "
+                        "consecutive planes along AXIS are captures of one static scene "
+                        "(two-capture estimate)")
     d.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="with --method auto: time limit of the comparison (default 120)")
+                   help="with --method auto: compare methods on the first input within "
+                        "this time (`compare`, single-image estimate unless --pairs-axis) "
+                        "and use the winner, instead of routing by the noise")
     d.add_argument("--preset", default=None, help="named parameter set of the method")
     d.add_argument("--param", action="append", default=[], metavar="K=V",
                    help="method parameter, repeatable (e.g. --param schedule=paper)")
@@ -210,11 +215,12 @@ def _resolve_method(args: argparse.Namespace, params: dict[str, str]
         if args.preset or params:
             raise InputError("--preset/--param configure --method; a --model is used as saved")
         return model, model, f"{model.key} model {args.model.name}"
-    if args.method is not None and args.method.strip().lower() == "auto":
-        return _auto_method(args, params)
+    auto = (args.method or DEFAULT_METHOD).strip().lower() == "auto"
+    if auto and (args.pairs_axis is not None or args.budget is not None):
+        return _auto_method(args, params)  # the comparison the user asked for
     if args.pairs_axis is not None or args.budget is not None:
-        raise InputError("--pairs-axis and --budget configure --method auto")
-    name = registry.method_class(args.method or "fm2s").key
+        raise InputError("--pairs-axis and --budget configure --method auto's comparison")
+    name = registry.method_class(args.method or DEFAULT_METHOD).key
     method = registry.create(name, preset=args.preset, **params)
     label = f"{name} (preset {args.preset})" if args.preset else name
     return name, method, label
@@ -222,7 +228,8 @@ def _resolve_method(args: argparse.Namespace, params: dict[str, str]
 
 def _auto_method(args: argparse.Namespace, params: dict[str, str]
                  ) -> tuple[str | Denoiser, Denoiser, str]:
-    """``--method auto``: compare methods on the first input, say which won and why."""
+    """``--method auto`` with ``--pairs-axis`` or ``--budget``: compare methods on the
+    first input (as ``compare`` does), say which won and why."""
     from . import io, registry
     from .cli_compare import choose_auto, say
 

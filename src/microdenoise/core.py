@@ -48,6 +48,7 @@ from .intensity import channel_normalizers
 from .normalize import Identity, Normalizer
 from .oom import fit_retrying, predict_block
 from .registry import Denoiser, create, method_class
+from .routing import fit_picks, unit_methods
 from .tiling import plan_tiles, retry_smaller
 
 __all__ = ["Layout", "MIN_SIZE", "check_tiling", "constant_units", "denoise_block", "fit_unit",
@@ -339,10 +340,6 @@ def fit_unit(den: Denoiser, source: Any, units: list[tuple[Any, ...]], lay: Layo
                         + (f" ({len(units)} {what}s side by side)" if len(units) > 1 else ""))
 
 
-def _fit_picks(n: int, fit_on: int) -> list[int]:
-    return [int(i) for i in np.linspace(0, n - 1, min(fit_on, n)).round()]
-
-
 def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
         tile: int | None, overlap: int, fit_on: int | None = None,
         convert: Convert | None = None, progress: Callable[[int], None] | None = None,
@@ -400,24 +397,35 @@ def run(den: Denoiser, source: Any, sink: Any, *, fresh: bool, lay: Layout,
     if tile is not None and den.global_field and tile < max(lay.shape[-2:]):
         warn_global(den, f"{tile}-pixel tiles")
     clip = fb.ClipCounter(sink)
+    bases, groups = unit_methods(den, source, work, lay.cax,
+                                 lambda u: normalizers(den, norms, lay.channel(u))[0],
+                                 fresh=fresh)
+    live = [k for k in range(len(units)) if k not in constant]
+    base_of = dict(zip(live, zip(bases, groups, strict=True), strict=True))
     per_image = fresh and den.fit_policy == "per_image"
-    model = den
+    once: dict[int, Denoiser] = {}  # fit_on: the model fitted once per group
     if per_image and fit_on is not None and work:
-        model = fit_unit(den, source, [work[i] for i in _fit_picks(len(work), fit_on)],
-                         lay, norms)
+        for g in sorted(set(groups)):
+            members = [u for u, h in zip(work, groups, strict=True) if h == g]
+            base = bases[groups.index(g)]
+            once[g] = fit_unit(base, source, [members[i] for i in
+                                              fit_picks(len(members), fit_on)], lay, norms) \
+                if base.fit_policy == "per_image" else base
         per_image = False
     what = "volumes" if lay.vax is not None else "planes"
-    said = _say_fit(report, model, "")
+    model, said = den, ""
     for k, unit in enumerate(units):
         if k in constant:
             full = np.full(_out_shape(lay, den.upscale), constant[k], dtype=np.float32)
             sink[unit] = full if convert is None else convert(full)
         else:
-            if per_image:
+            base, group = base_of[k]
+            model = once.get(group, base)
+            if per_image and base.fit_policy == "per_image":
                 if report.progress is not None:
                     report.progress(float(k), len(units), f"{what} (fitting)")
-                model = fit_unit(den, source, [unit], lay, norms)
-                said = _say_fit(report, model, said)
+                model = fit_unit(base, source, [unit], lay, norms)
+            said = _say_fit(report, model, said)
             pair = normalizers(model, norms, lay.channel(unit))
 
             def on_tile(done: int, total: int, k: int = k) -> None:

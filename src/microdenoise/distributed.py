@@ -43,7 +43,8 @@ from .dask_models import ModelFile, Package, Shipped, ship_model, ship_to_files,
 from .errors import InputError, NoticeWarning
 from .normalize import Normalizer
 from .pipeline import BatchResult, default_axes, start_batch
-from .registry import Denoiser
+from .registry import DEFAULT_METHOD, Denoiser
+from .routing import fit_picks, unit_methods
 
 __all__ = ["denoise_dask", "denoise_files_distributed"]
 
@@ -65,7 +66,7 @@ def _denoise_block(block: np.ndarray, *, models: list[Shipped],
 
 def denoise_dask(
     array: Any,
-    method: str | Denoiser = "fm2s",
+    method: str | Denoiser = DEFAULT_METHOD,
     *,
     axes: str | None = None,
     preset: str | None = None,
@@ -124,18 +125,31 @@ def denoise_dask(
                   "passed through unchanged")
     image_norms = core.image_normalizers(den, array, lay, constant)
     work = [k for k in range(len(units)) if k not in constant]
-    models = [den]
-    model_of = {k: 0 for k in work}
-    if fresh and den.fit_policy == "per_image" and work:
-        with core.on_device(den, device):
-            if fit_on is not None:
-                picks = np.linspace(0, len(work) - 1, min(fit_on, len(work))).round()
-                models = [core.fit_unit(den, array, [units[work[int(i)]] for i in picks], lay,
-                                        image_norms)]
+    # The method of each unit (a routing method, the default, chooses one per channel)
+    # and its fit_on group, as the core's loop does (routing.unit_methods).
+    bases, groups = unit_methods(den, array, [units[k] for k in work], lay.cax,
+                                 lambda u: core.normalizers(den, image_norms,
+                                                            lay.channel(u))[0], fresh=fresh)
+    models: list[Denoiser] = []
+    model_of: dict[int, int] = {}
+    per_image = fresh and den.fit_policy == "per_image"
+    with core.on_device(den, device):
+        for g in dict.fromkeys(groups):
+            members = [k for k, h in zip(work, groups, strict=True) if h == g]
+            base = bases[groups.index(g)]
+            base.device = device
+            if not (per_image and base.fit_policy == "per_image"):
+                fitted = [base]
+            elif fit_on is not None:
+                fitted = [core.fit_unit(base, array, [units[members[i]] for i in
+                                                      fit_picks(len(members), fit_on)],
+                                        lay, image_norms)]
             else:
-                models = [core.fit_unit(den, array, [units[k]], lay, image_norms)
-                          for k in work]
-                model_of = {k: i for i, k in enumerate(work)}
+                fitted = [core.fit_unit(base, array, [units[k]], lay, image_norms)
+                          for k in members]
+            for j, k in enumerate(members):
+                model_of[k] = len(models) + (j if len(fitted) > 1 else 0)
+            models.extend(fitted)
     shipped = [ship_model(model) for model in models]
     plan = [(model_of[k], core.normalizers(models[model_of[k]], image_norms,
                                            lay.channel(u)), 0.0)
@@ -242,7 +256,7 @@ def _denoise_one(path: str, target: str, method: str | ModelFile | Package | Den
 def denoise_files_distributed(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
-    method: str | Denoiser = "fm2s",
+    method: str | Denoiser = DEFAULT_METHOD,
     *,
     scheduler: str = "local:2",
     timeout: float = 10.0,
@@ -310,7 +324,7 @@ def denoise_files_distributed(
                 if report.info is not None:
                     report.info(line)
             for line in outcome.notices:
-                fb.notice(line)
+                fb.notice_once(line)  # a run-wide notice (a licence) once, not per file
             if outcome.error is not None:
                 error = (RuntimeError(outcome.error) if outcome.internal
                          else InputError(outcome.error))

@@ -20,7 +20,7 @@ import contextlib
 import contextvars
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 from .errors import NoticeWarning
 
 __all__ = ["ClipCounter", "Feedback", "count_clipped", "current", "describe_scaling", "notice",
-           "reporting", "warn_clipped"]
+           "notice_once", "processing_note", "reporting", "warn_clipped"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,11 @@ class Feedback:
     strict: bool = False
     info: Callable[[str], None] | None = None
     progress: Callable[[float, int, str], None] | None = None  # (done, total, what)
+    #: What a routing method chose, per channel, with the reason (the file drivers
+    #: write it into the output's metadata); filled by the core, fresh per file.
+    choices: dict[int, str] = field(default_factory=dict)
+    #: Notices given once per run (:func:`notice_once`), shared by a run's files.
+    said: set[str] = field(default_factory=set)
 
 
 _CURRENT: contextvars.ContextVar[Feedback] = contextvars.ContextVar(
@@ -64,6 +69,25 @@ def reporting(feedback: Feedback) -> Iterator[Feedback]:
 def notice(message: str) -> None:
     """Tell the user something they must not miss (one line in the CLI)."""
     warnings.warn(message, NoticeWarning, stacklevel=3)
+
+
+def notice_once(message: str) -> None:
+    """:func:`notice`, unless this run (the :class:`Feedback` in effect and the ones
+    made from it per file) has said it already."""
+    said = current().said
+    if message not in said:
+        said.add(message)
+        warnings.warn(message, NoticeWarning, stacklevel=3)
+
+
+def processing_note(choices: dict[int, str]) -> str:
+    """What a routing method chose (``Feedback.choices``) as the output's ``processing``
+    metadata ("" when nothing was routed)."""
+    from . import __version__
+
+    if not choices:
+        return ""
+    return f"microdenoise {__version__}: " + "; ".join(choices[c] for c in sorted(choices))
 
 
 def describe_scaling(den: Any, dtype: Any) -> str:

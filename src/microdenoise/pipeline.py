@@ -18,7 +18,7 @@ from . import core, io
 from . import feedback as fb
 from .atomic import check_writable
 from .errors import InputError
-from .registry import Denoiser, create, method_class
+from .registry import DEFAULT_METHOD, Denoiser, create, method_class
 
 MIN_SIZE = core.MIN_SIZE
 
@@ -44,7 +44,7 @@ def default_axes(ndim: int) -> str:
 
 def denoise_array(
     image: np.ndarray,
-    method: str | Denoiser = "fm2s",
+    method: str | Denoiser = DEFAULT_METHOD,
     *,
     preset: str | None = None,
     params: dict[str, Any] | None = None,
@@ -70,7 +70,9 @@ def denoise_array(
         2D image or stack; leading axes (see ``axes``) are run plane by plane, or as
         volumes for methods that support 3D.
     method
-        A registered method name (see :func:`microdenoise.list_methods`) or a
+        A registered method name (see :func:`microdenoise.list_methods`; default
+        ``"auto"``: the noise of each channel is measured and decides between VST-BM3D
+        and FM2S, :mod:`microdenoise.methods.auto`) or a
         :class:`~microdenoise.registry.Denoiser` (e.g. from :func:`microdenoise.load`).
         A fitted model is applied as it is; an unfitted one that is fitted per image
         (``create("nlm")``, a ``calibrate=True`` filter, FM2S) is fitted as its name
@@ -164,7 +166,7 @@ def output_path(path: Path, out_dir: Path, *, suffix: str = ".tif") -> Path:
 def denoise_file(
     path: str | Path,
     out: str | Path,
-    method: str | Denoiser = "fm2s",
+    method: str | Denoiser = DEFAULT_METHOD,
     *,
     dtype: str = "float32",
     overwrite: bool = False,
@@ -195,7 +197,8 @@ def denoise_file(
     memory model is for same-size outputs).
     """
     path, out = Path(path), Path(out)
-    with fb.reporting(dataclasses.replace(fb.current(), name=str(path))):
+    # choices: what a routing method (the default) chose for this file, for its metadata
+    with fb.reporting(dataclasses.replace(fb.current(), name=str(path), choices={})):
         return _denoise_file(path, out, method, dtype=dtype, overwrite=overwrite, axes=axes,
                              max_memory=max_memory, pyramid=pyramid, **options)
 
@@ -230,9 +233,11 @@ def _denoise_file(path: Path, out: Path, method: str | Denoiser, *, dtype: str,
     pixel_size = img.pixel_size
     if pixel_size is not None and up != 1:
         pixel_size = (pixel_size[0] / up, pixel_size[1] / up)
+    note = fb.processing_note(fb.current().choices)
+    metadata = {**img.metadata, "processing": note} if note else img.metadata
     return io.write_image(
         target, result, axes=img.axes, pixel_size=pixel_size, unit=img.unit,
-        metadata=img.metadata, dtype=dtype, source_dtype=img.data.dtype, overwrite=overwrite,
+        metadata=metadata, dtype=dtype, source_dtype=img.data.dtype, overwrite=overwrite,
         levels=pyramid,
     )
 
@@ -313,7 +318,7 @@ def start_batch(inputs: Iterable[str | Path], out_dir: str | Path, *,
 def denoise_files(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
-    method: str | Denoiser = "fm2s",
+    method: str | Denoiser = DEFAULT_METHOD,
     *,
     on_file: Callable[[Path, Path | None, str | None], None] | None = None,
     on_kept: Callable[[Path, Path], None] | None = None,

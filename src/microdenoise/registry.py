@@ -25,6 +25,9 @@ import torch
 from .config import field_types, make_config
 from .errors import InputError
 
+#: The method every driver runs when none is named: the noise-aware router
+#: (:mod:`microdenoise.methods.auto`; issue 28, ``benchmarks/results/default/``).
+DEFAULT_METHOD = "auto"
 FORMAT = "microdenoise-model"
 FORMAT_VERSION = 2  # 2: trained methods store (norm_in, norm_out) normalizers
 
@@ -55,6 +58,8 @@ class Denoiser(ABC):
                        (measured, see ``benchmarks/bytes_per_pixel.py``); ``--max-memory``
                        picks the tile size from it
     ``Config``         frozen dataclass of parameters; ``PRESETS`` named parameter sets
+    ``routes``         the method chooses another per channel (:meth:`route`: ``auto``);
+                       the core routes each channel once, then fits the choice per unit
     """
 
     key: ClassVar[str] = ""
@@ -64,6 +69,7 @@ class Denoiser(ABC):
     bytes_per_pixel: ClassVar[int] = 2048  # conservative, for unmeasured methods (n2v: 1120)
     Config: ClassVar[type[Any]]
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    routes: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, /, **params: Any) -> None:
         if config is None:
@@ -101,6 +107,12 @@ class Denoiser(ABC):
         """(input, output) normalizers a trained model stores (``normalization == "model"``)."""
         raise InputError(f"method {self.key!r} normalizes by the image "
                          f"({self.normalization!r}), it stores no normalizers")
+
+    def route(self, planes: list[np.ndarray]) -> Any:
+        """For a method that ``routes``: the method to run on a channel whose normalized
+        planes (a few of them) are ``planes``, as an object with ``method`` (unfitted),
+        ``reason`` and ``notice`` (:class:`microdenoise.methods.auto.Route`)."""
+        raise InputError(f"method {self.key!r} does not route")
 
     def describe_fit(self) -> str:
         """What the last :meth:`fit` chose, in words, for the user ("" when nothing worth

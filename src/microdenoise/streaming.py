@@ -25,6 +25,7 @@ PNG outputs are written whole (there is no way to write a PNG by pieces).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import mmap
 import re
@@ -35,9 +36,10 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from . import core, io
+from . import core, io, tiff_io
+from . import feedback as fb
 from .errors import InputError
-from .registry import Denoiser
+from .registry import DEFAULT_METHOD, Denoiser
 
 __all__ = ["DEFAULT_BYTES_PER_PIXEL", "denoise_file_streamed", "open_image", "parse_size",
            "release", "tile_for_memory"]
@@ -132,7 +134,7 @@ def release(*arrays: Any) -> None:
 def denoise_file_streamed(
     path: str | Path,
     target: str | Path,
-    method: str | Denoiser = "fm2s",
+    method: str | Denoiser = DEFAULT_METHOD,
     *,
     dtype: str = "float32",
     overwrite: bool = False,
@@ -178,8 +180,10 @@ def denoise_file_streamed(
     if pixel_size is not None and up != 1:
         pixel_size = (pixel_size[0] / up, pixel_size[1] / up)
 
+    report = dataclasses.replace(fb.current(), choices={})  # this file's routing choices
+
     def into(sink: Any) -> None:
-        with core.on_device(den, device):
+        with fb.reporting(report), core.on_device(den, device):
             core.run(den, source, sink, fresh=fresh, lay=lay, tile=tile, overlap=ov,
                      fit_on=fit_on, progress=progress,
                      convert=lambda a: io.convert(a, out_dtype),
@@ -194,12 +198,17 @@ def denoise_file_streamed(
                                  metadata=img.metadata, overwrite=overwrite,
                                  levels=pyramid) as sink:
             into(sink)
+            note = fb.processing_note(report.choices)
+            if note:  # known once the core has routed: written before the folder is published
+                zarr_io.set_processing(sink, note)
         return target
     if suffix not in (".tif", ".tiff"):  # PNG/NPY: computed in memory, written whole
         result = np.empty(shape, dtype=np.float32)
         into(result)
+        note = fb.processing_note(report.choices)
         return io.write_image(target, result, axes=img.axes, pixel_size=pixel_size,
-                              unit=img.unit, metadata=img.metadata, dtype=dtype,
+                              unit=img.unit, metadata={**img.metadata, "processing": note}
+                              if note else img.metadata, dtype=dtype,
                               source_dtype=source.dtype, overwrite=overwrite, levels=pyramid)
     if target.exists() and not overwrite:
         raise InputError(f"{target} exists; pass --overwrite to replace it")
@@ -213,4 +222,7 @@ def denoise_file_streamed(
             sink.flush()
         finally:
             del sink
+        note = fb.processing_note(report.choices)
+        if note:  # known once the core has routed; added before the file is published
+            tiff_io.add_processing(tmp, note, kind=plan.kind)
     return target

@@ -15,6 +15,7 @@ OME-TIFF or a plain TIFF, as :mod:`microdenoise.tiff_out` decides.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -26,7 +27,15 @@ import tifffile
 
 from .axes import AXES_LETTERS, drop_colour
 from .errors import InputError
-from .tiff_out import AXES_KEY, CARRIED, PIXEL_SIZE_KEY, UM_PER, tiff_plan
+from .tiff_out import (
+    AXES_KEY,
+    CARRIED,
+    PIXEL_SIZE_KEY,
+    PROCESSING_KEY,
+    UM_PER,
+    processing_line,
+    tiff_plan,
+)
 
 __all__ = ["Calibration", "check_declared_size", "physical_memory", "read_tiff", "tiff_plan",
            "write_tiff"]
@@ -69,6 +78,27 @@ def check_declared_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, *,
         raise InputError(f"{path}: the image {what}, more than this machine's memory "
                          f"({_gib(memory)}); stream it with --tile or --max-memory "
                          "(denoise_file(..., tile=...) in Python)")
+
+
+def add_processing(path: Path, note: str, *, kind: str) -> None:
+    """Add ``note`` (what ran) to the description of the TIFF ``path`` written as ``kind``
+    (``imagej``: a ``microdenoise_processing=`` line; ``plain``: the JSON's
+    ``processing``); an OME-TIFF written tile by tile keeps its OME-XML as it is."""
+    line = processing_line({"processing": note})
+    with tifffile.TiffFile(path) as tif:
+        text = tif.pages.first.description
+    if kind == "imagej":
+        text = f"{text.rstrip()}\n{PROCESSING_KEY}={line}\n"
+    elif kind == "plain":
+        try:
+            meta = json.loads(text)
+        except ValueError:
+            return
+        meta["processing"] = line
+        text = json.dumps(meta)
+    else:
+        return
+    tifffile.tiffcomment(path, text.encode("ascii"))
 
 
 def _gib(nbytes: int) -> str:

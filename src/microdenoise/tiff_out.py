@@ -36,12 +36,16 @@ import numpy as np
 
 from .errors import FormatWarning
 
-__all__ = ["AXES_KEY", "BIGTIFF_BYTES", "CARRIED", "PIXEL_SIZE_KEY", "UM_PER", "TiffPlan",
+__all__ = ["AXES_KEY", "BIGTIFF_BYTES", "CARRIED", "PIXEL_SIZE_KEY", "PROCESSING_KEY",
+           "processing_line", "UM_PER", "TiffPlan",
            "drop_display", "ome_unit", "tiff_plan"]
 
 BIGTIFF_BYTES = 2**32 - 2**25  # above this, classic TIFF offsets may overflow: BigTIFF
 CARRIED = ("spacing", "finterval")  # metadata keys carried from input to output
 AXES_KEY = "microdenoise_axes"  # in ImageJ descriptions: the axes order and size-1 axes
+#: In ImageJ descriptions (and ``processing`` in plain TIFF / the OME Description / OME-Zarr
+#: attributes): what ran, e.g. what the default chose and why (``metadata["processing"]``).
+PROCESSING_KEY = "microdenoise_processing"
 PIXEL_SIZE_KEY = "microdenoise_pixel_size"  # exact "y x" (resolution tags are rationals)
 UM_PER = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "mm": 1e3,
           "cm": 1e4, "m": 1e6}
@@ -113,10 +117,16 @@ def tiff_plan(
     resolution, resolution_unit = _resolution_cm(pixel_size, unit)
     kwargs: dict[str, Any] = {"resolution": resolution, "resolutionunit": resolution_unit,
                               "photometric": "minisblack", "bigtiff": big}
+    note = processing_line(metadata)
     if kind == "ome":
-        kwargs.update(ome=True, metadata=_ome_metadata(axes, pixel_size, unit, extra))
+        ome_meta = _ome_metadata(axes, pixel_size, unit, extra)
+        if note:
+            ome_meta["Description"] = note
+        kwargs.update(ome=True, metadata=ome_meta)
     else:
         plain: dict[str, Any] = {"axes": axes, **extra}
+        if note:
+            plain["processing"] = note
         if pixel_size is not None:
             plain["pixel_size"] = [float(v) for v in pixel_size]
         if unit:
@@ -135,11 +145,20 @@ def _imagej(axes: str, shape: tuple[int, ...], pixel_size: tuple[float, float] |
         ij[PIXEL_SIZE_KEY] = f"{float(pixel_size[0])!r} {float(pixel_size[1])!r}"
     if unit:
         ij["unit"] = unit.replace("µ", "\\u00B5").encode("ascii", "replace").decode()
+    if processing_line(metadata):
+        ij[PROCESSING_KEY] = processing_line(metadata)
     ij.update(_imagej_display(metadata, shape[axes.index("C")] if "C" in axes else 1))
     resolution = None if pixel_size is None else (1 / pixel_size[1], 1 / pixel_size[0])
     kwargs = {"imagej": True, "resolution": resolution, "resolutionunit": "NONE",
               "metadata": ij, "photometric": "minisblack"}
     return TiffPlan("imagej", order, tuple(shape[i] for i in order), kwargs)
+
+
+def processing_line(metadata: dict[str, Any]) -> str:
+    """``metadata["processing"]`` as one ASCII line ("" when absent): ImageJ description
+    values are ``key=value`` lines."""
+    text = str(metadata.get("processing") or "")
+    return " ".join(text.split()).encode("ascii", "replace").decode()
 
 
 def _imagej_display(metadata: dict[str, Any], channels: int) -> dict[str, Any]:

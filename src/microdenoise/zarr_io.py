@@ -25,7 +25,8 @@ import numpy as np
 from .axes import ImageData, resolve_axes
 from .errors import InputError
 
-__all__ = ["CHUNK", "check_levels", "create_zarr", "read_zarr", "write_zarr"]
+__all__ = ["CHUNK", "check_levels", "check_zarr_size", "create_zarr", "read_zarr",
+           "set_processing", "write_zarr"]
 
 CHUNK = 1024  # chunk size along Y and X; 1 along other axes
 NGFF_VERSION = "0.4"
@@ -159,7 +160,19 @@ def _attrs(axes: str, pixel_size: tuple[float, float] | None, unit: str | None,
     if levels > 1:
         ms.update(type="mean", metadata={"description": "2x2 mean in YX per level",
                                          "method": "microdenoise.zarr_io._downsample"})
-    return {"multiscales": [ms]}
+    attrs: dict[str, Any] = {"multiscales": [ms]}
+    if metadata.get("processing"):
+        attrs["microdenoise"] = {"processing": str(metadata["processing"])}
+    return attrs
+
+
+def set_processing(array: Any, note: str) -> None:
+    """Record ``note`` (what ran: e.g. what the default chose) in the attributes of the
+    group holding ``array`` (one :func:`create_zarr` is writing)."""
+    import zarr
+
+    group = zarr.open_group(store=array.store, mode="r+", zarr_format=2)
+    group.attrs["microdenoise"] = {"processing": note}
 
 
 def check_levels(levels: int, shape: tuple[int, ...]) -> int:

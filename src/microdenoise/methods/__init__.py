@@ -1,3 +1,12 @@
 """Built-in methods; importing this package registers them."""
 
-from . import care, clidim, deconoising, fm2s, global_filters, local_filters, n2v  # noqa: F401
+from . import (  # noqa: F401
+    auto,
+    care,
+    clidim,
+    deconoising,
+    fm2s,
+    global_filters,
+    local_filters,
+    n2v,
+)

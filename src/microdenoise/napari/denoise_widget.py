@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -30,10 +30,11 @@ from qtpy.QtWidgets import (
 )
 
 from .. import core
+from .. import feedback as fb
 from ..axes import check_axes
 from ..errors import InputError
 from ..pipeline import default_axes, denoise_array
-from ..registry import Denoiser, create, list_methods, load
+from ..registry import DEFAULT_METHOD, Denoiser, create, list_methods, load
 from .forms import LayerBox, MethodPicker, run_buttons
 from .layers import guess_axes, layer_data, layer_shape, result_data, result_kwargs
 from .runner import Job, notify
@@ -81,7 +82,7 @@ class DenoiseWidget(QWidget):
         self.trust_box.setEnabled(False)
         top.addRow("", self.trust_box)
         layout.addLayout(top)
-        self.picker = MethodPicker(list_methods(), default="fm2s")
+        self.picker = MethodPicker(list_methods(), default=DEFAULT_METHOD)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.picker)
@@ -143,7 +144,7 @@ class DenoiseWidget(QWidget):
             notify(exc)
             return
 
-        def work(job: Job) -> tuple[np.ndarray, str]:
+        def work(job: Job) -> tuple[np.ndarray, str, dict[int, str]]:
             method: str | Denoiser
             if path is not None:
                 den = method = load(path, trust=bool(options.get("trust")))
@@ -152,16 +153,22 @@ class DenoiseWidget(QWidget):
                 method = options["method"]  # by name: fitted per image as the CLI does
             data = layer_data(layer)
             job.report(("total", len(core.layout(data.shape, axes, den).units())))
-            out = denoise_array(data, method, axes=axes, preset=options.get("preset"),
-                                params=options.get("params"),
-                                progress=lambda n: job.report(("step", n)))
-            return out, den.key
+            # One run, one Feedback: a notice (the BM3D licence) once per run, and what
+            # the default chose, per channel, shown and kept with the result.
+            feedback = fb.Feedback(info=lambda line: job.send(("info", line)))
+            with fb.reporting(feedback):
+                out = denoise_array(data, method, axes=axes, preset=options.get("preset"),
+                                    params=options.get("params"),
+                                    progress=lambda n: job.report(("step", n)))
+            return out, den.key, dict(feedback.choices)
 
-        def done(result: tuple[np.ndarray, str]) -> None:
-            out, label = result
+        def done(result: tuple[np.ndarray, str, dict[int, str]]) -> None:
+            out, label, choices = result
             up = max(1, out.shape[-1] // layer_shape(layer)[-1])
-            self.result = self.viewer.add_image(result_data(layer, out),
-                                                **result_kwargs(layer, label, upscale=up))
+            kwargs = result_kwargs(layer, label, upscale=up)
+            if choices:
+                kwargs["metadata"]["microdenoise_choice"] = "; ".join(choices.values())
+            self.result = self.viewer.add_image(result_data(layer, out), **kwargs)
 
         self.progress.setValue(0)
         self.job = Job(work, on_done=done, on_progress=self.advance, on_end=self.ended,
@@ -170,8 +177,12 @@ class DenoiseWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.job.start()
 
-    def advance(self, payload: tuple[str, int]) -> None:
+    def advance(self, payload: tuple[str, Any]) -> None:
         kind, n = payload
+        if kind == "info":
+            if str(n).startswith("auto:"):  # what the default chose and why
+                show_info(str(n))
+            return
         if kind == "total":
             self.progress.setMaximum(max(1, n))
             self.progress.setValue(0)
