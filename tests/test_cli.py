@@ -16,7 +16,7 @@ import tifffile
 from microdenoise.cli import main
 
 SAMPLE = resources.files("microdenoise") / "data" / "confocal_fish_raw.png"
-FAST = ["--param", "fast_steps=30", "--param", "fast_crop=48"]
+FAST = ["--method", "fm2s", "--param", "fast_steps=30", "--param", "fast_crop=48"]
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_batch_skips_bad_files_and_reports(sample: Path, tmp_path: Path, capsys)
 @pytest.mark.parametrize("argv, message", [
     (["--method", "nope"], "unknown method 'nope'"),
     (["--param", "nope=1"], "unknown parameter"),
-    (["--param", "fast_steps=many"], "must be a number"),
+    (["--method", "fm2s", "--param", "fast_steps=many"], "must be a number"),
     (["--preset", "sted"], "no preset"),
     (["--model", "missing.pt"], "does not exist"),
 ])

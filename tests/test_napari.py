@@ -83,8 +83,10 @@ def test_the_widgets_open_from_the_plugin_and_list_the_registry(viewer) -> None:
     items = [[box.itemText(i) for i in range(box.count())] for box in boxes]
     assert items == [md.list_methods(), trainable_methods(), md.list_methods()]
     assert set(trainable_methods()) == {"n2v", "deconoising", "care", "clidim"}
-    assert denoise.picker.method == "fm2s" and train.picker.method == "n2v"
+    assert denoise.picker.method == "auto" and train.picker.method == "n2v"  # the default
+    assert set(denoise.picker.form.editors) == set(md.registry.describe("auto")["params"])
     # Every field of the chosen method's config has an editor; presets come along.
+    denoise.picker.set_method("fm2s")
     assert set(denoise.picker.form.editors) == set(md.registry.describe("fm2s")["params"])
     denoise.picker.set_method("fm2s", "confocal")
     assert denoise.picker.params() == {}  # the preset's values are shown, not passed
@@ -99,6 +101,7 @@ def test_denoise_gives_denoise_array_with_the_layers_scale_and_translate(
     widget = dock(viewer, "Denoise")
     widget.layer_box.setCurrentText("FMD noisy")
     assert widget.axes_edit.text() == "YX"
+    widget.picker.set_method("fm2s")
     for key, value in FM2S.items():
         widget.picker.form.set_text(key, value)
     start = record_count()
@@ -127,9 +130,7 @@ def test_denoise_gives_denoise_array_with_the_layers_scale_and_translate(
 def test_docs_screenshot_of_the_denoise_widget_on_the_sample(viewer, qtbot, tmp_path) -> None:
     from PIL import Image
 
-    widget = dock(viewer, "Denoise")
-    for key, value in FM2S.items():
-        widget.picker.form.set_text(key, value)
+    widget = dock(viewer, "Denoise")  # the default method, as a user first sees it
     widget.run_button.click()
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     viewer.layers["FMD ground truth"].visible = False
@@ -172,6 +173,7 @@ def test_a_stack_runs_plane_by_plane_and_cancel_stops_between_planes(viewer, qtb
 
 def test_bad_input_shows_the_clis_message_as_a_notification(viewer, qtbot, tmp_path) -> None:
     widget = dock(viewer, "Denoise")
+    widget.picker.set_method("fm2s")
     widget.picker.form.set_text("fast_steps", "lots")
     with pytest.raises(InputError) as cli:
         create("fm2s", fast_steps="lots")  # what `--param fast_steps=lots` prints
@@ -364,3 +366,23 @@ def test_a_third_party_package_runs_only_with_the_trust_box(viewer, qtbot, tmp_p
     np.testing.assert_allclose(viewer.layers["FMD noisy (bmz)"].data, expected, atol=1e-5)
     widget.model_edit.setText(str(tmp_path / "another.zip"))
     assert not widget.trust_box.isChecked()  # trust went to one file, not to the box
+
+
+def test_the_default_says_what_it_chose_and_keeps_it_with_the_result(viewer, qtbot) -> None:
+    """Issue #28: auto, the widget's default, shows its choice and why, gives the BM3D
+    licence notice once per run, and the result layer's metadata keeps the choice."""
+    pytest.importorskip("bm3d")
+    widget = dock(viewer, "Denoise")
+    widget.layer_box.setCurrentText("FMD noisy")
+    assert widget.picker.method == "auto"
+    for _ in range(2):  # each run says it once
+        start = record_count()
+        widget.run_button.click()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+        said = messages(start)
+        assert sum("non-commercial use only" in m for m in said) == 1, said
+        assert any(m.startswith("auto: white noise") and "VST-BM3D" in m for m in said)
+    result = viewer.layers["FMD noisy (auto)"]
+    assert "VST-BM3D" in result.metadata["microdenoise_choice"]
+    expected = denoise_array(np.asarray(viewer.layers["FMD noisy"].data), "bm3d")
+    assert float(np.mean(np.abs(np.asarray(result.data) - expected))) < 1e-3

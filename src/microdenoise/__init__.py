@@ -27,8 +27,7 @@ from .io import ImageData, read_image, write_image
 from .pipeline import denoise_array, denoise_file, denoise_files
 from .registry import Denoiser, create, list_methods, load, register, save
 from .training_io import train
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Denoiser",

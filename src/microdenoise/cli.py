@@ -25,10 +25,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from . import __version__, cli_compare, cli_denoise
+from . import cli_compare, cli_denoise
 from .cli_denoise import EXIT_FAILED_FILES, cli_words
 from .errors import AxesWarning, FormatWarning, InputError, NoticeWarning
 from .training import DEVICES
+from .version import __version__
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED_FILES", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
            "build_parser", "main"]
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microdenoise",
         description="Denoise fluorescence microscopy images: classical filters, FM2S "
-                    "(zero-shot, the default), Noise2Void, DecoNoising, CARE and CLIDiM "
-                    "under one command.",
+                    "(zero-shot), Noise2Void, DecoNoising, CARE and CLIDiM under one "
+                    "command. The default (auto) measures the noise and runs VST-BM3D on "
+                    "pixel-independent noise, FM2S on spatially correlated noise.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"microdenoise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NoticeWarning
+from .version import __version__
 
 __all__ = ["ClipCounter", "Feedback", "count_clipped", "current", "describe_scaling", "notice",
            "notice_once", "processing_note", "reporting", "warn_clipped"]
@@ -83,8 +84,6 @@ def notice_once(message: str) -> None:
 def processing_note(choices: dict[int, str]) -> str:
     """What a routing method chose (``Feedback.choices``) as the output's ``processing``
     metadata ("" when nothing was routed)."""
-    from . import __version__
-
     if not choices:
         return ""
     return f"microdenoise {__version__}: " + "; ".join(choices[c] for c in sorted(choices))

@@ -1,4 +1,5 @@
-"""The Denoise widget: an image layer, a method from the registry (default FM2S) or a
+"""The Denoise widget: an image layer, a method from the registry (default ``auto``: the
+noise decides, and the widget says what it chose and why) or a
 saved model, its preset and parameters; the result is a new layer ``<input> (<method>)``
 with the input's scale, translate and metadata.
 
