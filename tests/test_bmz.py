@@ -52,7 +52,14 @@ KINDS: dict[str, tuple[str, dict[str, Any]]] = {
     "clidim": ("clidim", CLIDIM),
     "clidim_training": ("clidim", {**CLIDIM, "normalization": "training"}),
 }
-SLOW = {"n2v2", "structn2v", "deconvolved", "care", "clidim", "clidim_training"}
+# Every kind runs in `make test` (issue 29: an export never tested in CI is not tested):
+# each trains for seconds (5-6 s a kind, export and bioimageio's own test included).
+SLOW: set[str] = set()
+# bioimageio.core's prediction vs microdenoise's, over the output's range: 1e-4, but for
+# N2V2, whose max-blur-pool (a 3x3 blur after each pooling) runs in another order under
+# TorchScript: 1.13e-4 measured (2026-12-08); the packages declare a reproducibility
+# tolerance of 1e-3 of the range (rdf config.bioimageio).
+AGREEMENT = {"n2v2": 3e-4}
 
 
 def train(kind: str) -> TrainedMethod:
@@ -123,7 +130,7 @@ def test_export_passes_bioimageio_and_predicts_as_microdenoise(kind: str, tmp_pa
             diff = float(np.max(np.abs(theirs - expected)[where])) / span
             print(f"{kind} {weight_format} halo={halo}: max |difference| / output range = "
                   f"{diff:.2e}")
-            assert diff < 1e-4
+            assert diff < AGREEMENT.get(kind, 1e-4)
 
     loaded = md.load(package)  # our own package: the microdenoise model, rebuilt
     assert type(loaded) is type(model) and loaded.config == model.config

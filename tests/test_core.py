@@ -54,6 +54,13 @@ def _setup(name: str) -> tuple[np.ndarray, str, str | Denoiser, dict[str, Any], 
 TOLERANCE = {"bilateral": 1e-3, "bm3d": 1e-3}
 
 
+# Whole-image methods in pieces: the mean |difference| from one whole pass over the image's
+# range, about twice what each measured on this image (tile 88, 125x109; 2026-12-08:
+# wavelet 0.019 tiled / 0.011 Dask, bm3d and auto 0.0024 / 0.0011, tv 0.0): a method
+# whose pieces drift further from the whole image fails.
+GLOBAL_TOLERANCE = {"tv": 1e-4, "wavelet": 0.04, "bm3d": 0.005, "auto": 0.005}
+
+
 def _close(a: np.ndarray, b: np.ndarray, name: str, what: str) -> None:
     scale = float(np.abs(b).max())
     np.testing.assert_allclose(a, b, rtol=0, atol=TOLERANCE.get(name, 2e-5) * scale,
@@ -113,8 +120,9 @@ def test_every_driver_gives_the_same_answer(name: str, tmp_path: Path, scheduler
         # Pieces see 32 px of context, not the whole image: close, not equal (wavelet's
         # BayesShrink thresholds come from each piece's own coefficients).
         scale = float(np.abs(whole).max())
-        assert float(np.mean(np.abs(tiled - whole))) < 0.05 * scale
-        assert float(np.mean(np.abs(blocks - whole))) < 0.05 * scale
+        bound = GLOBAL_TOLERANCE[name] * scale
+        assert float(np.mean(np.abs(tiled - whole))) < bound, f"{name}: tiled vs whole"
+        assert float(np.mean(np.abs(blocks - whole))) < bound, f"{name}: Dask vs whole"
     else:
         _close(tiled, whole, name, "tiled vs whole")
         _close(blocks, whole, name, "Dask map_overlap vs array")
@@ -150,10 +158,22 @@ def test_fit_unit_fits_a_copy_and_leaves_the_template_alone() -> None:
     assert fitted is not den and fitted.net is not None and den.net is None
 
 
-def test_a_callers_model_keeps_its_device() -> None:
+def test_a_callers_model_keeps_its_device(monkeypatch) -> None:
+    """The run uses the device asked for, and the caller's model keeps its own after: both
+    halves are checked (the first alone would pass if the core ignored ``device``)."""
+    from microdenoise.methods.fm2s import FM2S
+
     image = poisson_gaussian(blobs((48, 48)), seed=0).astype(np.float32)
     model = create("fm2s", fast_steps=3, fast_crop=32)
     model.fit(image)
     model.device = "auto"
+    seen: list[str] = []
+    original = FM2S.denoise
+
+    def spy(self, x):
+        seen.append(self.device)
+        return original(self, x)
+
+    monkeypatch.setattr(FM2S, "denoise", spy)
     denoise_array(image, model, device="cpu")
-    assert model.device == "auto"
+    assert seen == ["cpu"] and model.device == "auto"

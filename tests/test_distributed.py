@@ -30,6 +30,14 @@ def _noisy(shape=(90, 110), seed=0) -> np.ndarray:
     return (poisson_gaussian(blobs(shape, seed=seed), seed=seed) * 3000 + 100).astype(np.uint16)
 
 
+@pytest.fixture(scope="module")
+def n2v() -> object:
+    """A tiny trained N2V: a model with tensor state (a filter has none, so it cannot show
+    a cache keyed on pickled tensors, which differ on every call)."""
+    return create("n2v", epochs=1, steps_per_epoch=4, batch_size=4, patch_size=32,
+                  filters=8).fit(_noisy((64, 64), seed=9).astype(np.float32))
+
+
 @pytest.mark.parametrize(("method", "params"), [("median", {"size": 5}), ("gaussian", {})])
 def test_map_overlap_equals_denoise_array(method: str, params: dict) -> None:
     image = _noisy()
@@ -54,6 +62,23 @@ def test_channels_normalized_globally_and_method_built_once() -> None:
                                rtol=1e-6, atol=1e-3)
 
 
+def test_a_model_with_tensor_state_is_built_once_across_calls(n2v: object) -> None:
+    """Two denoise_dask calls with one trained network (tensors in its state) build it
+    once: the cache key is a digest of the tensors' bytes, not of their pickles."""
+    stack = np.stack([_noisy((64, 64), seed=s) for s in range(2)]).astype(np.float32)
+    dask_models.MODELS.clear()
+    before = dask_models.MODELS.built
+    with dask.config.set(scheduler="synchronous"):
+        first = mdd.denoise_dask(da.from_array(stack, chunks=(1, 64, 64)), n2v,
+                                 axes="SYX").compute()
+        second = mdd.denoise_dask(da.from_array(stack, chunks=(1, 32, 64)), n2v,
+                                  axes="SYX").compute()
+    assert dask_models.MODELS.built - before == 1 and len(dask_models.MODELS) == 1
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, denoise_array(stack, n2v, axes="SYX"), rtol=1e-5,
+                               atol=1e-4)
+
+
 def test_unreachable_scheduler_is_a_clear_error(tmp_path: Path) -> None:
     src = write_image(tmp_path / "a.tif", _noisy((32, 32)), dtype="uint16")
     t0 = time.perf_counter()
@@ -73,8 +98,8 @@ def test_local_cluster_equals_single_process_and_resumes(tmp_path: Path) -> None
     single = denoise_files([inputs], tmp_path / "single", "median")
     (tmp_path / "dist").mkdir()
     write_image(tmp_path / "dist" / "img0.tif", np.zeros((8, 8), np.float32))  # "done" earlier
-    # A fitted model (here a filter object) is saved once beside the outputs, loaded once
-    # per worker and removed at the end.
+    # A fitted model is saved once beside the outputs, loaded once per worker and removed
+    # at the end.
     result = mdd.denoise_files_distributed([inputs], tmp_path / "dist", create("median"),
                                            scheduler="local:2")
     assert [p.name for p in result.skipped] == ["img0.tif"]
@@ -164,3 +189,19 @@ def test_dask_array_passes_constant_planes_through_like_the_array_path() -> None
         expected = denoise_array(stack, "median", axes="TYX")
     np.testing.assert_array_equal(got[1], np.full((40, 48), 7.0, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
+
+
+def test_a_trained_network_over_a_local_cluster_equals_the_local_path(tmp_path: Path,
+                                                                      n2v: object) -> None:
+    """A model with tensor state travels as a file saved once and gives the local output."""
+    inputs = tmp_path / "in"
+    for i in range(2):
+        write_image(inputs / f"img{i}.tif", _noisy((48, 56), seed=i), dtype="uint16")
+    single = denoise_files([inputs], tmp_path / "single", n2v)
+    result = mdd.denoise_files_distributed([inputs], tmp_path / "dist", n2v,
+                                           scheduler="local:1")
+    assert not result.failed and len(result.written) == len(single.written) == 2
+    for name in ("img0.tif", "img1.tif"):
+        np.testing.assert_array_equal(read_image(tmp_path / "dist" / name).data,
+                                      read_image(tmp_path / "single" / name).data)
+    assert not [p for p in (tmp_path / "dist").iterdir() if p.name.startswith(".")]

@@ -1,7 +1,10 @@
 """Every registered method through the same checks (DESIGN.md: the contract test).
 
 Shape and dtype kept, finite output, same seed same output, save/load round trip,
-and denoising lowers the error on a seeded synthetic Poisson-Gaussian image.
+denoising lowers the error on a seeded synthetic Poisson-Gaussian image at least as far
+as it did when measured (``REFERENCE_RATIO``), one pixel changes the output only
+within the declared receptive field, and tiles (at least two along each axis) equal
+one pass.
 Methods trained on pairs (``needs == "pairs"``) are first fitted on another
 (noisy, clean) pair of the same kind (other blobs, other noise) and scored on the
 pair they never saw.
@@ -88,13 +91,29 @@ def name(request) -> str:
     return request.param
 
 
+# MSE(output) / MSE(noisy) on _data's image with FAST settings, measured 2026-12-08 on
+# x86_64 (torch 2.13 CPU, bf16 training steps). A method must keep at least this gain:
+# filters within 20 %, methods that train (on CPUs with or without bf16) within 60 %.
+# Any mild smoothing lowers the error; these bounds tell a working method from one that
+# has lost most of its gain (a 3x3 box filter reaches 0.12).
+REFERENCE_RATIO = {
+    "auto": 0.046, "bilateral": 0.674, "bm3d": 0.046, "box": 0.120, "box3d": 0.054,
+    "care": 0.451, "clidim": 0.550, "deconoising": 0.408, "fm2s": 0.073, "gaussian": 0.088,
+    "median": 0.185, "n2v": 0.543, "nlm": 0.069, "tv": 0.050, "wavelet": 0.103,
+}
+TRAINS = {"care", "clidim", "deconoising", "fm2s", "n2v"}
+
+
 def test_pipeline_contract(name: str) -> None:
     clean, noisy = _data(name)
     axes = "ZYX" if noisy.ndim == 3 else "YX"
     out = _denoise(noisy, name, clean, axes=axes, seed=7)
     assert out.shape == noisy.shape and out.dtype == np.float32
     assert np.isfinite(out).all()
-    assert _mse(out, clean) < _mse(noisy, clean)
+    ratio = _mse(out, clean) / _mse(noisy, clean)
+    slack = 1.6 if name in TRAINS else 1.2
+    assert name in REFERENCE_RATIO, f"{name}: measure its REFERENCE_RATIO and add it"
+    assert ratio < slack * REFERENCE_RATIO[name], (name, ratio)
     again = _denoise(noisy, name, clean, axes=axes, seed=7)
     assert_same(out, again, name)
 
@@ -130,14 +149,46 @@ def test_uint8_input_is_denoised_in_its_own_units(name: str) -> None:
 TILE_ATOL = {"bilateral": 1e-3}
 
 
-def test_tiled_equals_untiled_at_the_receptive_field(name: str) -> None:
+def _local_2d(name: str) -> None:
     if create(name).global_field or create(name).supports_3d:
         pytest.skip(f"{name} is not a local 2D method: tiles cannot equal the whole image")
-    clean = blobs((96, 80), seed=4)
-    noisy = poisson_gaussian(clean, seed=5)
+
+
+def test_tiled_equals_untiled_at_the_receptive_field(name: str) -> None:
+    _local_2d(name)
+    from microdenoise.tiling import plan_tiles
+
     params = FAST.get(name, {})
     rf = create(name, **params).receptive_field
-    assert isinstance(rf, int) and rf >= 0
+    tile = 2 * rf + 24
+    shape = (2 * tile, 2 * tile - 16)  # at least two tiles along each axis
+    plan = plan_tiles(shape, tile=tile, overlap=rf, multiple=1)
+    assert len({s.target[0].start for s in plan}) >= 2 <= len({s.target[1].start for s in plan})
+    clean = blobs(shape, seed=4)
+    noisy = poisson_gaussian(clean, seed=5)
     whole = _denoise(noisy, name, clean, seed=3)
-    tiled = _denoise(noisy, name, clean, seed=3, tile=2 * rf + 24, overlap=rf)
+    tiled = _denoise(noisy, name, clean, seed=3, tile=tile, overlap=rf)
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=TILE_ATOL.get(name, 1e-5))
+
+
+def test_one_pixel_moves_the_output_only_within_the_receptive_field(name: str) -> None:
+    """The declared receptive field is an upper bound of how far one input pixel reaches:
+    a fitted model, one pixel set to the image's mean (the range is kept: no
+    normalization or lookup table changes), the output changes nowhere beyond it."""
+    _local_2d(name)
+    params = FAST.get(name, {})
+    rf = create(name, **params).receptive_field
+    side = max(64, 2 * rf + 33)
+    clean = blobs((side, side), seed=6)
+    x = np.clip(poisson_gaussian(clean, seed=7), 0, 1).astype(np.float32)
+    method = create(name, **params)
+    method = method.fit(x, clean) if _supervised(name) else method.fit(x)
+    before = _apply(method, x)
+    c = side // 2
+    moved = x.copy()
+    moved[c, c] = float(x.mean()) if abs(float(x[c, c]) - float(x.mean())) > 0.05 \
+        else float(x.mean()) + 0.2
+    changed = np.argwhere(np.abs(_apply(method, moved) - before) > 1e-6)
+    assert len(changed) > 0, f"{name}: the changed pixel changed nothing"
+    reach = int(np.abs(changed - c).max())
+    assert reach <= rf, f"{name}: one pixel reaches {reach} px, beyond its declared {rf}"
